@@ -1,0 +1,185 @@
+//! The envelope: what ingest-api writes to the buffer and the drain reads back.
+//!
+//! # Wire format, version 1
+//!
+//! An envelope is one compact JSON object whose first bytes are always `{"spillway":` followed by
+//! the format version:
+//!
+//! ```json
+//! {"spillway":1,"id":"0193a3c4-…","topic":"orders","key":"customer-42","received_at_ms":1764211200123,
+//!  "idempotency_key":"b7c1…","headers":[["source","web"],["sig",{"b64":"AAEC"}]],"value":"{\"total\":12}"}
+//! ```
+//!
+//! * Every byte field (`key`, `value`, header values) is a JSON string when its bytes are valid
+//!   UTF-8, and `{"b64":"<standard base64>"}` otherwise. Text payloads — the common case — therefore
+//!   cost no base64 inflation, and arbitrary binary payloads still round-trip exactly.
+//! * The output is valid UTF-8 that uses only the characters an SQS body may carry
+//!   (`#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF`): JSON escapes control
+//!   characters, and the two noncharacters SQS rejects, U+FFFE and U+FFFF, are written as `\ufffe` /
+//!   `\uffff`. The same text is a valid Kinesis record.
+//! * The format is plain JSON so that an API Gateway mapping template (direct service integration,
+//!   no Lambda in the hot path) can write it too: `"value":{"b64":"$util.base64Encode($input.body)"}`.
+//! * Unknown fields are ignored, so fields can be added within a version; a change that old
+//!   readers would misread bumps the version, and readers reject versions they do not know.
+//!
+//! # Raw mode
+//!
+//! A message that does not start with `{"spillway":` was written by some other producer. In raw
+//! mode the drain forwards its bytes unchanged as the Kafka value; otherwise it is undecodable. A
+//! message that starts with the prefix but does not parse is always undecodable (poison), so a
+//! damaged envelope is never forwarded as if it were someone's payload.
+//!
+//! # Size accounting
+//!
+//! [`Envelope::encoded_len`] is the exact length of [`Envelope::encode`]'s output, computed without
+//! building it; [`crate::limits::BufferLimit`] checks it against the buffer's own limit.
+
+mod wire;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+/// The envelope format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// The bytes every encoded envelope starts with.
+pub const PREFIX: &[u8] = b"{\"spillway\":";
+
+/// One Kafka record header: a UTF-8 name and arbitrary bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Header name (Kafka header keys are strings).
+    pub name: String,
+    /// Header value, any bytes.
+    pub value: Vec<u8>,
+}
+
+impl Header {
+    /// A header from a name and a value.
+    pub fn new(name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A message accepted by spillway, on its way from the buffer to Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Unique id, time-ordered when spillway made it (UUIDv7); becomes the `spillway-id` header.
+    pub id: String,
+    /// Kafka topic the message is for.
+    pub topic: String,
+    /// Kafka key; `None` lets the partitioner spread messages.
+    pub key: Option<Vec<u8>>,
+    /// Kafka value: the bytes as the caller sent them.
+    pub value: Vec<u8>,
+    /// The caller's Kafka headers, in order.
+    pub headers: Vec<Header>,
+    /// When the buffer writer accepted the message, in milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+    /// The caller's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<String>,
+}
+
+impl Envelope {
+    /// A new envelope for `topic` with a fresh UUIDv7 id, received now.
+    pub fn new(topic: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            topic: topic.into(),
+            key: None,
+            value: value.into(),
+            headers: Vec::new(),
+            received_at_ms: now_ms(),
+            idempotency_key: None,
+        }
+    }
+
+    /// The wire form (see the module docs): SQS-safe UTF-8 text, also used as Kinesis data.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        wire::write(self, &mut out);
+        // The writer emits only JSON produced from `&str`s and ASCII escapes.
+        String::from_utf8(out).expect("the envelope writer emits UTF-8")
+    }
+
+    /// Exact length in bytes of [`Envelope::encode`]'s output, computed without building it.
+    pub fn encoded_len(&self) -> usize {
+        let mut counter = wire::ByteCounter::default();
+        wire::write(self, &mut counter);
+        counter.0
+    }
+}
+
+/// What a buffer message turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A spillway envelope.
+    Envelope(Envelope),
+    /// A plain message from another producer (raw mode): its bytes are the Kafka value.
+    Raw(&'a [u8]),
+}
+
+/// Whether messages that are not envelopes are accepted (`SPILLWAY_RAW_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RawMode {
+    /// Only envelopes are accepted; anything else is undecodable (and goes to the DLQ).
+    #[default]
+    Reject,
+    /// Messages without the envelope prefix are forwarded unchanged.
+    Accept,
+}
+
+/// Why a buffer message could not be decoded. Every variant is permanent: retrying the same bytes
+/// gives the same answer, so the drain dead-letters the message with this text as its reason.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not an envelope, and raw mode is off.
+    #[error("not a spillway envelope (it does not start with {{\"spillway\":) and raw mode is off (SPILLWAY_RAW_MODE=on accepts plain messages)")]
+    NotAnEnvelope,
+    /// An envelope of a version this build does not read.
+    #[error("envelope version {found} is not supported; this build reads version {VERSION}")]
+    UnsupportedVersion {
+        /// The version the message claims.
+        found: String,
+    },
+    /// Starts like an envelope but is not a valid one.
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+}
+
+/// Decodes a buffer message (an SQS body or a Kinesis record's data).
+///
+/// Never panics, whatever the input; memory use is bounded by a small multiple of the input size.
+pub fn decode(body: &[u8], raw: RawMode) -> Result<Decoded<'_>, DecodeError> {
+    let Some(rest) = body.strip_prefix(PREFIX) else {
+        return match raw {
+            RawMode::Accept => Ok(Decoded::Raw(body)),
+            RawMode::Reject => Err(DecodeError::NotAnEnvelope),
+        };
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let version = &rest[..digits];
+    if version != VERSION.to_string().as_bytes() {
+        let shown = if version.is_empty() {
+            String::from_utf8_lossy(&rest[..rest.len().min(16)]).into_owned()
+        } else {
+            String::from_utf8_lossy(&version[..version.len().min(16)]).into_owned()
+        };
+        return Err(DecodeError::UnsupportedVersion { found: shown });
+    }
+    wire::read(body).map(Decoded::Envelope)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests;

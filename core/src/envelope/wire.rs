@@ -1,0 +1,234 @@
+//! JSON reading and writing for the envelope (format described in the parent module).
+
+use std::fmt;
+use std::io;
+
+use base64::display::Base64Display;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct, SerializeTuple, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::ser::Formatter;
+
+use super::{DecodeError, Envelope, Header, VERSION};
+
+/// Writes `env` to `out`. Writing to memory or to a counter cannot fail.
+pub(super) fn write<W: io::Write>(env: &Envelope, out: W) {
+    let mut ser = serde_json::Serializer::with_formatter(out, SqsSafe);
+    WireOut(env)
+        .serialize(&mut ser)
+        .expect("the envelope serialises into an infallible writer");
+}
+
+/// Parses a whole envelope (prefix and version already checked by the caller).
+pub(super) fn read(body: &[u8]) -> Result<Envelope, DecodeError> {
+    let wire: WireIn = serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(describe(&e)))?;
+    if wire.id.is_empty() {
+        return Err(DecodeError::Malformed("`id` is empty".into()));
+    }
+    if wire.topic.is_empty() {
+        return Err(DecodeError::Malformed("`topic` is empty".into()));
+    }
+    Ok(Envelope {
+        id: wire.id,
+        topic: wire.topic,
+        key: wire.key.map(|k| k.0),
+        value: wire.value.0,
+        headers: wire
+            .headers
+            .into_iter()
+            .map(|(name, value)| Header { name, value: value.0 })
+            .collect(),
+        received_at_ms: wire.received_at_ms,
+        idempotency_key: wire.idempotency_key,
+    })
+}
+
+/// A parse error described without quoting the message: serde_json's own text can contain
+/// field values, and decode errors end up in DLQ reason attributes and logs.
+fn describe(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let text = e.to_string();
+    let what = match e.classify() {
+        Category::Syntax => "invalid JSON",
+        Category::Eof => "truncated JSON",
+        Category::Io => "unreadable input",
+        Category::Data if text.starts_with("missing field") => {
+            return text;
+        }
+        Category::Data if text.starts_with("invalid base64") || text.starts_with("a binary field") => {
+            return text;
+        }
+        Category::Data => "a field has the wrong type or value",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+/// Counts bytes instead of storing them: [`Envelope::encoded_len`] without an allocation.
+#[derive(Default)]
+pub(super) struct ByteCounter(pub(super) usize);
+
+impl io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// serde_json's compact output, plus escapes for U+FFFE and U+FFFF, the only characters of valid
+/// UTF-8 text that an SQS body may not contain once JSON has escaped the control characters.
+struct SqsSafe;
+
+impl Formatter for SqsSafe {
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+        let bytes = fragment.as_bytes();
+        let mut start = 0;
+        // Both are encoded EF BF BE / EF BF BF; 0xEF is rare in most text, so this is a fast scan.
+        for at in memchr::memchr_iter(0xEF, bytes) {
+            let escape = match bytes.get(at + 1..at + 3) {
+                Some([0xBF, 0xBE]) => b"\\ufffe",
+                Some([0xBF, 0xBF]) => b"\\uffff",
+                _ => continue,
+            };
+            writer.write_all(&bytes[start..at])?;
+            writer.write_all(escape)?;
+            start = at + 3;
+        }
+        writer.write_all(&bytes[start..])
+    }
+}
+
+struct WireOut<'a>(&'a Envelope);
+
+impl Serialize for WireOut<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut s = ser.serialize_struct("Envelope", 8)?;
+        s.serialize_field("spillway", &VERSION)?;
+        s.serialize_field("id", &e.id)?;
+        s.serialize_field("topic", &e.topic)?;
+        if let Some(key) = &e.key {
+            s.serialize_field("key", &WireBytes(key))?;
+        }
+        s.serialize_field("received_at_ms", &e.received_at_ms)?;
+        if let Some(idempotency_key) = &e.idempotency_key {
+            s.serialize_field("idempotency_key", idempotency_key)?;
+        }
+        if !e.headers.is_empty() {
+            s.serialize_field("headers", &WireHeaders(&e.headers))?;
+        }
+        s.serialize_field("value", &WireBytes(&e.value))?;
+        s.end()
+    }
+}
+
+/// Bytes as a JSON string when they are UTF-8, else as `{"b64": "..."}`.
+struct WireBytes<'a>(&'a [u8]);
+
+impl Serialize for WireBytes<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        if let Ok(text) = std::str::from_utf8(self.0) {
+            ser.serialize_str(text)
+        } else {
+            let mut map = ser.serialize_map(Some(1))?;
+            map.serialize_entry("b64", &Base64Str(self.0))?;
+            map.end()
+        }
+    }
+}
+
+/// Streams base64 into the output without an intermediate `String`.
+struct Base64Str<'a>(&'a [u8]);
+
+impl Serialize for Base64Str<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(&Base64Display::new(self.0, &STANDARD))
+    }
+}
+
+struct WireHeaders<'a>(&'a [Header]);
+
+impl Serialize for WireHeaders<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut seq = ser.serialize_seq(Some(self.0.len()))?;
+        for header in self.0 {
+            seq.serialize_element(&WireHeader(header))?;
+        }
+        seq.end()
+    }
+}
+
+struct WireHeader<'a>(&'a Header);
+
+impl Serialize for WireHeader<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut pair = ser.serialize_tuple(2)?;
+        pair.serialize_element(&self.0.name)?;
+        pair.serialize_element(&WireBytes(&self.0.value))?;
+        pair.end()
+    }
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    #[allow(dead_code)] // checked by `decode` before parsing; required here so it cannot be omitted
+    spillway: u32,
+    id: String,
+    topic: String,
+    #[serde(default)]
+    key: Option<BytesIn>,
+    received_at_ms: u64,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    headers: Vec<(String, BytesIn)>,
+    value: BytesIn,
+}
+
+/// Reads what [`WireBytes`] writes.
+struct BytesIn(Vec<u8>);
+
+impl<'de> Deserialize<'de> for BytesIn {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(BytesInVisitor)
+    }
+}
+
+struct BytesInVisitor;
+
+impl<'de> Visitor<'de> for BytesInVisitor {
+    type Value = BytesIn;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"a string or {"b64": "<base64>"}"#)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<BytesIn, E> {
+        Ok(BytesIn(v.as_bytes().to_vec()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<BytesIn, E> {
+        Ok(BytesIn(v.into_bytes()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BytesIn, A::Error> {
+        let mut bytes = None;
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if name != "b64" || bytes.is_some() {
+                return Err(de::Error::custom(r#"a binary field must be exactly {"b64": "<base64>"}"#));
+            }
+            let text: std::borrow::Cow<'de, str> = map.next_value()?;
+            let decoded = STANDARD
+                .decode(text.as_bytes())
+                .map_err(|e| de::Error::custom(format_args!("invalid base64 in a binary field: {e}")))?;
+            bytes = Some(decoded);
+        }
+        bytes
+            .map(BytesIn)
+            .ok_or_else(|| de::Error::custom(r#"a binary field must be exactly {"b64": "<base64>"}"#))
+    }
+}
