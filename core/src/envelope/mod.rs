@@ -100,7 +100,10 @@ impl Envelope {
 
     /// The wire form (see the module docs): SQS-safe UTF-8 text, also used as Kinesis data.
     pub fn encode(&self) -> String {
-        let mut out = Vec::with_capacity(self.encoded_len());
+        // A close upper estimate for text payloads; counting exactly first would double the work.
+        let headers: usize = self.headers.iter().map(|h| h.name.len() + h.value.len() + 8).sum();
+        let key = self.key.as_ref().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(self.value.len() + key + headers + 160);
         wire::write(self, &mut out);
         // The writer emits only JSON produced from `&str`s and ASCII escapes.
         String::from_utf8(out).expect("the envelope writer emits UTF-8")

@@ -1,0 +1,110 @@
+use std::time::Duration;
+
+use super::*;
+
+#[test]
+fn sqs_is_the_default_buffer_and_fifo_follows_the_queue_name() {
+    let env = [("SPILLWAY_SQS_QUEUE_URL", "http://127.0.0.1:4576/000000000000/q.fifo")];
+    assert_eq!(
+        BufferConfig::from_env(&Env::new(&env)),
+        Ok(BufferConfig::Sqs {
+            queue_url: "http://127.0.0.1:4576/000000000000/q.fifo".into(),
+            fifo: true,
+            max_message_bytes: 262_144,
+        })
+    );
+}
+
+#[test]
+fn errors_name_the_variable_and_what_it_accepts() {
+    let env = [("SPILLWAY_BUFFER", "kafka")];
+    assert_eq!(
+        BufferConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        "SPILLWAY_BUFFER=kafka is not valid; expected one of sqs, kinesis"
+    );
+    let env = [("SPILLWAY_BUFFER", "Kinesis")];
+    assert_eq!(
+        BufferConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        "SPILLWAY_KINESIS_STREAM is not set; SPILLWAY_BUFFER=kinesis needs the stream's name or ARN"
+    );
+    let env = [("SPILLWAY_SQS_QUEUE_URL", "u"), ("SPILLWAY_SQS_MAX_MESSAGE_BYTES", "2MiB")];
+    assert_eq!(
+        BufferConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        "SPILLWAY_SQS_MAX_MESSAGE_BYTES=2MiB is not valid; expected a whole number from 1024 to 1048576"
+    );
+    let env = [("SPILLWAY_KAFKA_BOOTSTRAP", "b:9098"), ("SPILLWAY_DEADLINE_MARGIN", "5")];
+    assert_eq!(
+        DrainConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        "SPILLWAY_DEADLINE_MARGIN=5 is not valid; expected a duration such as 500ms, 5s or 2m, from 100ms to 10m"
+    );
+}
+
+#[test]
+fn kafka_defaults_suit_msk_serverless() {
+    let env = [("SPILLWAY_KAFKA_BOOTSTRAP", "b-1.example:9098,b-2.example:9098")];
+    let kafka = KafkaConfig::from_env(&Env::new(&env)).unwrap();
+    assert_eq!(kafka.auth, KafkaAuth::Iam);
+    assert_eq!(kafka.compression, Compression::Lz4);
+    assert_eq!(kafka.message_max_bytes, 8 * 1024 * 1024);
+}
+
+#[test]
+fn bootstrap_must_be_host_port_pairs() {
+    for bad in ["broker", "broker:", ":9092", "a:9092,b", "a:99999"] {
+        let env = [("SPILLWAY_KAFKA_BOOTSTRAP", bad)];
+        let err = KafkaConfig::from_env(&Env::new(&env)).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { var: "SPILLWAY_KAFKA_BOOTSTRAP", .. }), "{bad}: {err}");
+    }
+    let env: [(&str, &str); 0] = [];
+    assert_eq!(
+        KafkaConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        "SPILLWAY_KAFKA_BOOTSTRAP is not set; set it to the brokers' host:port list"
+    );
+}
+
+#[test]
+fn scram_needs_both_credentials_and_never_echoes_the_password() {
+    let env = [
+        ("SPILLWAY_KAFKA_BOOTSTRAP", "b:9096"),
+        ("SPILLWAY_KAFKA_AUTH", "scram"),
+        ("SPILLWAY_KAFKA_SCRAM_USERNAME", "alice"),
+    ];
+    assert_eq!(
+        KafkaConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        "SPILLWAY_KAFKA_SCRAM_PASSWORD is not set; SPILLWAY_KAFKA_AUTH=scram needs it"
+    );
+    let env = [
+        ("SPILLWAY_KAFKA_BOOTSTRAP", "b:9096"),
+        ("SPILLWAY_KAFKA_AUTH", "scram"),
+        ("SPILLWAY_KAFKA_SCRAM_USERNAME", "alice"),
+        ("SPILLWAY_KAFKA_SCRAM_PASSWORD", " s3cret "),
+    ];
+    let kafka = KafkaConfig::from_env(&Env::new(&env)).unwrap();
+    assert_eq!(
+        kafka.auth,
+        KafkaAuth::Scram {
+            username: "alice".into(),
+            password: " s3cret ".into(),
+        },
+        "passwords are taken verbatim, spaces included"
+    );
+}
+
+#[test]
+fn drain_settings_parse_with_units() {
+    let env = [
+        ("SPILLWAY_SOURCE", "kinesis"),
+        ("SPILLWAY_RAW_MODE", "ON"),
+        ("SPILLWAY_DEADLINE_MARGIN", "1500ms"),
+        ("SPILLWAY_DLQ_URL", ""),
+    ];
+    assert_eq!(
+        DrainConfig::from_env(&Env::new(&env)),
+        Ok(DrainConfig {
+            source: BufferKind::Kinesis,
+            raw_mode: RawMode::Accept,
+            deadline_margin: Duration::from_millis(1500),
+            dlq_url: None,
+        })
+    );
+}
