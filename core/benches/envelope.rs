@@ -13,7 +13,10 @@ fn message(value: Vec<u8>) -> Envelope {
     env.key = Some(b"customer-42".to_vec());
     env.headers = vec![
         Header::new("content-type", "application/json"),
-        Header::new("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        Header::new(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
     ];
     env
 }
@@ -22,7 +25,10 @@ fn json_1kib() -> Vec<u8> {
     use std::fmt::Write as _;
     let mut s = String::from("{\"items\":[");
     for i in 0..18 {
-        let _ = write!(s, "{{\"sku\":\"SKU-{i:05}\",\"qty\":{i},\"note\":\"caf\u{e9} \\\"x\\\"\"}},");
+        let _ = write!(
+            s,
+            "{{\"sku\":\"SKU-{i:05}\",\"qty\":{i},\"note\":\"caf\u{e9} \\\"x\\\"\"}},"
+        );
     }
     s.pop();
     s.push_str("],\"pad\":\"");
@@ -36,7 +42,9 @@ fn json_1kib() -> Vec<u8> {
 
 fn binary_1kib() -> Vec<u8> {
     // Deterministic bytes that are not UTF-8.
-    (0..1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 | 0x80).collect()
+    (0..1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 | 0x80)
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -45,7 +53,9 @@ fn bench(c: &mut Criterion) {
     for (name, value) in [("text", json_1kib()), ("binary", binary_1kib())] {
         let env = message(value);
         let body = env.encode();
-        group.bench_function(format!("encode/{name}"), |b| b.iter(|| black_box(&env).encode()));
+        group.bench_function(format!("encode/{name}"), |b| {
+            b.iter(|| black_box(&env).encode());
+        });
         group.bench_function(format!("encoded_len/{name}"), |b| {
             b.iter(|| black_box(&env).encoded_len());
         });

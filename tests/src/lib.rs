@@ -1,4 +1,88 @@
 //! # spillway-tests — tests against the local stack
 //!
 //! Shared helpers for the integration tests in `tests/tests/`: clients pointed at the services that
-//! `local/up` starts on 127.0.0.1, and random resource names so runs never collide.
+//! `local/up` starts on 127.0.0.1 (addresses overridable with the variables `local/up` exports),
+//! and random resource names so runs never collide.
+//!
+//! What each test relies on is stated in the test; no emulator is the real service.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_sqs::config::{Credentials, Region};
+
+/// fauxqs, the SQS emulator (`AWS_ENDPOINT_URL_SQS`).
+pub fn sqs_endpoint() -> String {
+    env_or("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:4576")
+}
+
+/// moto server: Kinesis, Lambda control plane (`AWS_ENDPOINT_URL`).
+pub fn aws_endpoint() -> String {
+    env_or("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+}
+
+/// The plaintext Kafka broker (Tansu).
+pub fn kafka_bootstrap() -> String {
+    env_or("SPILLWAY_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+}
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// Panics with a message that says how to start the stack when `endpoint` does not answer.
+pub fn require(service: &str, endpoint: &str) {
+    let authority = endpoint
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let reachable = authority
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr: SocketAddr| {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+        });
+    assert!(
+        reachable,
+        "{service} is not answering at {endpoint}; start the local stack with `local/up` (the test command does)"
+    );
+}
+
+/// A name no other test run uses: `prefix-` plus a random suffix.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "spillway-tests",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+/// An SQS client for fauxqs.
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    let endpoint = sqs_endpoint();
+    require("SQS (fauxqs)", &endpoint);
+    aws_sdk_sqs::Client::new(&aws_config(&endpoint).await)
+}
+
+/// A Kinesis client for moto.
+pub async fn kinesis() -> aws_sdk_kinesis::Client {
+    let endpoint = aws_endpoint();
+    require("Kinesis (moto)", &endpoint);
+    aws_sdk_kinesis::Client::new(&aws_config(&endpoint).await)
+}

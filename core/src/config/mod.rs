@@ -65,7 +65,9 @@ impl Source for BTreeMap<String, String> {
 
 impl<const N: usize> Source for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
     }
 }
 
@@ -82,7 +84,10 @@ impl<'a> Env<'a> {
 
     /// The raw value, `None` when unset or empty.
     pub fn string(&self, var: &'static str) -> Option<String> {
-        self.source.get(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        self.source
+            .get(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     /// A value that must be set.
@@ -95,14 +100,22 @@ impl<'a> Env<'a> {
 
     /// A secret that must be set; never echoed in errors.
     pub fn secret(&self, var: &'static str, why: &str) -> Result<String, ConfigError> {
-        self.source.get(var).filter(|v| !v.is_empty()).ok_or_else(|| ConfigError::Missing {
-            var,
-            why: why.to_owned(),
-        })
+        self.source
+            .get(var)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ConfigError::Missing {
+                var,
+                why: why.to_owned(),
+            })
     }
 
     /// One of a fixed set of words, case-insensitive; `default` when unset.
-    pub fn choice<T: Copy>(&self, var: &'static str, choices: &[(&str, T)], default: T) -> Result<T, ConfigError> {
+    pub fn choice<T: Copy>(
+        &self,
+        var: &'static str,
+        choices: &[(&str, T)],
+        default: T,
+    ) -> Result<T, ConfigError> {
         let Some(value) = self.string(var) else {
             return Ok(default);
         };
@@ -115,7 +128,11 @@ impl<'a> Env<'a> {
                 value,
                 expected: format!(
                     "one of {}",
-                    choices.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    choices
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             })
     }
@@ -195,7 +212,10 @@ impl BufferConfig {
         )?;
         Ok(match kind {
             BufferKind::Sqs => {
-                let queue_url = env.required("SPILLWAY_SQS_QUEUE_URL", "SPILLWAY_BUFFER=sqs needs the queue's URL")?;
+                let queue_url = env.required(
+                    "SPILLWAY_SQS_QUEUE_URL",
+                    "SPILLWAY_BUFFER=sqs needs the queue's URL",
+                )?;
                 // AWS requires the lower-case suffix, so the comparison is case-sensitive on purpose.
                 #[allow(clippy::case_sensitive_file_extension_comparisons)]
                 let fifo = queue_url.trim_end_matches('/').ends_with(".fifo");
@@ -300,8 +320,15 @@ impl KafkaConfig {
             Scram,
             Plaintext,
         }
-        let bootstrap = env.required("SPILLWAY_KAFKA_BOOTSTRAP", "set it to the brokers' host:port list")?;
-        if let Some(bad) = bootstrap.split(',').map(str::trim).find(|b| !valid_host_port(b)) {
+        let bootstrap = env.required(
+            "SPILLWAY_KAFKA_BOOTSTRAP",
+            "set it to the brokers' host:port list",
+        )?;
+        if let Some(bad) = bootstrap
+            .split(',')
+            .map(str::trim)
+            .find(|b| !valid_host_port(b))
+        {
             return Err(ConfigError::Invalid {
                 var: "SPILLWAY_KAFKA_BOOTSTRAP",
                 value: bootstrap.clone(),
@@ -310,15 +337,25 @@ impl KafkaConfig {
         }
         let mode = env.choice(
             "SPILLWAY_KAFKA_AUTH",
-            &[("iam", Mode::Iam), ("scram", Mode::Scram), ("plaintext", Mode::Plaintext)],
+            &[
+                ("iam", Mode::Iam),
+                ("scram", Mode::Scram),
+                ("plaintext", Mode::Plaintext),
+            ],
             Mode::Iam,
         )?;
         let auth = match mode {
             Mode::Iam => KafkaAuth::Iam,
             Mode::Plaintext => KafkaAuth::Plaintext,
             Mode::Scram => KafkaAuth::Scram {
-                username: env.required("SPILLWAY_KAFKA_SCRAM_USERNAME", "SPILLWAY_KAFKA_AUTH=scram needs it")?,
-                password: env.secret("SPILLWAY_KAFKA_SCRAM_PASSWORD", "SPILLWAY_KAFKA_AUTH=scram needs it")?,
+                username: env.required(
+                    "SPILLWAY_KAFKA_SCRAM_USERNAME",
+                    "SPILLWAY_KAFKA_AUTH=scram needs it",
+                )?,
+                password: env.secret(
+                    "SPILLWAY_KAFKA_SCRAM_PASSWORD",
+                    "SPILLWAY_KAFKA_AUTH=scram needs it",
+                )?,
             },
         };
         let compression = env.choice(

@@ -4,7 +4,10 @@ use super::*;
 
 #[test]
 fn sqs_is_the_default_buffer_and_fifo_follows_the_queue_name() {
-    let env = [("SPILLWAY_SQS_QUEUE_URL", "http://127.0.0.1:4576/000000000000/q.fifo")];
+    let env = [(
+        "SPILLWAY_SQS_QUEUE_URL",
+        "http://127.0.0.1:4576/000000000000/q.fifo",
+    )];
     assert_eq!(
         BufferConfig::from_env(&Env::new(&env)),
         Ok(BufferConfig::Sqs {
@@ -19,7 +22,9 @@ fn sqs_is_the_default_buffer_and_fifo_follows_the_queue_name() {
 fn errors_name_the_variable_and_what_it_accepts() {
     let env = [("SPILLWAY_BUFFER", "kafka")];
     assert_eq!(
-        BufferConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        BufferConfig::from_env(&Env::new(&env))
+            .unwrap_err()
+            .to_string(),
         "SPILLWAY_BUFFER=kafka is not valid; expected one of sqs, kinesis"
     );
     let env = [("SPILLWAY_BUFFER", "Kinesis")];
@@ -27,12 +32,18 @@ fn errors_name_the_variable_and_what_it_accepts() {
         BufferConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
         "SPILLWAY_KINESIS_STREAM is not set; SPILLWAY_BUFFER=kinesis needs the stream's name or ARN"
     );
-    let env = [("SPILLWAY_SQS_QUEUE_URL", "u"), ("SPILLWAY_SQS_MAX_MESSAGE_BYTES", "2MiB")];
+    let env = [
+        ("SPILLWAY_SQS_QUEUE_URL", "u"),
+        ("SPILLWAY_SQS_MAX_MESSAGE_BYTES", "2MiB"),
+    ];
     assert_eq!(
         BufferConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
         "SPILLWAY_SQS_MAX_MESSAGE_BYTES=2MiB is not valid; expected a whole number from 1024 to 1048576"
     );
-    let env = [("SPILLWAY_KAFKA_BOOTSTRAP", "b:9098"), ("SPILLWAY_DEADLINE_MARGIN", "5")];
+    let env = [
+        ("SPILLWAY_KAFKA_BOOTSTRAP", "b:9098"),
+        ("SPILLWAY_DEADLINE_MARGIN", "5"),
+    ];
     assert_eq!(
         DrainConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
         "SPILLWAY_DEADLINE_MARGIN=5 is not valid; expected a duration such as 500ms, 5s or 2m, from 100ms to 10m"
@@ -41,7 +52,10 @@ fn errors_name_the_variable_and_what_it_accepts() {
 
 #[test]
 fn kafka_defaults_suit_msk_serverless() {
-    let env = [("SPILLWAY_KAFKA_BOOTSTRAP", "b-1.example:9098,b-2.example:9098")];
+    let env = [(
+        "SPILLWAY_KAFKA_BOOTSTRAP",
+        "b-1.example:9098,b-2.example:9098",
+    )];
     let kafka = KafkaConfig::from_env(&Env::new(&env)).unwrap();
     assert_eq!(kafka.auth, KafkaAuth::Iam);
     assert_eq!(kafka.compression, Compression::Lz4);
@@ -53,11 +67,22 @@ fn bootstrap_must_be_host_port_pairs() {
     for bad in ["broker", "broker:", ":9092", "a:9092,b", "a:99999"] {
         let env = [("SPILLWAY_KAFKA_BOOTSTRAP", bad)];
         let err = KafkaConfig::from_env(&Env::new(&env)).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { var: "SPILLWAY_KAFKA_BOOTSTRAP", .. }), "{bad}: {err}");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    var: "SPILLWAY_KAFKA_BOOTSTRAP",
+                    ..
+                }
+            ),
+            "{bad}: {err}"
+        );
     }
     let env: [(&str, &str); 0] = [];
     assert_eq!(
-        KafkaConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        KafkaConfig::from_env(&Env::new(&env))
+            .unwrap_err()
+            .to_string(),
         "SPILLWAY_KAFKA_BOOTSTRAP is not set; set it to the brokers' host:port list"
     );
 }
@@ -70,7 +95,9 @@ fn scram_needs_both_credentials_and_never_echoes_the_password() {
         ("SPILLWAY_KAFKA_SCRAM_USERNAME", "alice"),
     ];
     assert_eq!(
-        KafkaConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        KafkaConfig::from_env(&Env::new(&env))
+            .unwrap_err()
+            .to_string(),
         "SPILLWAY_KAFKA_SCRAM_PASSWORD is not set; SPILLWAY_KAFKA_AUTH=scram needs it"
     );
     let env = [

@@ -15,8 +15,9 @@
 //!   cost no base64 inflation, and arbitrary binary payloads still round-trip exactly.
 //! * The output is valid UTF-8 that uses only the characters an SQS body may carry
 //!   (`#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF`): JSON escapes control
-//!   characters, and the two noncharacters SQS rejects, U+FFFE and U+FFFF, are written as `\ufffe` /
-//!   `\uffff`. The same text is a valid Kinesis record.
+//!   characters, the two noncharacters SQS rejects, U+FFFE and U+FFFF, are written as `\ufffe` /
+//!   `\uffff`, and characters beyond U+FFFF as surrogate-pair escapes (SQS accepts them, but some
+//!   SQS-compatible servers do not). The same text is a valid Kinesis record.
 //! * The format is plain JSON so that an API Gateway mapping template (direct service integration,
 //!   no Lambda in the hot path) can write it too: `"value":{"b64":"$util.base64Encode($input.body)"}`.
 //! * Unknown fields are ignored, so fields can be added within a version; a change that old
@@ -101,7 +102,11 @@ impl Envelope {
     /// The wire form (see the module docs): SQS-safe UTF-8 text, also used as Kinesis data.
     pub fn encode(&self) -> String {
         // A close upper estimate for text payloads; counting exactly first would double the work.
-        let headers: usize = self.headers.iter().map(|h| h.name.len() + h.value.len() + 8).sum();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len() + 8)
+            .sum();
         let key = self.key.as_ref().map_or(0, Vec::len);
         let mut out = Vec::with_capacity(self.value.len() + key + headers + 160);
         wire::write(self, &mut out);

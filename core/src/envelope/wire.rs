@@ -23,7 +23,8 @@ pub(super) fn write<W: io::Write>(env: &Envelope, out: W) {
 
 /// Parses a whole envelope (prefix and version already checked by the caller).
 pub(super) fn read(body: &[u8]) -> Result<Envelope, DecodeError> {
-    let wire: WireIn = serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(describe(&e)))?;
+    let wire: WireIn =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(describe(&e)))?;
     if wire.id.is_empty() {
         return Err(DecodeError::Malformed("`id` is empty".into()));
     }
@@ -38,7 +39,10 @@ pub(super) fn read(body: &[u8]) -> Result<Envelope, DecodeError> {
         headers: wire
             .headers
             .into_iter()
-            .map(|(name, value)| Header { name, value: value.0 })
+            .map(|(name, value)| Header {
+                name,
+                value: value.0,
+            })
             .collect(),
         received_at_ms: wire.received_at_ms,
         idempotency_key: wire.idempotency_key,
@@ -57,7 +61,9 @@ fn describe(e: &serde_json::Error) -> String {
         Category::Data if text.starts_with("missing field") => {
             return text;
         }
-        Category::Data if text.starts_with("invalid base64") || text.starts_with("a binary field") => {
+        Category::Data
+            if text.starts_with("invalid base64") || text.starts_with("a binary field") =>
+        {
             return text;
         }
         Category::Data => "a field has the wrong type or value",
@@ -79,24 +85,36 @@ impl io::Write for ByteCounter {
     }
 }
 
-/// serde_json's compact output, plus escapes for U+FFFE and U+FFFF, the only characters of valid
-/// UTF-8 text that an SQS body may not contain once JSON has escaped the control characters.
+/// serde_json's compact output, plus `\u` escapes for the characters of valid UTF-8 text that an SQS
+/// body may not carry once JSON has escaped the control characters: U+FFFE and U+FFFF. Characters
+/// beyond U+FFFF are escaped as surrogate pairs too: SQS accepts them, but SQS-compatible servers
+/// that check the body one UTF-16 unit at a time (fauxqs 2.4.1 does) reject them, and an envelope
+/// must be accepted wherever the queue is.
 struct SqsSafe;
 
 impl Formatter for SqsSafe {
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         let bytes = fragment.as_bytes();
-        let mut start = 0;
-        // Both are encoded EF BF BE / EF BF BF; 0xEF is rare in most text, so this is a fast scan.
-        for at in memchr::memchr_iter(0xEF, bytes) {
-            let escape = match bytes.get(at + 1..at + 3) {
-                Some([0xBF, 0xBE]) => b"\\ufffe",
-                Some([0xBF, 0xBF]) => b"\\uffff",
-                _ => continue,
+        let (mut start, mut scan) = (0, 0);
+        // Every character to escape has a lead byte of 0xEF or above (never a continuation byte),
+        // which is rare in most text: a fast scan finds the few places to look at.
+        while let Some(offset) = bytes[scan..].iter().position(|&b| b >= 0xEF) {
+            let at = scan + offset;
+            let Some(ch) = fragment[at..].chars().next() else {
+                break;
             };
-            writer.write_all(&bytes[start..at])?;
-            writer.write_all(escape)?;
-            start = at + 3;
+            scan = at + ch.len_utf8();
+            if matches!(ch, '\u{FFFE}' | '\u{FFFF}') || ch.len_utf8() == 4 {
+                writer.write_all(&bytes[start..at])?;
+                for unit in ch.encode_utf16(&mut [0; 2]) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+                start = scan;
+            }
         }
         writer.write_all(&bytes[start..])
     }
@@ -175,7 +193,8 @@ impl Serialize for WireHeader<'_> {
 
 #[derive(Deserialize)]
 struct WireIn {
-    #[allow(dead_code)] // checked by `decode` before parsing; required here so it cannot be omitted
+    #[allow(dead_code)]
+    // checked by `decode` before parsing; required here so it cannot be omitted
     spillway: u32,
     id: String,
     topic: String,
@@ -219,16 +238,18 @@ impl<'de> Visitor<'de> for BytesInVisitor {
         let mut bytes = None;
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if name != "b64" || bytes.is_some() {
-                return Err(de::Error::custom(r#"a binary field must be exactly {"b64": "<base64>"}"#));
+                return Err(de::Error::custom(
+                    r#"a binary field must be exactly {"b64": "<base64>"}"#,
+                ));
             }
             let text: std::borrow::Cow<'de, str> = map.next_value()?;
-            let decoded = STANDARD
-                .decode(text.as_bytes())
-                .map_err(|e| de::Error::custom(format_args!("invalid base64 in a binary field: {e}")))?;
+            let decoded = STANDARD.decode(text.as_bytes()).map_err(|e| {
+                de::Error::custom(format_args!("invalid base64 in a binary field: {e}"))
+            })?;
             bytes = Some(decoded);
         }
-        bytes
-            .map(BytesIn)
-            .ok_or_else(|| de::Error::custom(r#"a binary field must be exactly {"b64": "<base64>"}"#))
+        bytes.map(BytesIn).ok_or_else(|| {
+            de::Error::custom(r#"a binary field must be exactly {"b64": "<base64>"}"#)
+        })
     }
 }
