@@ -5,13 +5,17 @@
 //! * [`envelope`] — the versioned, binary-safe message format that ingest-api writes to the buffer
 //!   and the drain reads, with exact size accounting and raw mode for other producers' messages.
 //! * [`limits`] — the buffers' per-message size limits.
+//! * [`topic`] — Kafka topic name rules.
 //! * [`config`] — typed configuration from `SPILLWAY_*` environment variables.
+//! * [`backoff`] — exponential backoff with full jitter inside a time budget.
 //!
 //! Delivery rules this crate underpins (DESIGN.md): rule 7 — every envelope carries a unique,
 //! time-ordered id that travels to Kafka as `spillway-id`, so duplicates are recognisable; rule 6 —
 //! a message that cannot be decoded is reported with a permanent [`envelope::DecodeError`] whose
 //! text is its dead-letter reason (the decoder never panics, whatever the input).
 
+pub mod backoff;
 pub mod config;
 pub mod envelope;
 pub mod limits;
+pub mod topic;

@@ -58,7 +58,8 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
-async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
+/// SDK configuration for a local endpoint with the test credentials.
+pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(

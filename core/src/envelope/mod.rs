@@ -6,7 +6,7 @@
 //! the format version:
 //!
 //! ```json
-//! {"spillway":1,"id":"0193a3c4-…","topic":"orders","key":"customer-42","received_at_ms":1764211200123,
+//! {"spillway":1,"id":"0193a3c4-…","topic":"orders","key":"customer-42","partition":3,"received_at_ms":1764211200123,
 //!  "idempotency_key":"b7c1…","headers":[["source","web"],["sig",{"b64":"AAEC"}]],"value":"{\"total\":12}"}
 //! ```
 //!
@@ -75,6 +75,8 @@ pub struct Envelope {
     pub topic: String,
     /// Kafka key; `None` lets the partitioner spread messages.
     pub key: Option<Vec<u8>>,
+    /// Kafka partition the caller asked for (REST Proxy's `partition`); `None` lets the key decide.
+    pub partition: Option<i32>,
     /// Kafka value: the bytes as the caller sent them.
     pub value: Vec<u8>,
     /// The caller's Kafka headers, in order.
@@ -92,6 +94,7 @@ impl Envelope {
             id: uuid::Uuid::now_v7().to_string(),
             topic: topic.into(),
             key: None,
+            partition: None,
             value: value.into(),
             headers: Vec::new(),
             received_at_ms: now_ms(),

@@ -7,6 +7,7 @@ fn sample() -> Envelope {
         id: "0193a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d".into(),
         topic: "orders".into(),
         key: Some(b"customer-42".to_vec()),
+        partition: Some(3),
         value: br#"{"total":12}"#.to_vec(),
         headers: vec![
             Header::new("source", "web"),
@@ -28,7 +29,7 @@ fn text_payloads_are_written_verbatim_and_binary_ones_as_base64() {
     let body = sample().encode();
     assert_eq!(
         body,
-        r#"{"spillway":1,"id":"0193a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","topic":"orders","key":"customer-42","received_at_ms":1764211200123,"idempotency_key":"b7c1","headers":[["source","web"],["sig",{"b64":"AAEC/w=="}]],"value":"{\"total\":12}"}"#
+        r#"{"spillway":1,"id":"0193a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d","topic":"orders","key":"customer-42","partition":3,"received_at_ms":1764211200123,"idempotency_key":"b7c1","headers":[["source","web"],["sig",{"b64":"AAEC/w=="}]],"value":"{\"total\":12}"}"#
     );
     assert_eq!(
         decode(body.as_bytes(), RawMode::Reject),

@@ -35,6 +35,7 @@ pub(super) fn read(body: &[u8]) -> Result<Envelope, DecodeError> {
         id: wire.id,
         topic: wire.topic,
         key: wire.key.map(|k| k.0),
+        partition: wire.partition,
         value: wire.value.0,
         headers: wire
             .headers
@@ -125,12 +126,15 @@ struct WireOut<'a>(&'a Envelope);
 impl Serialize for WireOut<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let e = self.0;
-        let mut s = ser.serialize_struct("Envelope", 8)?;
+        let mut s = ser.serialize_struct("Envelope", 9)?;
         s.serialize_field("spillway", &VERSION)?;
         s.serialize_field("id", &e.id)?;
         s.serialize_field("topic", &e.topic)?;
         if let Some(key) = &e.key {
             s.serialize_field("key", &WireBytes(key))?;
+        }
+        if let Some(partition) = e.partition {
+            s.serialize_field("partition", &partition)?;
         }
         s.serialize_field("received_at_ms", &e.received_at_ms)?;
         if let Some(idempotency_key) = &e.idempotency_key {
@@ -200,6 +204,8 @@ struct WireIn {
     topic: String,
     #[serde(default)]
     key: Option<BytesIn>,
+    #[serde(default)]
+    partition: Option<i32>,
     received_at_ms: u64,
     #[serde(default)]
     idempotency_key: Option<String>,

@@ -1,0 +1,192 @@
+//! Kinesis writer: `PutRecords` packing, partition keys, single retries.
+
+use std::time::Instant;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_sdk_kinesis::Client;
+use futures::stream::{self, StreamExt};
+use spillway_core::backoff::Backoff;
+use spillway_core::limits::KINESIS_MAX_PARTITION_KEY_CHARS;
+
+use super::{
+    classify, id_or_digest, is_throttling_code, pack, Failure, Outgoing, WriteError, RETRY_BASE,
+    RETRY_CAP,
+};
+
+/// Kinesis: at most 500 records per `PutRecords` call.
+const MAX_RECORDS_PER_CALL: usize = 500;
+/// Kinesis: at most 5 MiB per `PutRecords` call, data and partition keys included.
+const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+/// Concurrent `PutRecords` calls for one request.
+const CONCURRENT_CALLS: usize = 4;
+
+/// The partition key: the Kafka key when it is a usable key (so one key's messages share a shard
+/// and stay in order), else a digest of it, else the message id.
+pub(super) fn partition_key(id: &str, key: Option<&[u8]>) -> String {
+    match key {
+        Some(key) => id_or_digest(key, KINESIS_MAX_PARTITION_KEY_CHARS, |b| {
+            b.is_ascii_graphic() || b == b' '
+        }),
+        None => id.to_owned(),
+    }
+}
+
+/// Writes envelopes to one Kinesis stream.
+#[derive(Debug, Clone)]
+pub struct KinesisBuffer {
+    client: Client,
+    stream: String,
+}
+
+impl KinesisBuffer {
+    /// A writer for `stream` (a name or an ARN).
+    pub fn new(client: Client, stream: String) -> Self {
+        Self { client, stream }
+    }
+
+    fn is_arn(&self) -> bool {
+        self.stream.starts_with("arn:")
+    }
+
+    /// Writes `batch`; see the module docs of [`super`].
+    pub async fn write(
+        &self,
+        batch: &[Outgoing],
+        deadline: Instant,
+    ) -> Vec<Result<(), WriteError>> {
+        let keys: Vec<String> = batch
+            .iter()
+            .map(|m| partition_key(&m.id, m.key.as_deref()))
+            .collect();
+        let sizes = batch.iter().zip(&keys).map(|(m, k)| m.body.len() + k.len());
+        let runs = pack(sizes, MAX_RECORDS_PER_CALL, MAX_BYTES_PER_CALL);
+        let keys = &keys;
+        let results: Vec<_> = stream::iter(runs)
+            .map(|run| async move {
+                let outcome = self
+                    .put_run(&batch[run.clone()], &keys[run.clone()], deadline)
+                    .await;
+                (run, outcome)
+            })
+            .buffered(CONCURRENT_CALLS)
+            .collect()
+            .await;
+        let mut outcomes: Vec<Result<(), WriteError>> = vec![Ok(()); batch.len()];
+        for (run, outcome) in results {
+            outcomes[run].clone_from_slice(&outcome);
+        }
+        outcomes
+    }
+
+    async fn put_run(
+        &self,
+        run: &[Outgoing],
+        keys: &[String],
+        deadline: Instant,
+    ) -> Vec<Result<(), WriteError>> {
+        let entries: Vec<_> = run
+            .iter()
+            .zip(keys)
+            .map(|(m, k)| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(m.body.as_bytes()))
+                    .partition_key(k)
+                    .build()
+                    .expect("data and partition key are set")
+            })
+            .collect();
+        let request = self.client.put_records().set_records(Some(entries));
+        let request = if self.is_arn() {
+            request.stream_arn(&self.stream)
+        } else {
+            request.stream_name(&self.stream)
+        };
+        let mut outcomes = vec![Ok(()); run.len()];
+        let mut retry = Vec::new();
+        match request.send().await {
+            // Results come back in request order, one per record.
+            Ok(out) => {
+                for (i, record) in out.records.iter().enumerate().take(run.len()) {
+                    if let Some(code) = record.error_code() {
+                        let failure = if is_throttling_code(code) {
+                            Failure::Throttled
+                        } else {
+                            Failure::Transient
+                        };
+                        retry.push((i, failure.into_error(code.to_owned())));
+                    }
+                }
+            }
+            Err(err) => match classify(&err) {
+                (Failure::Permanent, detail) => {
+                    tracing::error!(stream = %self.stream, %detail, "PutRecords refused");
+                    return vec![Err(WriteError::Refused(detail)); run.len()];
+                }
+                (failure, detail) => {
+                    let error = failure.into_error(detail);
+                    retry.extend((0..run.len()).map(|i| (i, error.clone())));
+                }
+            },
+        }
+        for (i, last) in retry {
+            outcomes[i] = self.put_alone(&run[i], &keys[i], last, deadline).await;
+        }
+        outcomes
+    }
+
+    /// `PutRecord` for one record, with backoff until `deadline`; `last` is the answer when no
+    /// retry fits in the budget.
+    async fn put_alone(
+        &self,
+        msg: &Outgoing,
+        key: &str,
+        mut last: WriteError,
+        deadline: Instant,
+    ) -> Result<(), WriteError> {
+        let mut backoff = Backoff::until(RETRY_BASE, RETRY_CAP, deadline);
+        while let Some(delay) = backoff.next_delay() {
+            tokio::time::sleep(delay).await;
+            let request = self
+                .client
+                .put_record()
+                .data(Blob::new(msg.body.as_bytes()))
+                .partition_key(key);
+            let request = if self.is_arn() {
+                request.stream_arn(&self.stream)
+            } else {
+                request.stream_name(&self.stream)
+            };
+            match request.send().await {
+                Ok(_) => return Ok(()),
+                Err(err) => {
+                    let (failure, detail) = classify(&err);
+                    tracing::warn!(attempt = backoff.attempts(), %detail, "PutRecord retry failed");
+                    last = failure.into_error(detail);
+                    if failure == Failure::Permanent {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_keys_follow_the_kafka_key() {
+        assert_eq!(partition_key("id-1", Some(b"customer 42")), "customer 42");
+        assert_eq!(partition_key("id-1", None), "id-1");
+        let long = partition_key("id-1", Some(&[b'k'; 300]));
+        assert_eq!(long.len(), 64, "over 256 characters: a digest");
+        assert_eq!(
+            partition_key("id-1", Some(&[0xFF, 0x00])).len(),
+            64,
+            "binary: a digest"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! ingest-api's settings.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use spillway_core::config::{BufferConfig, ConfigError, Env};
+use spillway_core::topic;
+
+/// Which topics callers may write to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicPolicy {
+    /// Any valid Kafka topic name (`SPILLWAY_TOPICS=*`).
+    Any,
+    /// Only these.
+    Only(BTreeSet<String>),
+}
+
+impl TopicPolicy {
+    /// Whether `topic` may be written to.
+    pub fn allows(&self, topic: &str) -> bool {
+        match self {
+            TopicPolicy::Any => topic::validate(topic).is_ok(),
+            TopicPolicy::Only(topics) => topics.contains(topic),
+        }
+    }
+}
+
+/// Everything ingest-api reads from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestConfig {
+    /// `SPILLWAY_LISTEN`, default `127.0.0.1:8080`: the local server's address (unused in Lambda).
+    pub listen: SocketAddr,
+    /// `SPILLWAY_TOPIC`: where `POST /messages` writes. Unset, that endpoint answers 404.
+    pub default_topic: Option<String>,
+    /// `SPILLWAY_TOPICS`: comma-separated allow-list, or `*` for any valid name. Default: just
+    /// `SPILLWAY_TOPIC`, so that an API exposed to callers cannot create arbitrary topics.
+    pub topics: TopicPolicy,
+    /// `SPILLWAY_MAX_BATCH_RECORDS`, default 500: records per `POST /topics/{topic}` request, as
+    /// many as one Kinesis `PutRecords` call carries.
+    pub max_batch_records: usize,
+    /// `SPILLWAY_BUFFER_RETRY_BUDGET`, default `3s`: how long failed buffer writes are retried
+    /// before the caller gets 429/503. Short enough for API Gateway's 29 s limit and a caller's own
+    /// retry; long enough to ride out a throttling blip.
+    pub retry_budget: Duration,
+    /// The buffer (see [`BufferConfig`]).
+    pub buffer: BufferConfig,
+}
+
+impl IngestConfig {
+    /// Reads and checks the settings.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let listen = env
+            .string("SPILLWAY_LISTEN")
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen.parse().map_err(|_| ConfigError::Invalid {
+            var: "SPILLWAY_LISTEN",
+            value: listen.clone(),
+            expected: "an address such as 127.0.0.1:8080".into(),
+        })?;
+        let default_topic = env.string("SPILLWAY_TOPIC");
+        if let Some(t) = &default_topic {
+            topic::validate(t).map_err(|e| ConfigError::Invalid {
+                var: "SPILLWAY_TOPIC",
+                value: t.clone(),
+                expected: e.to_string(),
+            })?;
+        }
+        let topics = match env.string("SPILLWAY_TOPICS") {
+            Some(list) if list == "*" => TopicPolicy::Any,
+            Some(list) => {
+                let names: BTreeSet<String> = list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect();
+                if let Some(bad) = names.iter().find_map(|t| topic::validate(t).err()) {
+                    return Err(ConfigError::Invalid {
+                        var: "SPILLWAY_TOPICS",
+                        value: list,
+                        expected: format!("a comma-separated list of topic names, or *; {bad}"),
+                    });
+                }
+                TopicPolicy::Only(names.into_iter().chain(default_topic.clone()).collect())
+            }
+            None => match &default_topic {
+                Some(t) => TopicPolicy::Only(BTreeSet::from([t.clone()])),
+                None => {
+                    return Err(ConfigError::Missing {
+                        var: "SPILLWAY_TOPIC",
+                        why: "set it (the default topic) or SPILLWAY_TOPICS (the allow-list), or no message could be accepted".into(),
+                    })
+                }
+            },
+        };
+        Ok(Self {
+            listen,
+            default_topic,
+            topics,
+            max_batch_records: env.number("SPILLWAY_MAX_BATCH_RECORDS", 500, 1, 10_000)?,
+            retry_budget: env.duration(
+                "SPILLWAY_BUFFER_RETRY_BUDGET",
+                Duration::from_secs(3),
+                Duration::ZERO,
+                Duration::from_secs(25),
+            )?,
+            buffer: BufferConfig::from_env(env)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allow_list_defaults_to_the_default_topic() {
+        let env = [
+            ("SPILLWAY_TOPIC", "events"),
+            ("SPILLWAY_SQS_QUEUE_URL", "http://q"),
+        ];
+        let cfg = IngestConfig::from_env(&Env::new(&env)).unwrap();
+        assert!(cfg.topics.allows("events"));
+        assert!(!cfg.topics.allows("other"));
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.max_batch_records, 500);
+    }
+
+    #[test]
+    fn star_allows_any_valid_topic_and_lists_are_checked() {
+        let env = [
+            ("SPILLWAY_TOPICS", "*"),
+            ("SPILLWAY_SQS_QUEUE_URL", "http://q"),
+        ];
+        let cfg = IngestConfig::from_env(&Env::new(&env)).unwrap();
+        assert!(cfg.topics.allows("anything.goes"));
+        assert!(!cfg.topics.allows("not valid"));
+        let env = [
+            ("SPILLWAY_TOPICS", "a,b c"),
+            ("SPILLWAY_SQS_QUEUE_URL", "http://q"),
+        ];
+        let err = IngestConfig::from_env(&Env::new(&env))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("SPILLWAY_TOPICS=a,b c is not valid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn some_topic_must_be_acceptable() {
+        let env = [("SPILLWAY_SQS_QUEUE_URL", "http://q")];
+        let err = IngestConfig::from_env(&Env::new(&env))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("SPILLWAY_TOPIC is not set"), "{err}");
+    }
+}

@@ -1,0 +1,274 @@
+//! Request bodies and the envelopes made from them: one raw message, or a REST Proxy v2 batch.
+
+use axum::http::HeaderMap;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use spillway_core::envelope::{Envelope, Header};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// Request header that carries the Kafka key of a single message (wins over `?key=`).
+pub const KEY_HEADER: &str = "kafka-key";
+/// Prefix of request headers that become Kafka headers: `Kafka-Header-Source: web` → `source: web`.
+pub const KAFKA_HEADER_PREFIX: &str = "kafka-header-";
+/// The idempotency header.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Namespace of ids derived from idempotency keys (a fixed, random UUID).
+const IDEMPOTENT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6c1f_0a4e_5b0d_4f7e_9a57_2d5e_8f31_c2a9);
+
+/// Query parameters of the single-message endpoints.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct MessageQuery {
+    /// The Kafka key, percent-encoded, so any bytes can be given. The `Kafka-Key` header takes
+    /// precedence.
+    #[param(value_type = Option<String>)]
+    pub key: Option<Vec<u8>>,
+}
+
+impl MessageQuery {
+    /// Reads `key` from a raw query string. Decoded to bytes, not text, so that a binary key is
+    /// kept exactly instead of having its invalid UTF-8 replaced. Unknown parameters are ignored.
+    pub fn parse(query: Option<&str>) -> Self {
+        let key = query.unwrap_or("").split('&').find_map(|pair| {
+            let value = pair.strip_prefix("key=")?;
+            Some(
+                percent_encoding::percent_decode_str(&value.replace('+', " ")).collect::<Vec<u8>>(),
+            )
+        });
+        Self { key }
+    }
+}
+
+/// One raw message: the body is the value; key, headers and idempotency key come from the request.
+pub fn single(
+    topic: &str,
+    query: &MessageQuery,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Envelope, ApiError> {
+    let mut env = Envelope::new(topic, body);
+    env.key = headers
+        .get(KEY_HEADER)
+        .map(|v| v.as_bytes().to_vec())
+        .or_else(|| query.key.clone());
+    env.headers = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = name.as_str().strip_prefix(KAFKA_HEADER_PREFIX)?;
+            Some(Header::new(name, value.as_bytes()))
+        })
+        .collect();
+    if let Some(value) = headers.get(IDEMPOTENCY_HEADER) {
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| {
+                !k.is_empty()
+                    && k.len() <= MAX_IDEMPOTENCY_KEY
+                    && k.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ))
+            })?;
+        set_idempotency_key(&mut env, key);
+    }
+    Ok(env)
+}
+
+/// Retries of one request carry the same idempotency key; giving them the same id makes them
+/// duplicates a consumer recognises by `spillway-id` (and a FIFO queue drops by deduplication id).
+fn set_idempotency_key(env: &mut Envelope, key: &str) {
+    let name = format!("{}\n{key}", env.topic);
+    env.id = uuid::Uuid::new_v5(&IDEMPOTENT_ID_NAMESPACE, name.as_bytes()).to_string();
+    env.idempotency_key = Some(key.to_owned());
+}
+
+/// How a REST Proxy batch encodes keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddedFormat {
+    /// `application/vnd.kafka.json.v2+json` and `application/json`: any JSON, produced as its JSON text.
+    Json,
+    /// `application/vnd.kafka.binary.v2+json`: base64 strings, produced as the decoded bytes.
+    Binary,
+}
+
+/// Content types `POST /topics/{topic}` reads.
+pub const BATCH_CONTENT_TYPES: &str =
+    "application/vnd.kafka.json.v2+json, application/vnd.kafka.binary.v2+json or application/json";
+
+impl EmbeddedFormat {
+    /// The format named by a `Content-Type` header value.
+    pub fn from_content_type(content_type: Option<&str>) -> Result<Self, ApiError> {
+        let got = content_type.unwrap_or("");
+        let essence = got
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/vnd.kafka.json.v2+json" | "application/json" => Ok(EmbeddedFormat::Json),
+            "application/vnd.kafka.binary.v2+json" => Ok(EmbeddedFormat::Binary),
+            _ => Err(ApiError::UnsupportedMediaType {
+                got: if got.is_empty() {
+                    "(none)".into()
+                } else {
+                    got.chars().take(100).collect()
+                },
+                accepted: BATCH_CONTENT_TYPES,
+            }),
+        }
+    }
+}
+
+/// A REST Proxy v2 produce request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ProduceRequest {
+    /// The records, produced in this order.
+    pub records: Vec<ProduceRecord>,
+}
+
+/// One record of a produce request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ProduceRecord {
+    /// The key: any JSON (json formats) or a base64 string (binary format); absent or null for none.
+    #[serde(default)]
+    pub key: Option<serde_json::Value>,
+    /// The value: any JSON (json formats) or a base64 string (binary format).
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    /// Kafka partition to write to; absent for the partitioner's choice.
+    #[serde(default)]
+    pub partition: Option<i32>,
+    /// Kafka headers: values are strings (json formats) or base64 (binary format).
+    #[serde(default)]
+    pub headers: Vec<RecordHeader>,
+}
+
+/// A Kafka header of a produce request record.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RecordHeader {
+    /// Header name.
+    pub name: String,
+    /// Header value; null for an empty one.
+    pub value: Option<String>,
+}
+
+/// The answer to a produce request: one entry per record, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProduceResponse {
+    /// Always null: spillway keeps no schemas.
+    pub key_schema_id: Option<i32>,
+    /// Always null: spillway keeps no schemas.
+    pub value_schema_id: Option<i32>,
+    /// One per record, in request order.
+    pub offsets: Vec<RecordOffset>,
+}
+
+/// What became of one record. Unlike REST Proxy, `offset` is always null: the record is in the
+/// buffer, not yet in Kafka, so its offset is not known when the request is answered. `id` is
+/// the `spillway-id` header the Kafka record will carry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordOffset {
+    /// The partition asked for, if any.
+    pub partition: Option<i32>,
+    /// Always null (see above).
+    pub offset: Option<i64>,
+    /// The message id, when the record was accepted.
+    pub id: Option<String>,
+    /// Why the record was not accepted: REST Proxy-style code.
+    pub error_code: Option<u32>,
+    /// Why the record was not accepted, in words.
+    pub error: Option<String>,
+}
+
+/// Envelopes from a parsed produce request; any malformed record fails the whole request.
+pub fn batch(
+    topic: &str,
+    format: EmbeddedFormat,
+    body: &[u8],
+    max_records: usize,
+) -> Result<Vec<Envelope>, ApiError> {
+    let request: ProduceRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!("the body is not a valid produce request: {e}"))
+    })?;
+    if request.records.is_empty() {
+        return Err(ApiError::BadRequest(
+            "`records` is empty; send at least one record".into(),
+        ));
+    }
+    if request.records.len() > max_records {
+        return Err(ApiError::TooManyRecords {
+            got: request.records.len(),
+            max: max_records,
+        });
+    }
+    request
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(i, record)| {
+            envelope(topic, format, record)
+                .map_err(|e| ApiError::BadRequest(format!("record {i}: {e}")))
+        })
+        .collect()
+}
+
+fn envelope(
+    topic: &str,
+    format: EmbeddedFormat,
+    record: ProduceRecord,
+) -> Result<Envelope, String> {
+    let value = match record.value {
+        None | Some(serde_json::Value::Null) => {
+            return Err("`value` is required (null values are not supported)".into())
+        }
+        Some(v) => embedded(format, &v, "value")?,
+    };
+    let mut env = Envelope::new(topic, value);
+    env.key = match record.key {
+        None | Some(serde_json::Value::Null) => None,
+        Some(k) => Some(embedded(format, &k, "key")?),
+    };
+    env.partition = match record.partition {
+        Some(p) if p < 0 => return Err(format!("`partition` must be 0 or more, not {p}")),
+        p => p,
+    };
+    env.headers = record
+        .headers
+        .into_iter()
+        .map(|h| {
+            let value = match (format, h.value) {
+                (_, None) => Vec::new(),
+                (EmbeddedFormat::Json, Some(v)) => v.into_bytes(),
+                (EmbeddedFormat::Binary, Some(v)) => STANDARD
+                    .decode(v.as_bytes())
+                    .map_err(|e| format!("header `{}` is not valid base64: {e}", h.name))?,
+            };
+            Ok(Header::new(h.name, value))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(env)
+}
+
+fn embedded(format: EmbeddedFormat, v: &serde_json::Value, field: &str) -> Result<Vec<u8>, String> {
+    match format {
+        EmbeddedFormat::Json => Ok(serde_json::to_vec(v).expect("a JSON value serialises")),
+        EmbeddedFormat::Binary => match v {
+            serde_json::Value::String(s) => STANDARD
+                .decode(s.as_bytes())
+                .map_err(|e| format!("`{field}` is not valid base64: {e}")),
+            _ => Err(format!(
+                "`{field}` must be a base64 string in the binary format"
+            )),
+        },
+    }
+}

@@ -1,0 +1,190 @@
+//! Helpers shared by ingest-api's tests: routers over real queues and streams of the local stack.
+#![allow(dead_code, unreachable_pub, clippy::missing_panics_doc)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt as _;
+use ingest_api::buffer::{Buffer, KinesisBuffer, SqsBuffer};
+use ingest_api::config::IngestConfig;
+use ingest_api::{app, AppState};
+use spillway_core::config::Env;
+use spillway_core::envelope::{decode, Decoded, Envelope, RawMode};
+use tower::ServiceExt as _;
+
+/// The queues' `MaximumMessageSize`, set explicitly because tests rely on it.
+pub const QUEUE_MAX: usize = 262_144;
+
+/// ingest-api's configuration from `pairs`, with a queue URL placeholder if none is given.
+pub fn config(pairs: &[(&str, &str)]) -> IngestConfig {
+    let mut map: BTreeMap<String, String> = BTreeMap::from([
+        (
+            "SPILLWAY_SQS_QUEUE_URL".to_owned(),
+            "http://unused".to_owned(),
+        ),
+        ("SPILLWAY_TOPICS".to_owned(), "orders,events".to_owned()),
+        ("SPILLWAY_TOPIC".to_owned(), "events".to_owned()),
+    ]);
+    for (k, v) in pairs {
+        map.insert((*k).to_owned(), (*v).to_owned());
+    }
+    IngestConfig::from_env(&Env::new(&map)).expect("test configuration")
+}
+
+/// A fresh SQS queue on fauxqs.
+pub async fn sqs_queue(fifo: bool) -> (aws_sdk_sqs::Client, String) {
+    let client = spillway_tests::sqs().await;
+    let name = spillway_tests::unique_name("ingest");
+    let mut req = client
+        .create_queue()
+        .queue_name(if fifo { format!("{name}.fifo") } else { name })
+        .attributes(
+            QueueAttributeName::MaximumMessageSize,
+            QUEUE_MAX.to_string(),
+        );
+    if fifo {
+        req = req.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    let url = req
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    (client, url)
+}
+
+/// A router writing to `url`.
+pub fn sqs_app(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    fifo: bool,
+    pairs: &[(&str, &str)],
+) -> Router {
+    let buffer = Buffer::Sqs(SqsBuffer::new(
+        client.clone(),
+        url.to_owned(),
+        fifo,
+        QUEUE_MAX,
+    ));
+    app(AppState::new(config(pairs), buffer))
+}
+
+/// A fresh one-shard Kinesis stream on moto, and a router writing to it.
+pub async fn kinesis_app(pairs: &[(&str, &str)]) -> (aws_sdk_kinesis::Client, String, Router) {
+    let client = spillway_tests::kinesis().await;
+    let stream = spillway_tests::unique_name("ingest");
+    client
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create stream");
+    let buffer = Buffer::Kinesis(KinesisBuffer::new(client.clone(), stream.clone()));
+    (
+        client,
+        stream.clone(),
+        app(AppState::new(config(pairs), buffer)),
+    )
+}
+
+/// Sends `req` through `router`; returns status, headers and body.
+pub async fn call(router: Router, req: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let response = router.oneshot(req).await.expect("infallible router");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes().to_vec();
+    (parts.status, parts.headers, bytes)
+}
+
+/// The JSON body of a response.
+pub fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Receives (and deletes) `n` envelopes from `url`, or panics after 30 s.
+pub async fn receive(client: &aws_sdk_sqs::Client, url: &str, n: usize) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} messages arrived",
+            out.len()
+        );
+        let got = client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        for msg in got.messages.unwrap_or_default() {
+            out.push(envelope(msg.body().expect("body").as_bytes()));
+            client
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(msg.receipt_handle().expect("handle"))
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+    out
+}
+
+/// Reads every record of a one-shard stream, or panics when fewer than `n` arrive in 30 s.
+pub async fn read_stream(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    n: usize,
+) -> Vec<Envelope> {
+    let shard = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("shards")
+        .shards
+        .unwrap_or_default();
+    let mut iterator = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard[0].shard_id())
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("iterator")
+        .shard_iterator;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records arrived",
+            out.len()
+        );
+        let got = client
+            .get_records()
+            .shard_iterator(iterator.expect("iterator"))
+            .send()
+            .await
+            .expect("get records");
+        out.extend(got.records.iter().map(|r| envelope(r.data.as_ref())));
+        iterator = got.next_shard_iterator;
+    }
+    out
+}
+
+fn envelope(bytes: &[u8]) -> Envelope {
+    match decode(bytes, RawMode::Reject) {
+        Ok(Decoded::Envelope(env)) => env,
+        other => panic!("the buffer holds something that is not an envelope: {other:?}"),
+    }
+}

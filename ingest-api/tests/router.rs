@@ -1,0 +1,483 @@
+//! Router tests with `oneshot`: every status code ingest-api answers, both API Gateway payload
+//! versions, and arbitrary input. Requests that reach the buffer write to fauxqs (local stack);
+//! the 503 case points the writer at a closed port; the 429 case replays an SQS throttling answer
+//! through the SDK's own test HTTP client, because no local SQS server throttles.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use common::{call, config, json, receive, sqs_app, sqs_queue};
+use ingest_api::buffer::{Buffer, SqsBuffer};
+use ingest_api::{app, AppState};
+use proptest::prelude::*;
+
+fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", content_type)
+        .body(body.into())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_single_message_is_acknowledged_only_with_what_the_queue_holds() {
+    let (client, url) = sqs_queue(false).await;
+    let router = sqs_app(&client, &url, false, &[]);
+    let req = Request::post("/v1/topics/orders/messages?key=ignored-query-key")
+        .header("content-type", "application/octet-stream")
+        .header("kafka-key", "customer-42")
+        .header("kafka-header-Source", "web")
+        .body(Body::from(vec![0u8, 1, 2, 0xFF]))
+        .expect("request");
+    let (status, headers, body) = call(router, req).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(headers.contains_key("x-request-id"));
+    let accepted = json(&body);
+    let got = receive(&client, &url, 1).await;
+    assert_eq!(got[0].id, accepted["id"].as_str().expect("id"));
+    assert_eq!(got[0].topic, "orders");
+    assert_eq!(got[0].value, vec![0u8, 1, 2, 0xFF]);
+    assert_eq!(
+        got[0].key.as_deref(),
+        Some(&b"customer-42"[..]),
+        "the header wins over ?key="
+    );
+    assert_eq!(
+        got[0].headers,
+        vec![spillway_core::envelope::Header::new("source", "web")]
+    );
+}
+
+#[tokio::test]
+async fn idempotency_keys_give_retries_the_same_id() {
+    let (client, url) = sqs_queue(false).await;
+    let router = sqs_app(&client, &url, false, &[]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let req = Request::post("/messages")
+            .header("idempotency-key", "order-7-attempt")
+            .body(Body::from("x"))
+            .expect("request");
+        let (status, _, body) = call(router.clone(), req).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        ids.push(json(&body)["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids[0], ids[1]);
+    let got = receive(&client, &url, 2).await;
+    assert!(got
+        .iter()
+        .all(|e| e.id == ids[0] && e.idempotency_key.as_deref() == Some("order-7-attempt")));
+
+    let req = Request::post("/messages")
+        .header("idempotency-key", "has space")
+        .body(Body::from("x"))
+        .expect("request");
+    let (status, _, body) = call(router, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(json(&body)["error_code"], 40000);
+}
+
+#[tokio::test]
+async fn bad_requests_get_400_with_the_problem_named() {
+    let (client, url) = sqs_queue(false).await;
+    let router = sqs_app(&client, &url, false, &[("SPILLWAY_MAX_BATCH_RECORDS", "3")]);
+    let cases = [
+        (
+            "{not json",
+            "application/vnd.kafka.json.v2+json",
+            "not a valid produce request",
+        ),
+        (
+            r#"{"records":[]}"#,
+            "application/json",
+            "`records` is empty",
+        ),
+        (
+            r#"{"records":[{"value":1},{"value":2},{"value":3},{"value":4}]}"#,
+            "application/json",
+            "4 records in one request; at most 3",
+        ),
+        (
+            r#"{"records":[{"value":"!!"}]}"#,
+            "application/vnd.kafka.binary.v2+json",
+            "record 0: `value` is not valid base64",
+        ),
+        (
+            r#"{"records":[{"value":{"a":1}}]}"#,
+            "application/vnd.kafka.binary.v2+json",
+            "must be a base64 string",
+        ),
+        (
+            r#"{"records":[{"key":"k"}]}"#,
+            "application/json",
+            "`value` is required",
+        ),
+        (
+            r#"{"records":[{"value":1,"partition":-1}]}"#,
+            "application/json",
+            "`partition` must be 0 or more",
+        ),
+    ];
+    for (body, content_type, expected) in cases {
+        let (status, _, response) =
+            call(router.clone(), post("/topics/orders", content_type, body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let message = json(&response)["message"]
+            .as_str()
+            .expect("message")
+            .to_owned();
+        assert!(message.contains(expected), "{body}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn query_keys_are_percent_decoded_to_exact_bytes() {
+    let (client, url) = sqs_queue(false).await;
+    let router = sqs_app(&client, &url, false, &[]);
+    let req = Request::post("/messages?other=1&key=%FF%00a+b")
+        .body(Body::from("x"))
+        .expect("request");
+    let (status, _, _) = call(router, req).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let got = receive(&client, &url, 1).await;
+    assert_eq!(
+        got[0].key.as_deref(),
+        Some(&[0xFF, 0x00, b'a', b' ', b'b'][..])
+    );
+}
+
+#[tokio::test]
+async fn unknown_topics_routes_and_methods() {
+    let router = app(AppState::new(
+        config(&[("SPILLWAY_TOPICS", "orders"), ("SPILLWAY_TOPIC", "")]),
+        closed_port_buffer(),
+    ));
+    let (status, _, body) = call(
+        router.clone(),
+        post("/v1/topics/payments/messages", "text/plain", "x"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&body)["error_code"], 40401);
+    assert!(json(&body)["message"]
+        .as_str()
+        .expect("message")
+        .contains("`payments`"));
+
+    let (status, _, body) = call(
+        router.clone(),
+        post(
+            "/messages",
+            "application/json",
+            r#"{"payload":"Hello World"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&body)["error_code"], 40402, "no default topic");
+
+    let (status, _, body) = call(router.clone(), post("/nowhere", "text/plain", "x")).await;
+    assert_eq!(
+        (status, json(&body)["error_code"].clone()),
+        (StatusCode::NOT_FOUND, 40400.into())
+    );
+
+    let get = Request::get("/v1/topics/orders/messages")
+        .body(Body::empty())
+        .expect("request");
+    let (status, _, body) = call(router.clone(), get).await;
+    assert_eq!(
+        (status, json(&body)["error_code"].clone()),
+        (StatusCode::METHOD_NOT_ALLOWED, 40500.into())
+    );
+
+    let (status, _, body) = call(
+        router,
+        Request::get("/healthz")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok"[..]));
+}
+
+#[tokio::test]
+async fn too_large_for_the_buffer_is_413_with_size_and_limit() {
+    let (client, url) = sqs_queue(false).await;
+    let router = sqs_app(&client, &url, false, &[]);
+    let (status, _, body) = call(
+        router.clone(),
+        post("/messages", "text/plain", "x".repeat(262_144)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let message = json(&body)["message"].as_str().expect("message").to_owned();
+    assert!(
+        message.contains("the SQS buffer accepts at most 262144 bytes"),
+        "{message}"
+    );
+    assert_eq!(json(&body)["error_code"], 41301);
+
+    let huge = vec![b'x'; ingest_api::MAX_REQUEST_BYTES + 1];
+    let (status, _, body) = call(router, post("/messages", "text/plain", huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(json(&body)["message"]
+        .as_str()
+        .expect("message")
+        .contains("10000000 bytes"));
+}
+
+#[tokio::test]
+async fn unsupported_batch_content_types_are_415() {
+    let router = app(AppState::new(config(&[]), closed_port_buffer()));
+    for content_type in ["text/plain", "application/vnd.kafka.avro.v2+json", ""] {
+        let (status, _, body) = call(
+            router.clone(),
+            post("/topics/orders", content_type, r#"{"records":[]}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type}");
+        assert!(json(&body)["message"]
+            .as_str()
+            .expect("message")
+            .contains("application/vnd.kafka.binary.v2+json"));
+    }
+}
+
+/// A writer whose queue is on a port nothing listens on: every write is a connection failure.
+fn closed_port_buffer() -> Buffer {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url("http://127.0.0.1:9")
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .build();
+    let client = aws_sdk_sqs::Client::from_conf(config);
+    Buffer::Sqs(SqsBuffer::new(
+        client,
+        "http://127.0.0.1:9/000000000000/q".into(),
+        false,
+        262_144,
+    ))
+}
+
+#[tokio::test]
+async fn an_unreachable_buffer_is_503_with_retry_after_and_nothing_reported_accepted() {
+    let router = app(AppState::new(
+        config(&[("SPILLWAY_BUFFER_RETRY_BUDGET", "200ms")]),
+        closed_port_buffer(),
+    ));
+    let (status, headers, body) =
+        call(router.clone(), post("/messages", "application/json", "{}")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        headers
+            .get("retry-after")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("1")
+    );
+    assert_eq!(json(&body)["error_code"], 50300);
+
+    let batch = r#"{"records":[{"value":1},{"value":2}]}"#;
+    let (status, headers, body) =
+        call(router, post("/topics/orders", "application/json", batch)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+    let offsets = json(&body)["offsets"].as_array().expect("offsets").clone();
+    assert_eq!(offsets.len(), 2);
+    assert!(offsets
+        .iter()
+        .all(|o| o["id"].is_null() && o["error_code"] == 50300));
+}
+
+#[tokio::test]
+async fn a_throttling_buffer_is_429_once_the_retry_budget_is_spent() {
+    use aws_smithy_http_client::test_util::infallible_client_fn;
+    let http = infallible_client_fn(|_req| {
+        axum::http::Response::builder()
+            .status(400)
+            .header(
+                "x-amzn-query-error",
+                "AWS.SimpleQueueService.RequestThrottled;Sender",
+            )
+            .body(r#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"Rate exceeded"}"#)
+            .expect("response")
+    });
+    let config_sqs = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .http_client(http)
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .build();
+    let client = aws_sdk_sqs::Client::from_conf(config_sqs);
+    let buffer = Buffer::Sqs(SqsBuffer::new(
+        client,
+        "https://sqs.us-east-1.amazonaws.com/1/q".into(),
+        false,
+        262_144,
+    ));
+    let router = app(AppState::new(
+        config(&[("SPILLWAY_BUFFER_RETRY_BUDGET", "300ms")]),
+        buffer,
+    ));
+    let (status, headers, body) = call(
+        router,
+        post("/v1/topics/orders/messages", "text/plain", "x"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(
+        headers
+            .get("retry-after")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("1")
+    );
+    assert_eq!(json(&body)["error_code"], 42900);
+}
+
+const REST_V1_EVENT: &str = r#"{
+  "resource": "/{proxy+}", "path": "/v1/topics/orders/messages", "httpMethod": "POST",
+  "headers": {"Content-Type": "application/octet-stream", "Kafka-Key": "customer-42"},
+  "multiValueHeaders": {"Content-Type": ["application/octet-stream"], "Kafka-Key": ["customer-42"]},
+  "queryStringParameters": null, "multiValueQueryStringParameters": null,
+  "pathParameters": {"proxy": "v1/topics/orders/messages"}, "stageVariables": null,
+  "requestContext": {"accountId": "123456789012", "resourceId": "abc123", "stage": "prod",
+    "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "identity": {"sourceIp": "203.0.113.9"},
+    "resourcePath": "/{proxy+}", "httpMethod": "POST", "apiId": "1234567890",
+    "path": "/prod/v1/topics/orders/messages", "protocol": "HTTP/1.1", "requestTimeEpoch": 1764211200123},
+  "body": "AAEC/w==", "isBase64Encoded": true
+}"#;
+
+const HTTP_V2_EVENT: &str = r#"{
+  "version": "2.0", "routeKey": "$default", "rawPath": "/v1/topics/orders/messages", "rawQueryString": "key=k2",
+  "headers": {"content-type": "application/octet-stream", "kafka-header-trace": "t-1"},
+  "requestContext": {"accountId": "123456789012", "apiId": "api-id", "domainName": "id.execute-api.us-east-1.amazonaws.com",
+    "domainPrefix": "id", "http": {"method": "POST", "path": "/v1/topics/orders/messages", "protocol": "HTTP/1.1",
+    "sourceIp": "203.0.113.9", "userAgent": "agent"}, "requestId": "id-v2-request", "routeKey": "$default",
+    "stage": "$default", "time": "27/Nov/2026:19:03:58 +0000", "timeEpoch": 1764211200123},
+  "body": "AAEC/w==", "isBase64Encoded": true
+}"#;
+
+#[tokio::test]
+async fn api_gateway_rest_and_http_api_payloads_with_base64_bodies() {
+    let (client, url) = sqs_queue(false).await;
+    let router = sqs_app(&client, &url, false, &[]);
+    for (event, request_id) in [
+        (REST_V1_EVENT, "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"),
+        (HTTP_V2_EVENT, "id-v2-request"),
+    ] {
+        let req = lambda_http::request::from_str(event).expect("a valid API Gateway event");
+        let req = req.map(|body| Body::from(body.to_vec()));
+        let (status, headers, body) = call(router.clone(), req).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(
+            headers
+                .get("x-request-id")
+                .map(|v| v.to_str().expect("ascii")),
+            Some(request_id)
+        );
+    }
+    let mut got = receive(&client, &url, 2).await;
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode("AAEC/w==")
+        .expect("base64");
+    assert!(got.iter().all(|e| e.value == bytes && e.topic == "orders"));
+    assert_eq!(got[0].key.as_deref(), Some(&b"customer-42"[..]));
+    assert_eq!(got[1].key.as_deref(), Some(&b"k2"[..]));
+    assert_eq!(
+        got[1].headers,
+        vec![spillway_core::envelope::Header::new("trace", "t-1")]
+    );
+}
+
+fn any_request() -> impl Strategy<Value = Request<Body>> {
+    let path = prop_oneof![
+        Just("/messages".to_owned()),
+        Just("/topics/orders".to_owned()),
+        Just("/v1/topics/orders/messages".to_owned()),
+        "/[a-z/{}%.]{0,40}".prop_map(|p| p),
+        "/v1/topics/[ -~]{0,20}/messages".prop_map(|p| p
+            .replace(' ', "%20")
+            .replace('#', "%23")
+            .replace('?', "%3F")),
+    ];
+    let method = prop_oneof![Just("POST"), Just("GET"), Just("PUT"), Just("DELETE")];
+    let content_type = prop_oneof![
+        Just("application/json".to_owned()),
+        Just("application/vnd.kafka.binary.v2+json".to_owned()),
+        Just("application/vnd.kafka.json.v2+json".to_owned()),
+        "[ -~]{0,30}",
+    ];
+    let headers = proptest::collection::vec(
+        (
+            prop_oneof![
+                Just("kafka-key"),
+                Just("idempotency-key"),
+                Just("kafka-header-x"),
+                Just("x-request-id")
+            ],
+            any::<Vec<u8>>(),
+        ),
+        0..4,
+    );
+    let body = prop_oneof![
+        any::<Vec<u8>>(),
+        Just(
+            br#"{"records":[{"key":"a","value":{"x":1},"headers":[{"name":"h","value":null}]}]}"#
+                .to_vec()
+        ),
+        Just(br#"{"records":[{"key":"!!","value":"AA==","partition":2}]}"#.to_vec()),
+    ];
+    (path, method, content_type, headers, body).prop_filter_map(
+        "a buildable request",
+        |(path, method, ct, headers, body)| {
+            let mut builder = Request::builder()
+                .method(method)
+                .uri(path.as_str())
+                .header("content-type", ct.as_str());
+            for (name, value) in headers {
+                let value = axum::http::HeaderValue::from_bytes(&value).ok()?;
+                builder = builder.header(name, value);
+            }
+            builder.body(Body::from(body)).ok()
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever comes in, the router answers, with a client error or the buffer's own failure
+    /// (the writer here has no server behind it), never a panic or a 500.
+    #[test]
+    fn no_input_panics_the_router(req in any_request()) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let router = app(AppState::new(config(&[("SPILLWAY_BUFFER_RETRY_BUDGET", "0s")]), closed_port_buffer()));
+        let (status, _, body) = runtime.block_on(call(router, req));
+        prop_assert!(status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE, "{status}");
+        prop_assert!(json(&body)["error_code"].is_u64() || json(&body)["offsets"].is_array());
+    }
+}
