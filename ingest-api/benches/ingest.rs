@@ -62,7 +62,10 @@ fn bench(c: &mut Criterion) {
                 500,
             )
             .expect("valid");
-            let bodies: Vec<String> = envs.iter().map(|e| e.encode()).collect();
+            let bodies: Vec<String> = envs
+                .iter()
+                .map(spillway_core::envelope::Envelope::encode)
+                .collect();
             for body in &bodies {
                 limit.check(body.len(), 0).expect("fits");
             }

@@ -24,6 +24,7 @@ const IDEMPOTENT_ID_NAMESPACE: uuid::Uuid =
 
 /// Query parameters of the single-message endpoints.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MessageQuery {
     /// The Kafka key, percent-encoded, so any bytes can be given. The `Kafka-Key` header takes
     /// precedence.

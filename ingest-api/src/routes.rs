@@ -173,7 +173,13 @@ pub struct Accepted {
 #[utoipa::path(
     post,
     path = "/v1/topics/{topic}/messages",
-    params(("topic" = String, Path, description = "Kafka topic"), MessageQuery),
+    params(
+        ("topic" = String, Path, description = "Kafka topic"),
+        ("Kafka-Key" = Option<String>, Header, description = "The Kafka key (wins over ?key=)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; retries with the same key get the same message id"),
+        ("Kafka-Header-{name}" = Option<String>, Header, description = "Becomes Kafka header {name} (lower-cased)"),
+        MessageQuery,
+    ),
     request_body(content = Vec<u8>, content_type = "*/*", description = "The Kafka value"),
     responses(
         (status = 202, description = "The buffer accepted the message", body = Accepted),
@@ -202,7 +208,12 @@ async fn post_topic_message(
 #[utoipa::path(
     post,
     path = "/messages",
-    params(MessageQuery),
+    params(
+        ("Kafka-Key" = Option<String>, Header, description = "The Kafka key (wins over ?key=)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; retries with the same key get the same message id"),
+        ("Kafka-Header-{name}" = Option<String>, Header, description = "Becomes Kafka header {name} (lower-cased)"),
+        MessageQuery,
+    ),
     request_body(content = Vec<u8>, content_type = "*/*", description = "The Kafka value"),
     responses(
         (status = 202, description = "The buffer accepted the message", body = Accepted),
@@ -418,6 +429,7 @@ fn check_topic(state: &AppState, topic: &str) -> Result<(), ApiError> {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
 fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::BodyTooLarge {

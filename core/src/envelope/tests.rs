@@ -185,19 +185,23 @@ fn any_envelope() -> impl Strategy<Value = Envelope> {
         proptest::collection::vec((any::<String>(), bytes()), 0..4),
         any::<u64>(),
         proptest::option::of(any::<String>()),
+        proptest::option::of(any::<i32>()),
     )
         .prop_map(
-            |(id, topic, key, value, headers, received_at_ms, idempotency_key)| Envelope {
-                id: format!("i{id}"),
-                topic: format!("t{topic}"),
-                key,
-                value,
-                headers: headers
-                    .into_iter()
-                    .map(|(n, v)| Header::new(n, v))
-                    .collect(),
-                received_at_ms,
-                idempotency_key,
+            |(id, topic, key, value, headers, received_at_ms, idempotency_key, partition)| {
+                Envelope {
+                    id: format!("i{id}"),
+                    topic: format!("t{topic}"),
+                    key,
+                    partition,
+                    value,
+                    headers: headers
+                        .into_iter()
+                        .map(|(n, v)| Header::new(n, v))
+                        .collect(),
+                    received_at_ms,
+                    idempotency_key,
+                }
             },
         )
 }
