@@ -7,6 +7,7 @@
 //! * [`limits`] — the buffers' per-message size limits.
 //! * [`topic`] — Kafka topic name rules.
 //! * [`config`] — typed configuration from `SPILLWAY_*` environment variables.
+//! * `kafka` (feature `kafka`) — librdkafka client settings from [`config::KafkaConfig`].
 //! * [`backoff`] — exponential backoff with full jitter inside a time budget.
 //!
 //! Delivery rules this crate underpins (DESIGN.md): rule 7 — every envelope carries a unique,
@@ -17,5 +18,7 @@
 pub mod backoff;
 pub mod config;
 pub mod envelope;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod limits;
 pub mod topic;

@@ -1,9 +1,20 @@
 //! # msk-consumer — the consumer side
 //!
-//! The MSK event handler for Lambda and a local Kafka consumer that feeds the same handler, plus a
-//! `verify` mode that counts unique `spillway-id`s, duplicates, per-key order and end-to-end latency.
+//! The MSK event handler for Lambda ([`lambda::handle_event`]) and a local consumer group
+//! ([`local::run`]) that feed the same [`handler::process_batch`] with the same
+//! [`record::ConsumedRecord`]s — one code path, two hosts. Plug your own processing in with
+//! [`handler::RecordHandler`]; the default [`handler::LoggingHandler`] logs one line per record
+//! (never the body unless sampling is configured). [`verify`] reads a topic until N unique ids
+//! arrived and summarises duplicates, per-key order and end-to-end latency.
 //!
-//! Delivery rule 7 (at-least-once; duplicates carry the same `spillway-id`) is what this crate
-//! measures from the consumer's side.
-//!
-//! Status: arrives with the msk-consumer issue; this crate currently holds only its header.
+//! Delivery rules, seen from the consumer (DESIGN.md): rule 7 — delivery is at-least-once and
+//! duplicates carry the same `spillway-id`: this crate counts them (per container, bounded LRU) and
+//! `verify` reports them. A batch with a failed record fails as a whole (Lambda's MSK event source
+//! retries it; the local consumer retries it before committing), so nothing is skipped.
+
+pub mod config;
+pub mod handler;
+pub mod lambda;
+pub mod local;
+pub mod record;
+pub mod verify;

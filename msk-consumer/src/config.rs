@@ -1,0 +1,65 @@
+//! The consumer's settings.
+
+use rdkafka::consumer::StreamConsumer;
+use spillway_core::config::{ConfigError, Env, KafkaConfig};
+
+/// Everything msk-consumer reads from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerConfig {
+    /// Brokers and authentication (see [`KafkaConfig`]); local mode and `verify` only.
+    pub kafka: KafkaConfig,
+    /// `SPILLWAY_TOPIC`: the topic local mode and `verify` read.
+    pub topic: Option<String>,
+    /// `SPILLWAY_CONSUMER_GROUP`, default `spillway-consumer`.
+    pub group: String,
+    /// `SPILLWAY_LOG_BODY_SAMPLE`, default 0: the fraction of records whose body is logged. Bodies
+    /// can hold personal data; keep it 0 outside test pipelines.
+    pub body_sample: f64,
+}
+
+impl ConsumerConfig {
+    /// Reads the settings. Kafka settings are needed only outside Lambda, so `in_lambda` relaxes them.
+    pub fn from_env(env: &Env<'_>, in_lambda: bool) -> Result<Self, ConfigError> {
+        let kafka = if in_lambda && env.string("SPILLWAY_KAFKA_BOOTSTRAP").is_none() {
+            KafkaConfig::from_env(&Env::new(&[("SPILLWAY_KAFKA_BOOTSTRAP", "unused:9098")]))?
+        } else {
+            KafkaConfig::from_env(env)?
+        };
+        let body_sample = match env.string("SPILLWAY_LOG_BODY_SAMPLE") {
+            None => 0.0,
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|f| (0.0..=1.0).contains(f))
+                .ok_or(ConfigError::Invalid {
+                    var: "SPILLWAY_LOG_BODY_SAMPLE",
+                    value: v,
+                    expected: "a fraction from 0 to 1".into(),
+                })?,
+        };
+        Ok(Self {
+            kafka,
+            topic: env.string("SPILLWAY_TOPIC"),
+            group: env
+                .string("SPILLWAY_CONSUMER_GROUP")
+                .unwrap_or_else(|| "spillway-consumer".into()),
+            body_sample,
+        })
+    }
+}
+
+/// A consumer-group member reading from the earliest offset, committing only when told to.
+pub fn consumer(
+    kafka: &KafkaConfig,
+    group: &str,
+) -> Result<StreamConsumer, Box<dyn std::error::Error + Send + Sync>> {
+    let mut config = spillway_core::kafka::client_config(kafka)?;
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        // Brokers' minimum; it also shortens the first join on Tansu, whose coordinator waits
+        // half the session timeout before forming the group.
+        .set("session.timeout.ms", "6000");
+    Ok(config.create()?)
+}

@@ -1,0 +1,54 @@
+//! The Lambda side: an MSK event in, the same batch processing as local mode.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use thiserror::Error;
+
+use crate::handler::{process_batch, BatchReport, RecordHandler, SeenIds};
+use crate::record::from_event;
+
+/// The invocation failed, so that the event source mapping retries the batch.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{failed} of {records} records failed (first: {first}); the batch will be retried")]
+pub struct BatchFailed {
+    /// Records that failed or could not be read.
+    pub failed: usize,
+    /// Records in the event.
+    pub records: usize,
+    /// The first failure, `topic-partition@offset: error`.
+    pub first: String,
+}
+
+/// Handles one MSK event: every record of every topic-partition, EMF metrics on stdout.
+pub async fn handle_event<H: RecordHandler>(
+    event: KafkaEvent,
+    handler: &H,
+    seen: &SeenIds,
+    function: &str,
+) -> Result<BatchReport, BatchFailed> {
+    let (records, malformed) = from_event(event);
+    let report = process_batch(&records, handler, seen).await;
+    println!("{}", report.emf("spillway", function));
+    let mut failures = malformed.iter().map(ToString::to_string).chain(
+        report
+            .failures
+            .iter()
+            .map(|f| format!("{}: {}", f.position, f.error)),
+    );
+    match failures.next() {
+        None => Ok(report),
+        Some(first) => Err(BatchFailed {
+            failed: malformed.len() + report.failures.len(),
+            records: records.len() + malformed.len(),
+            first,
+        }),
+    }
+}
+
+impl From<BatchFailed> for lambda_runtime::Diagnostic {
+    fn from(e: BatchFailed) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "BatchFailed".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
