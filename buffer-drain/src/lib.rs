@@ -1,12 +1,30 @@
 //! # buffer-drain — SQS / Kinesis → Kafka
 //!
-//! The drain Lambda: receives SQS or Kinesis batches from the event source mapping, decodes each
-//! [`spillway_core::envelope::Envelope`] (or a plain message in raw mode), produces it to Kafka and
-//! reports partial-batch failures.
+//! The drain Lambda: receives SQS or Kinesis batches from the event source mapping ([`source`]),
+//! turns each [`spillway_core::envelope::Envelope`] (or, in raw mode, a plain message) into a Kafka
+//! record ([`message`]), produces the whole batch ([`drain::Drain`]) and reports per record
+//! ([`report`]). Outside Lambda, [`poller`] plays the event source mapping against the local stack
+//! and applies the reports exactly as Lambda does.
 //!
-//! Delivery rules implemented here (DESIGN.md, "Delivery rules"): 2 (leave the buffer only after the
-//! Kafka ack or a DLQ write), 3 (per-record failures; fail the invocation when every record failed
-//! for a retryable reason), 4 (FIFO group ordering, Kinesis lowest failed sequence number), 5 (stop
-//! before the deadline), 6 (poison records to the DLQ with a reason), 7 (at-least-once).
-//!
-//! Status: the drain arrives with the buffer-drain issue; this crate currently holds only its header.
+//! Delivery rules implemented here (DESIGN.md, "Delivery rules"):
+//! 2. A record leaves the buffer only after Kafka acknowledged it (`acks=all`, idempotent producer)
+//!    or after it was written to the dead-letter queue with its reason.
+//! 3. Failures are reported per record (`batchItemFailures`); when every record failed for a
+//!    retryable broker or authentication reason, the invocation fails, so the mapping backs off.
+//! 4. SQS FIFO: after the first failure in a message group, every later record of that group fails
+//!    too and is not produced. Kinesis: the report makes Lambda resume at the lowest failed
+//!    sequence number.
+//! 5. Before the deadline (minus `SPILLWAY_DEADLINE_MARGIN`) the drain stops and reports what is
+//!    undelivered.
+//! 6. Poison records (undecodable, or refused by Kafka for good: too large, unknown topic, not
+//!    authorised — decided by [`spillway_core::kafka::classify`]) go straight to the dead-letter
+//!    queue with a reason; if that write fails they are reported failed, never dropped.
+//! 7. Delivery is at-least-once; duplicates carry the same `spillway-id`.
+
+pub mod dlq;
+pub mod drain;
+pub mod lambda;
+pub mod message;
+pub mod poller;
+pub mod report;
+pub mod source;

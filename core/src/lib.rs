@@ -8,6 +8,7 @@
 //! * [`topic`] — Kafka topic name rules.
 //! * [`config`] — typed configuration from `SPILLWAY_*` environment variables.
 //! * `kafka` (feature `kafka`) — librdkafka client settings from [`config::KafkaConfig`].
+//! * [`batch`] — packing messages into calls capped by count and bytes.
 //! * [`backoff`] — exponential backoff with full jitter inside a time budget.
 //!
 //! Delivery rules this crate underpins (DESIGN.md): rule 7 — every envelope carries a unique,
@@ -16,6 +17,7 @@
 //! text is its dead-letter reason (the decoder never panics, whatever the input).
 
 pub mod backoff;
+pub mod batch;
 pub mod config;
 pub mod envelope;
 #[cfg(feature = "kafka")]

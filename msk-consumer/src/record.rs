@@ -4,10 +4,7 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-/// Header carrying the envelope id (delivery rule 7: duplicates carry the same id).
-pub const ID_HEADER: &str = "spillway-id";
-/// Header carrying when the buffer writer accepted the message, in ms since the Unix epoch.
-pub const RECEIVED_AT_HEADER: &str = "spillway-received-at";
+pub use spillway_core::kafka::{ID_HEADER, RECEIVED_AT_HEADER};
 
 /// One Kafka record, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -406,6 +406,8 @@ pub struct DrainConfig {
     /// `SPILLWAY_DLQ_URL`: SQS queue for poison records. Unset, poison records are reported as
     /// failures and reach the buffer's own DLQ after `maxReceiveCount` receives.
     pub dlq_url: Option<String>,
+    /// `SPILLWAY_TOPIC`: where raw-mode messages go (they name no topic); required with raw mode.
+    pub raw_topic: Option<String>,
 }
 
 impl DrainConfig {
@@ -429,6 +431,23 @@ impl DrainConfig {
                 Duration::from_secs(600),
             )?,
             dlq_url: env.string("SPILLWAY_DLQ_URL"),
+            raw_topic: env.string("SPILLWAY_TOPIC"),
+        })
+        .and_then(|c: Self| {
+            if c.raw_mode == RawMode::Accept && c.raw_topic.is_none() {
+                return Err(ConfigError::Missing {
+                    var: "SPILLWAY_TOPIC",
+                    why: "SPILLWAY_RAW_MODE=on needs the topic plain messages go to".into(),
+                });
+            }
+            if let Some(t) = &c.raw_topic {
+                crate::topic::validate(t).map_err(|e| ConfigError::Invalid {
+                    var: "SPILLWAY_TOPIC",
+                    value: t.clone(),
+                    expected: e.to_string(),
+                })?;
+            }
+            Ok(c)
         })
     }
 }

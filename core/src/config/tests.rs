@@ -124,6 +124,7 @@ fn drain_settings_parse_with_units() {
         ("SPILLWAY_RAW_MODE", "ON"),
         ("SPILLWAY_DEADLINE_MARGIN", "1500ms"),
         ("SPILLWAY_DLQ_URL", ""),
+        ("SPILLWAY_TOPIC", "raw-events"),
     ];
     assert_eq!(
         DrainConfig::from_env(&Env::new(&env)),
@@ -132,6 +133,12 @@ fn drain_settings_parse_with_units() {
             raw_mode: RawMode::Accept,
             deadline_margin: Duration::from_millis(1500),
             dlq_url: None,
+            raw_topic: Some("raw-events".into()),
         })
+    );
+    let env = [("SPILLWAY_RAW_MODE", "on")];
+    assert_eq!(
+        DrainConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        "SPILLWAY_TOPIC is not set; SPILLWAY_RAW_MODE=on needs the topic plain messages go to"
     );
 }

@@ -146,7 +146,7 @@ pub enum RawMode {
 
 /// Why a buffer message could not be decoded. Every variant is permanent: retrying the same bytes
 /// gives the same answer, so the drain dead-letters the message with this text as its reason.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
     /// Not an envelope, and raw mode is off.
     #[error("not a spillway envelope (it does not start with {{\"spillway\":) and raw mode is off (SPILLWAY_RAW_MODE=on accepts plain messages)")]

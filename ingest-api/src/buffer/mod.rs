@@ -19,6 +19,8 @@ use spillway_core::config::BufferConfig;
 use spillway_core::limits::BufferLimit;
 use thiserror::Error;
 
+pub use spillway_core::batch::pack;
+
 pub use kinesis::KinesisBuffer;
 pub use sqs::SqsBuffer;
 
@@ -114,29 +116,6 @@ impl Buffer {
     }
 }
 
-/// Splits `sizes` into consecutive runs of at most `max_count` items and `max_bytes` bytes.
-/// An item larger than `max_bytes` gets a run of its own (the service will judge it).
-pub fn pack(
-    sizes: impl IntoIterator<Item = usize>,
-    max_count: usize,
-    max_bytes: usize,
-) -> Vec<std::ops::Range<usize>> {
-    let mut runs = Vec::new();
-    let (mut start, mut count, mut bytes) = (0, 0, 0);
-    for (i, size) in sizes.into_iter().enumerate() {
-        if count > 0 && (count == max_count || bytes + size > max_bytes) {
-            runs.push(start..i);
-            (start, count, bytes) = (i, 0, 0);
-        }
-        count += 1;
-        bytes += size;
-    }
-    if count > 0 {
-        runs.push(start..start + count);
-    }
-    runs
-}
-
 /// How a failed call or entry should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -218,21 +197,6 @@ fn id_or_digest(value: &[u8], max: usize, allowed: impl Fn(u8) -> bool) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn packing_respects_count_and_bytes_and_keeps_order() {
-        assert_eq!(pack([1; 25], 10, 1000), vec![0..10, 10..20, 20..25]);
-        assert_eq!(pack([400, 400, 400, 100], 10, 1000), vec![0..2, 2..4]);
-        assert_eq!(
-            pack([2000, 1, 1], 10, 1000),
-            vec![0..1, 1..3],
-            "an oversized item stands alone"
-        );
-        assert_eq!(
-            pack(Vec::<usize>::new(), 10, 1000),
-            Vec::<std::ops::Range<usize>>::new()
-        );
-    }
 
     #[test]
     fn identifiers_are_kept_when_valid_and_digested_otherwise() {

@@ -1,0 +1,114 @@
+//! buffer-drain binary: in Lambda (`AWS_LAMBDA_RUNTIME_API` set) the SQS or Kinesis handler
+//! (`SPILLWAY_SOURCE`); otherwise the local poller, playing the event source mapping against the
+//! local stack with `SPILLWAY_MAX_CONCURRENCY` workers, each with its own producer.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use buffer_drain::lambda::{build_drain, deadline, handle_kinesis, handle_sqs};
+use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
+use lambda_runtime::{service_fn, LambdaEvent};
+use spillway_core::config::{ConfigError, DrainConfig, Env, KafkaConfig, ProcessEnv};
+use spillway_core::limits::BufferKind;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn remaining(context: &lambda_runtime::Context) -> Duration {
+    let now = spillway_core::envelope::now_ms();
+    Duration::from_millis(context.deadline.saturating_sub(now))
+}
+
+fn settings(env: &Env<'_>, drain: &DrainConfig) -> Result<PollSettings, ConfigError> {
+    let default_batch = if drain.source == BufferKind::Sqs { 10 } else { 100 };
+    Ok(PollSettings {
+        batch_size: env.number("SPILLWAY_BATCH_SIZE", default_batch, 1, 10_000)?,
+        batch_window: env.duration("SPILLWAY_BATCH_WINDOW", Duration::ZERO, Duration::ZERO, Duration::from_secs(300))?,
+        visibility_timeout: env.duration("SPILLWAY_VISIBILITY_TIMEOUT", Duration::from_secs(30), Duration::from_secs(1), Duration::from_secs(43_200))?,
+        function_timeout: env.duration("SPILLWAY_FUNCTION_TIMEOUT", Duration::from_secs(30), Duration::from_secs(1), Duration::from_secs(900))?,
+        deadline_margin: drain.deadline_margin,
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let env = Env::new(&ProcessEnv);
+    let fail = |e: ConfigError| -> ! {
+        eprintln!("buffer-drain: {e}");
+        std::process::exit(2)
+    };
+    let kafka = KafkaConfig::from_env(&env).unwrap_or_else(|e| fail(e));
+    let config = DrainConfig::from_env(&env).unwrap_or_else(|e| fail(e));
+    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        let drain = build_drain(&kafka, &config, Some(sqs))?;
+        let (drain, margin) = (&drain, config.deadline_margin);
+        return match config.source {
+            BufferKind::Sqs => {
+                lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| async move {
+                    handle_sqs(drain, e.payload, deadline(remaining(&e.context), margin)).await
+                }))
+                .await
+            }
+            BufferKind::Kinesis => {
+                lambda_runtime::run(service_fn(move |e: LambdaEvent<KinesisEvent>| async move {
+                    handle_kinesis(drain, e.payload, deadline(remaining(&e.context), margin)).await
+                }))
+                .await
+            }
+        };
+    }
+
+    let settings = settings(&env, &config).unwrap_or_else(|e| fail(e));
+    let workers: usize = env.number("SPILLWAY_MAX_CONCURRENCY", 2, 1, 1000).unwrap_or_else(|e| fail(e));
+    let mut tasks = tokio::task::JoinSet::new();
+    match config.source {
+        BufferKind::Sqs => {
+            let url = env
+                .required("SPILLWAY_SQS_QUEUE_URL", "the local poller needs the queue to drain")
+                .unwrap_or_else(|e| fail(e));
+            for _ in 0..workers {
+                let drain = build_drain(&kafka, &config, Some(sqs.clone()))?;
+                let poller = SqsPoller::new(sqs.clone(), url.clone(), settings).await?;
+                tasks.spawn(async move {
+                    loop {
+                        if let Err(e) = poller.poll_once(&drain).await {
+                            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "poll failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                });
+            }
+        }
+        BufferKind::Kinesis => {
+            let stream = env
+                .required("SPILLWAY_KINESIS_STREAM", "the local poller needs the stream to drain")
+                .unwrap_or_else(|e| fail(e));
+            let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+            for shard in KinesisPoller::shards(&kinesis, &stream).await?.into_iter().take(workers) {
+                let drain = build_drain(&kafka, &config, Some(sqs.clone()))?;
+                let mut poller = KinesisPoller::new(kinesis.clone(), stream.clone(), shard, settings).await?;
+                tasks.spawn(async move {
+                    loop {
+                        if let Err(e) = poller.poll_once(&drain).await {
+                            tracing::warn!(error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "poll failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    tracing::info!(workers = tasks.len(), source = ?config.source, "local poller running; Ctrl-C stops it");
+    tokio::signal::ctrl_c().await?;
+    tasks.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! From a buffer record to the Kafka record it becomes.
+
+use rdkafka::message::{Header, OwnedHeaders};
+use spillway_core::envelope::{decode, DecodeError, Decoded, RawMode};
+use spillway_core::kafka::{ID_HEADER, RECEIVED_AT_HEADER, TRACE_HEADER};
+
+use crate::source::SourceRecord;
+
+/// A Kafka record ready to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaMessage {
+    /// Topic.
+    pub topic: String,
+    /// Key; `None` lets the partitioner spread.
+    pub key: Option<Vec<u8>>,
+    /// Partition asked for by the caller.
+    pub partition: Option<i32>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Headers: the caller's, then `spillway-id`, `spillway-received-at` and the trace context.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl KafkaMessage {
+    /// The headers in rdkafka's form.
+    pub fn owned_headers(&self) -> OwnedHeaders {
+        self.headers.iter().fold(OwnedHeaders::new_with_capacity(self.headers.len()), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_slice()),
+            })
+        })
+    }
+}
+
+/// How the drain reads messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoding {
+    /// Whether plain messages are accepted.
+    pub raw: RawMode,
+    /// Where plain messages go (`SPILLWAY_TOPIC`).
+    pub raw_topic: Option<String>,
+}
+
+/// Why a record cannot become a Kafka record: permanent, so it is dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Undecodable {
+    /// The envelope decoder's verdict.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// An envelope for a topic Kafka would refuse.
+    #[error(transparent)]
+    Topic(#[from] spillway_core::topic::InvalidTopic),
+}
+
+/// The Kafka record for `record`.
+pub fn to_kafka(record: &SourceRecord, decoding: &Decoding) -> Result<KafkaMessage, Undecodable> {
+    let raw = match decoding.raw_topic {
+        Some(_) => decoding.raw,
+        None => RawMode::Reject,
+    };
+    match decode(&record.data, raw)? {
+        Decoded::Envelope(env) => {
+            spillway_core::topic::validate(&env.topic)?;
+            let mut headers = Vec::with_capacity(env.headers.len() + 3);
+            headers.extend(env.headers.into_iter().map(|h| (h.name, h.value)));
+            headers.push((ID_HEADER.to_owned(), env.id.into_bytes()));
+            headers.push((RECEIVED_AT_HEADER.to_owned(), env.received_at_ms.to_string().into_bytes()));
+            push_trace(&mut headers, record);
+            Ok(KafkaMessage {
+                topic: env.topic,
+                key: env.key,
+                partition: env.partition,
+                value: env.value,
+                headers,
+            })
+        }
+        Decoded::Raw(bytes) => {
+            let mut headers = vec![(ID_HEADER.to_owned(), record.item_id.clone().into_bytes())];
+            if let Some(at) = record.buffered_at_ms {
+                headers.push((RECEIVED_AT_HEADER.to_owned(), at.to_string().into_bytes()));
+            }
+            push_trace(&mut headers, record);
+            Ok(KafkaMessage {
+                topic: decoding.raw_topic.clone().unwrap_or_default(),
+                key: None,
+                partition: None,
+                value: bytes.to_vec(),
+                headers,
+            })
+        }
+    }
+}
+
+fn push_trace(headers: &mut Vec<(String, Vec<u8>)>, record: &SourceRecord) {
+    if let Some(trace) = &record.trace {
+        headers.push((TRACE_HEADER.to_owned(), trace.clone().into_bytes()));
+    }
+}

@@ -1,0 +1,259 @@
+//! The local poller: plays the event source mapping on one machine. It polls the buffer like
+//! Lambda's pollers do, builds real `SqsEvent` / `KinesisEvent` values, calls the same handlers as
+//! the Lambda binary and applies the reports exactly as Lambda does: SQS successes are deleted and
+//! failures are left to reappear after the visibility timeout; a Kinesis shard resumes at the
+//! lowest failed sequence number. Each worker owns its own [`Drain`] (producer and connections),
+//! as a separate Lambda container would.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use crate::drain::Drain;
+use crate::lambda::{deadline, handle_kinesis, handle_sqs};
+
+/// How the poller batches and times invocations.
+#[derive(Debug, Clone, Copy)]
+pub struct PollSettings {
+    /// Most records per invocation (`SPILLWAY_BATCH_SIZE`).
+    pub batch_size: usize,
+    /// Longest wait to fill a batch (`SPILLWAY_BATCH_WINDOW`).
+    pub batch_window: Duration,
+    /// SQS visibility timeout of received messages (`SPILLWAY_VISIBILITY_TIMEOUT`).
+    pub visibility_timeout: Duration,
+    /// The simulated function timeout: each invocation's time budget (`SPILLWAY_FUNCTION_TIMEOUT`).
+    pub function_timeout: Duration,
+    /// `SPILLWAY_DEADLINE_MARGIN`.
+    pub deadline_margin: Duration,
+}
+
+/// What one invocation did, for counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// Records in the batch.
+    pub records: usize,
+    /// Records that left the buffer (delivered or dead-lettered).
+    pub done: usize,
+}
+
+/// SQS: one worker's poll → invoke → delete cycle.
+#[derive(Debug, Clone)]
+pub struct SqsPoller {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    queue_arn: String,
+    settings: PollSettings,
+}
+
+impl SqsPoller {
+    /// A poller for `queue_url`; reads the queue's ARN once.
+    pub async fn new(client: aws_sdk_sqs::Client, queue_url: String, settings: PollSettings) -> Result<Self, aws_sdk_sqs::Error> {
+        let attrs = client
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await?;
+        let queue_arn = attrs
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .unwrap_or_default();
+        Ok(Self {
+            client,
+            queue_url,
+            queue_arn,
+            settings,
+        })
+    }
+
+    /// Receives up to a batch, waiting at most the batching window once something arrived.
+    async fn receive(&self) -> Result<Vec<aws_sdk_sqs::types::Message>, aws_sdk_sqs::Error> {
+        let mut batch = Vec::new();
+        let window_ends = Instant::now() + self.settings.batch_window;
+        loop {
+            let want = (self.settings.batch_size - batch.len()).min(10);
+            let wait = if batch.is_empty() { 1 } else { 0 };
+            let got = self
+                .client
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(i32::try_from(want).unwrap_or(10))
+                .wait_time_seconds(wait)
+                .visibility_timeout(i32::try_from(self.settings.visibility_timeout.as_secs()).unwrap_or(30))
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await?
+                .messages
+                .unwrap_or_default();
+            let empty = got.is_empty();
+            batch.extend(got);
+            if batch.len() >= self.settings.batch_size || (empty && !batch.is_empty()) || Instant::now() >= window_ends {
+                return Ok(batch);
+            }
+            if batch.is_empty() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// One invocation: receive, drain, delete what Lambda would delete.
+    pub async fn poll_once(&self, drain: &Drain) -> Result<Invocation, aws_sdk_sqs::Error> {
+        let messages = self.receive().await?;
+        if messages.is_empty() {
+            return Ok(Invocation::default());
+        }
+        let mut event = SqsEvent::default();
+        let mut handles = HashMap::new();
+        for m in messages {
+            let mut msg = SqsMessage::default();
+            msg.message_id.clone_from(&m.message_id);
+            msg.receipt_handle.clone_from(&m.receipt_handle);
+            msg.body.clone_from(&m.body);
+            msg.attributes = m
+                .attributes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v))
+                .collect();
+            msg.event_source = Some("aws:sqs".into());
+            msg.event_source_arn = Some(self.queue_arn.clone());
+            if let (Some(id), Some(handle)) = (m.message_id, m.receipt_handle) {
+                handles.insert(id, handle);
+            }
+            event.records.push(msg);
+        }
+        let records = event.records.len();
+        let ends = deadline(self.settings.function_timeout, self.settings.deadline_margin);
+        let failed: Vec<String> = match handle_sqs(drain, event, ends).await {
+            Ok(response) => response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+            // A failed invocation deletes nothing: every message reappears after the visibility timeout.
+            Err(_) => handles.keys().cloned().collect(),
+        };
+        for id in &failed {
+            handles.remove(id);
+        }
+        let done = handles.len();
+        let entries: Vec<_> = handles.into_values().enumerate().collect();
+        for chunk in entries.chunks(10) {
+            let batch = chunk
+                .iter()
+                .map(|(i, h)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(h).build().expect("set"))
+                .collect();
+            self.client.delete_message_batch().queue_url(&self.queue_url).set_entries(Some(batch)).send().await?;
+        }
+        Ok(Invocation { records, done })
+    }
+}
+
+/// Kinesis: one shard, iterated with a checkpoint kept in memory.
+#[derive(Debug, Clone)]
+pub struct KinesisPoller {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    stream_arn: String,
+    shard_id: String,
+    settings: PollSettings,
+    /// Where the next batch starts: after this sequence number, at it, or at the trim horizon.
+    checkpoint: Checkpoint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Checkpoint {
+    TrimHorizon,
+    At(String),
+    After(String),
+}
+
+impl KinesisPoller {
+    /// A poller for one shard of `stream`, from the trim horizon.
+    pub async fn new(client: aws_sdk_kinesis::Client, stream: String, shard_id: String, settings: PollSettings) -> Result<Self, aws_sdk_kinesis::Error> {
+        let summary = client.describe_stream_summary().stream_name(&stream).send().await?;
+        let stream_arn = summary.stream_description_summary.map(|s| s.stream_arn).unwrap_or_default();
+        Ok(Self {
+            client,
+            stream,
+            stream_arn,
+            shard_id,
+            settings,
+            checkpoint: Checkpoint::TrimHorizon,
+        })
+    }
+
+    /// The shards of `stream`.
+    pub async fn shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Vec<String>, aws_sdk_kinesis::Error> {
+        let out = client.list_shards().stream_name(stream).send().await?;
+        Ok(out.shards.unwrap_or_default().into_iter().map(|s| s.shard_id).collect())
+    }
+
+    /// One invocation: read from the checkpoint, drain, move the checkpoint as Lambda would.
+    pub async fn poll_once(&mut self, drain: &Drain) -> Result<Invocation, aws_sdk_kinesis::Error> {
+        let request = self.client.get_shard_iterator().stream_name(&self.stream).shard_id(&self.shard_id);
+        let request = match &self.checkpoint {
+            Checkpoint::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            Checkpoint::At(seq) => request.shard_iterator_type(ShardIteratorType::AtSequenceNumber).starting_sequence_number(seq),
+            Checkpoint::After(seq) => request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq),
+        };
+        let Some(iterator) = request.send().await?.shard_iterator else {
+            return Ok(Invocation::default());
+        };
+        let out = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(i32::try_from(self.settings.batch_size).unwrap_or(100))
+            .send()
+            .await?;
+        if out.records.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Ok(Invocation::default());
+        }
+        // Built as Lambda's JSON, so the event is exactly what the function would receive.
+        let json_records: Vec<serde_json::Value> = out
+            .records
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "kinesis": {
+                        "kinesisSchemaVersion": "1.0",
+                        "partitionKey": r.partition_key,
+                        "sequenceNumber": r.sequence_number,
+                        "data": STANDARD.encode(r.data.as_ref()),
+                        "approximateArrivalTimestamp": r.approximate_arrival_timestamp.map_or(0, |t| t.secs()),
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventVersion": "1.0",
+                    "eventID": format!("{}:{}", self.shard_id, r.sequence_number),
+                    "eventName": "aws:kinesis:record",
+                    "eventSourceARN": self.stream_arn,
+                })
+            })
+            .collect();
+        let event: KinesisEvent = serde_json::from_value(serde_json::json!({ "Records": json_records }))
+            .expect("the poller writes the Kinesis event shape");
+        let records = event.records.len();
+        let last = out.records.last().map(|r| r.sequence_number.clone()).unwrap_or_default();
+        let ends = deadline(self.settings.function_timeout, self.settings.deadline_margin);
+        let done = match handle_kinesis(drain, event, ends).await {
+            Ok(response) => match response.batch_item_failures.into_iter().find_map(|f| f.item_identifier) {
+                Some(lowest) => {
+                    let done = out.records.iter().take_while(|r| r.sequence_number != lowest).count();
+                    self.checkpoint = Checkpoint::At(lowest);
+                    done
+                }
+                None => {
+                    self.checkpoint = Checkpoint::After(last);
+                    records
+                }
+            },
+            // A failed invocation is retried from the same place.
+            Err(_) => 0,
+        };
+        Ok(Invocation { records, done })
+    }
+}
