@@ -41,7 +41,11 @@ impl DeadLetters {
         let bodies: Vec<(String, bool)> = letters.iter().map(|(r, _)| body(&r.data)).collect();
         let fifo = self.url.ends_with(".fifo");
         let mut outcomes = vec![Ok(()); letters.len()];
-        for run in pack(bodies.iter().map(|(b, _)| b.len() + 256), MAX_ENTRIES, MAX_BATCH_BYTES) {
+        for run in pack(
+            bodies.iter().map(|(b, _)| b.len() + 256),
+            MAX_ENTRIES,
+            MAX_BATCH_BYTES,
+        ) {
             let entries: Vec<_> = run
                 .clone()
                 .map(|i| {
@@ -58,18 +62,33 @@ impl DeadLetters {
                     }
                     if fifo {
                         entry = entry
-                            .message_group_id(record.group.clone().unwrap_or_else(|| "spillway-dead-letters".into()))
+                            .message_group_id(
+                                record
+                                    .group
+                                    .clone()
+                                    .unwrap_or_else(|| "spillway-dead-letters".into()),
+                            )
                             .message_deduplication_id(dedup_id(&record.item_id));
                     }
                     entry.build().expect("id and body are set")
                 })
                 .collect();
-            match self.client.send_message_batch().queue_url(&self.url).set_entries(Some(entries)).send().await {
+            match self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
                 Ok(out) => {
                     for failed in out.failed {
                         if let Ok(i) = failed.id.parse::<usize>() {
                             if i < outcomes.len() {
-                                outcomes[i] = Err(format!("the dead-letter queue refused it: {}", failed.code));
+                                outcomes[i] = Err(format!(
+                                    "the dead-letter queue refused it: {}",
+                                    failed.code
+                                ));
                             }
                         }
                     }
@@ -97,7 +116,11 @@ fn text(value: &str) -> MessageAttributeValue {
 
 /// FIFO deduplication ids allow 128 characters; sequence numbers and message ids fit.
 fn dedup_id(id: &str) -> String {
-    id.chars().filter(char::is_ascii_alphanumeric).take(128).collect::<String>() + "-dlq"
+    id.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(128)
+        .collect::<String>()
+        + "-dlq"
 }
 
 /// The body as SQS can carry it: the data itself when it is text SQS accepts, else base64.

@@ -37,7 +37,11 @@ enum Plan {
 impl Drain {
     /// A drain producing with `producer`; poison records go to `dead_letters` when given, else they
     /// are reported failed (and reach the buffer's own DLQ after `maxReceiveCount`).
-    pub fn new(producer: FutureProducer, dead_letters: Option<DeadLetters>, decoding: Decoding) -> Self {
+    pub fn new(
+        producer: FutureProducer,
+        dead_letters: Option<DeadLetters>,
+        decoding: Decoding,
+    ) -> Self {
         Self {
             producer,
             dead_letters,
@@ -46,7 +50,12 @@ impl Drain {
     }
 
     /// Produces `records`, keeping `ordering`, and stops at `deadline`.
-    pub async fn drain(&self, records: &[SourceRecord], ordering: Ordering, deadline: Instant) -> DrainReport {
+    pub async fn drain(
+        &self,
+        records: &[SourceRecord],
+        ordering: Ordering,
+        deadline: Instant,
+    ) -> DrainReport {
         let started = Instant::now();
         let mut plans: Vec<Option<Plan>> = records
             .iter()
@@ -62,21 +71,43 @@ impl Drain {
         match ordering {
             Ordering::Unordered | Ordering::Shard => {
                 let all: Vec<usize> = (0..records.len()).collect();
-                self.wave(records, &all, &mut plans, &mut outcomes, &mut latencies, deadline).await;
+                self.wave(
+                    records,
+                    &all,
+                    &mut plans,
+                    &mut outcomes,
+                    &mut latencies,
+                    deadline,
+                )
+                .await;
             }
             Ordering::FifoGroups => {
                 // Wave k holds the k-th record of every group still going: a group's next record is
                 // produced only after its previous one was acknowledged, and not at all after a failure.
                 let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
                 for (i, r) in records.iter().enumerate() {
-                    groups.entry(r.group.as_deref().unwrap_or("")).or_default().push(i);
+                    groups
+                        .entry(r.group.as_deref().unwrap_or(""))
+                        .or_default()
+                        .push(i);
                 }
                 let longest = groups.values().map(Vec::len).max().unwrap_or(0);
                 for k in 0..longest {
-                    let wave: Vec<usize> = groups.values().filter_map(|g| g.get(k).copied()).collect();
-                    self.wave(records, &wave, &mut plans, &mut outcomes, &mut latencies, deadline).await;
+                    let wave: Vec<usize> =
+                        groups.values().filter_map(|g| g.get(k).copied()).collect();
+                    self.wave(
+                        records,
+                        &wave,
+                        &mut plans,
+                        &mut outcomes,
+                        &mut latencies,
+                        deadline,
+                    )
+                    .await;
                     for g in groups.values() {
-                        let failed = g.get(k).is_some_and(|i| matches!(outcomes[*i], Some(Outcome::Failed { .. })));
+                        let failed = g
+                            .get(k)
+                            .is_some_and(|i| matches!(outcomes[*i], Some(Outcome::Failed { .. })));
                         if failed {
                             for later in &g[k + 1..] {
                                 outcomes[*later] = Some(Outcome::Failed {
@@ -134,7 +165,9 @@ impl Drain {
                         continue;
                     }
                     let headers = message.owned_headers();
-                    let mut record = FutureRecord::to(&message.topic).payload(&message.value).headers(headers);
+                    let mut record = FutureRecord::to(&message.topic)
+                        .payload(&message.value)
+                        .headers(headers);
                     if let Some(key) = &message.key {
                         record = record.key(key);
                     }
@@ -148,7 +181,10 @@ impl Drain {
                                 pending.push(async move { (i, enqueued, delivery.await) });
                                 break;
                             }
-                            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                            Err((
+                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                back,
+                            )) => {
                                 record = back;
                                 // Make room: take the next acknowledgement, or wait a moment.
                                 let next = tokio::time::timeout_at(deadline.into(), async {
@@ -162,7 +198,9 @@ impl Drain {
                                 })
                                 .await;
                                 match next {
-                                    Ok(Some((j, at, result))) => settle(j, at, result, outcomes, &mut letters, latencies),
+                                    Ok(Some((j, at, result))) => {
+                                        settle(j, at, result, outcomes, &mut letters, latencies)
+                                    }
                                     Ok(None) => {}
                                     Err(_) => {
                                         outcomes[i] = Some(Outcome::Failed {
@@ -182,7 +220,9 @@ impl Drain {
                 }
             }
         }
-        while let Ok(Some((i, at, result))) = tokio::time::timeout_at(deadline.into(), pending.next()).await {
+        while let Ok(Some((i, at, result))) =
+            tokio::time::timeout_at(deadline.into(), pending.next()).await
+        {
             settle(i, at, result, outcomes, &mut letters, latencies);
         }
         // Whatever is still pending is reported undelivered by `drain`.
@@ -190,18 +230,29 @@ impl Drain {
         self.dead_letter(records, letters, outcomes).await;
     }
 
-    async fn dead_letter(&self, records: &[SourceRecord], letters: Vec<(usize, String)>, outcomes: &mut [Option<Outcome>]) {
+    async fn dead_letter(
+        &self,
+        records: &[SourceRecord],
+        letters: Vec<(usize, String)>,
+        outcomes: &mut [Option<Outcome>],
+    ) {
         if letters.is_empty() {
             return;
         }
         let Some(dlq) = &self.dead_letters else {
             for (i, reason) in letters {
                 tracing::warn!(item = %records[i].item_id, %reason, "poison record, no SPILLWAY_DLQ_URL: reported failed");
-                outcomes[i] = Some(Outcome::Failed { reason, retryable: false });
+                outcomes[i] = Some(Outcome::Failed {
+                    reason,
+                    retryable: false,
+                });
             }
             return;
         };
-        let batch: Vec<(&SourceRecord, String)> = letters.iter().map(|(i, reason)| (&records[*i], reason.clone())).collect();
+        let batch: Vec<(&SourceRecord, String)> = letters
+            .iter()
+            .map(|(i, reason)| (&records[*i], reason.clone()))
+            .collect();
         for ((i, reason), sent) in letters.into_iter().zip(dlq.send(&batch).await) {
             outcomes[i] = Some(match sent {
                 Ok(()) => Outcome::DeadLettered(reason),
@@ -214,9 +265,19 @@ impl Drain {
     }
 }
 
-type Delivery = Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>;
+type Delivery = Result<
+    rdkafka::producer::future_producer::OwnedDeliveryResult,
+    futures::channel::oneshot::Canceled,
+>;
 
-fn settle(i: usize, enqueued: Instant, result: Delivery, outcomes: &mut [Option<Outcome>], letters: &mut Vec<(usize, String)>, latencies: &mut Vec<Duration>) {
+fn settle(
+    i: usize,
+    enqueued: Instant,
+    result: Delivery,
+    outcomes: &mut [Option<Outcome>],
+    letters: &mut Vec<(usize, String)>,
+    latencies: &mut Vec<Duration>,
+) {
     match result {
         Ok(Ok(_)) => {
             latencies.push(enqueued.elapsed());
@@ -232,7 +293,12 @@ fn settle(i: usize, enqueued: Instant, result: Delivery, outcomes: &mut [Option<
     }
 }
 
-fn decide(i: usize, error: &KafkaError, outcomes: &mut [Option<Outcome>], letters: &mut Vec<(usize, String)>) {
+fn decide(
+    i: usize,
+    error: &KafkaError,
+    outcomes: &mut [Option<Outcome>],
+    letters: &mut Vec<(usize, String)>,
+) {
     match classify(error) {
         Disposition::DeadLetter(reason) => letters.push((i, format!("kafka: {reason} ({error})"))),
         Disposition::BackOff => {

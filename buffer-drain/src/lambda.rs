@@ -34,7 +34,11 @@ impl From<AllFailed> for lambda_runtime::Diagnostic {
 }
 
 /// The drain for this container: its producer and dead-letter queue, built once at init.
-pub fn build_drain(kafka: &KafkaConfig, config: &DrainConfig, sqs: Option<aws_sdk_sqs::Client>) -> Result<Drain, Box<dyn std::error::Error + Send + Sync>> {
+pub fn build_drain(
+    kafka: &KafkaConfig,
+    config: &DrainConfig,
+    sqs: Option<aws_sdk_sqs::Client>,
+) -> Result<Drain, Box<dyn std::error::Error + Send + Sync>> {
     let producer: FutureProducer = spillway_core::kafka::producer_config(kafka)?.create()?;
     let dead_letters = match (&config.dlq_url, sqs) {
         (Some(url), Some(client)) => Some(DeadLetters::new(client, url.clone())),
@@ -67,7 +71,11 @@ fn verdict(report: &DrainReport) -> Result<(), AllFailed> {
 }
 
 /// Handles an SQS event.
-pub async fn handle_sqs(drain: &Drain, event: SqsEvent, deadline: Instant) -> Result<SqsBatchResponse, AllFailed> {
+pub async fn handle_sqs(
+    drain: &Drain,
+    event: SqsEvent,
+    deadline: Instant,
+) -> Result<SqsBatchResponse, AllFailed> {
     let (records, ordering) = from_sqs(event);
     let report = drain.drain(&records, ordering, deadline).await;
     report.metrics("sqs").emit();
@@ -76,7 +84,11 @@ pub async fn handle_sqs(drain: &Drain, event: SqsEvent, deadline: Instant) -> Re
 }
 
 /// Handles a Kinesis event.
-pub async fn handle_kinesis(drain: &Drain, event: KinesisEvent, deadline: Instant) -> Result<KinesisEventResponse, AllFailed> {
+pub async fn handle_kinesis(
+    drain: &Drain,
+    event: KinesisEvent,
+    deadline: Instant,
+) -> Result<KinesisEventResponse, AllFailed> {
     let (records, ordering) = from_kinesis(event);
     let report = drain.drain(&records, ordering, deadline).await;
     report.metrics("kinesis").emit();

@@ -21,12 +21,31 @@ fn remaining(context: &lambda_runtime::Context) -> Duration {
 }
 
 fn settings(env: &Env<'_>, drain: &DrainConfig) -> Result<PollSettings, ConfigError> {
-    let default_batch = if drain.source == BufferKind::Sqs { 10 } else { 100 };
+    let default_batch = if drain.source == BufferKind::Sqs {
+        10
+    } else {
+        100
+    };
     Ok(PollSettings {
         batch_size: env.number("SPILLWAY_BATCH_SIZE", default_batch, 1, 10_000)?,
-        batch_window: env.duration("SPILLWAY_BATCH_WINDOW", Duration::ZERO, Duration::ZERO, Duration::from_secs(300))?,
-        visibility_timeout: env.duration("SPILLWAY_VISIBILITY_TIMEOUT", Duration::from_secs(30), Duration::from_secs(1), Duration::from_secs(43_200))?,
-        function_timeout: env.duration("SPILLWAY_FUNCTION_TIMEOUT", Duration::from_secs(30), Duration::from_secs(1), Duration::from_secs(900))?,
+        batch_window: env.duration(
+            "SPILLWAY_BATCH_WINDOW",
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_secs(300),
+        )?,
+        visibility_timeout: env.duration(
+            "SPILLWAY_VISIBILITY_TIMEOUT",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_secs(43_200),
+        )?,
+        function_timeout: env.duration(
+            "SPILLWAY_FUNCTION_TIMEOUT",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_secs(900),
+        )?,
         deadline_margin: drain.deadline_margin,
     })
 }
@@ -35,7 +54,9 @@ fn settings(env: &Env<'_>, drain: &DrainConfig) -> Result<PollSettings, ConfigEr
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let env = Env::new(&ProcessEnv);
@@ -68,12 +89,17 @@ async fn main() -> Result<(), Error> {
     }
 
     let settings = settings(&env, &config).unwrap_or_else(|e| fail(e));
-    let workers: usize = env.number("SPILLWAY_MAX_CONCURRENCY", 2, 1, 1000).unwrap_or_else(|e| fail(e));
+    let workers: usize = env
+        .number("SPILLWAY_MAX_CONCURRENCY", 2, 1, 1000)
+        .unwrap_or_else(|e| fail(e));
     let mut tasks = tokio::task::JoinSet::new();
     match config.source {
         BufferKind::Sqs => {
             let url = env
-                .required("SPILLWAY_SQS_QUEUE_URL", "the local poller needs the queue to drain")
+                .required(
+                    "SPILLWAY_SQS_QUEUE_URL",
+                    "the local poller needs the queue to drain",
+                )
                 .unwrap_or_else(|e| fail(e));
             for _ in 0..workers {
                 let drain = build_drain(&kafka, &config, Some(sqs.clone()))?;
@@ -90,12 +116,20 @@ async fn main() -> Result<(), Error> {
         }
         BufferKind::Kinesis => {
             let stream = env
-                .required("SPILLWAY_KINESIS_STREAM", "the local poller needs the stream to drain")
+                .required(
+                    "SPILLWAY_KINESIS_STREAM",
+                    "the local poller needs the stream to drain",
+                )
                 .unwrap_or_else(|e| fail(e));
             let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-            for shard in KinesisPoller::shards(&kinesis, &stream).await?.into_iter().take(workers) {
+            for shard in KinesisPoller::shards(&kinesis, &stream)
+                .await?
+                .into_iter()
+                .take(workers)
+            {
                 let drain = build_drain(&kafka, &config, Some(sqs.clone()))?;
-                let mut poller = KinesisPoller::new(kinesis.clone(), stream.clone(), shard, settings).await?;
+                let mut poller =
+                    KinesisPoller::new(kinesis.clone(), stream.clone(), shard, settings).await?;
                 tasks.spawn(async move {
                     loop {
                         if let Err(e) = poller.poll_once(&drain).await {

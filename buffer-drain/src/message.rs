@@ -24,12 +24,15 @@ pub struct KafkaMessage {
 impl KafkaMessage {
     /// The headers in rdkafka's form.
     pub fn owned_headers(&self) -> OwnedHeaders {
-        self.headers.iter().fold(OwnedHeaders::new_with_capacity(self.headers.len()), |h, (key, value)| {
-            h.insert(Header {
-                key,
-                value: Some(value.as_slice()),
-            })
-        })
+        self.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(self.headers.len()),
+            |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(value.as_slice()),
+                })
+            },
+        )
     }
 }
 
@@ -65,7 +68,10 @@ pub fn to_kafka(record: &SourceRecord, decoding: &Decoding) -> Result<KafkaMessa
             let mut headers = Vec::with_capacity(env.headers.len() + 3);
             headers.extend(env.headers.into_iter().map(|h| (h.name, h.value)));
             headers.push((ID_HEADER.to_owned(), env.id.into_bytes()));
-            headers.push((RECEIVED_AT_HEADER.to_owned(), env.received_at_ms.to_string().into_bytes()));
+            headers.push((
+                RECEIVED_AT_HEADER.to_owned(),
+                env.received_at_ms.to_string().into_bytes(),
+            ));
             push_trace(&mut headers, record);
             Ok(KafkaMessage {
                 topic: env.topic,

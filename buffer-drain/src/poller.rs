@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_kinesis::types::ShardIteratorType;
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
@@ -53,7 +55,11 @@ pub struct SqsPoller {
 
 impl SqsPoller {
     /// A poller for `queue_url`; reads the queue's ARN once.
-    pub async fn new(client: aws_sdk_sqs::Client, queue_url: String, settings: PollSettings) -> Result<Self, aws_sdk_sqs::Error> {
+    pub async fn new(
+        client: aws_sdk_sqs::Client,
+        queue_url: String,
+        settings: PollSettings,
+    ) -> Result<Self, aws_sdk_sqs::Error> {
         let attrs = client
             .get_queue_attributes()
             .queue_url(&queue_url)
@@ -85,7 +91,9 @@ impl SqsPoller {
                 .queue_url(&self.queue_url)
                 .max_number_of_messages(i32::try_from(want).unwrap_or(10))
                 .wait_time_seconds(wait)
-                .visibility_timeout(i32::try_from(self.settings.visibility_timeout.as_secs()).unwrap_or(30))
+                .visibility_timeout(
+                    i32::try_from(self.settings.visibility_timeout.as_secs()).unwrap_or(30),
+                )
                 .message_system_attribute_names(MessageSystemAttributeName::All)
                 .send()
                 .await?
@@ -93,7 +101,10 @@ impl SqsPoller {
                 .unwrap_or_default();
             let empty = got.is_empty();
             batch.extend(got);
-            if batch.len() >= self.settings.batch_size || (empty && !batch.is_empty()) || Instant::now() >= window_ends {
+            if batch.len() >= self.settings.batch_size
+                || (empty && !batch.is_empty())
+                || Instant::now() >= window_ends
+            {
                 return Ok(batch);
             }
             if batch.is_empty() {
@@ -129,9 +140,16 @@ impl SqsPoller {
             event.records.push(msg);
         }
         let records = event.records.len();
-        let ends = deadline(self.settings.function_timeout, self.settings.deadline_margin);
+        let ends = deadline(
+            self.settings.function_timeout,
+            self.settings.deadline_margin,
+        );
         let failed: Vec<String> = match handle_sqs(drain, event, ends).await {
-            Ok(response) => response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+            Ok(response) => response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
             // A failed invocation deletes nothing: every message reappears after the visibility timeout.
             Err(_) => handles.keys().cloned().collect(),
         };
@@ -143,9 +161,20 @@ impl SqsPoller {
         for chunk in entries.chunks(10) {
             let batch = chunk
                 .iter()
-                .map(|(i, h)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(h).build().expect("set"))
+                .map(|(i, h)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(h)
+                        .build()
+                        .expect("set")
+                })
                 .collect();
-            self.client.delete_message_batch().queue_url(&self.queue_url).set_entries(Some(batch)).send().await?;
+            self.client
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(batch))
+                .send()
+                .await?;
         }
         Ok(Invocation { records, done })
     }
@@ -172,9 +201,21 @@ enum Checkpoint {
 
 impl KinesisPoller {
     /// A poller for one shard of `stream`, from the trim horizon.
-    pub async fn new(client: aws_sdk_kinesis::Client, stream: String, shard_id: String, settings: PollSettings) -> Result<Self, aws_sdk_kinesis::Error> {
-        let summary = client.describe_stream_summary().stream_name(&stream).send().await?;
-        let stream_arn = summary.stream_description_summary.map(|s| s.stream_arn).unwrap_or_default();
+    pub async fn new(
+        client: aws_sdk_kinesis::Client,
+        stream: String,
+        shard_id: String,
+        settings: PollSettings,
+    ) -> Result<Self, aws_sdk_kinesis::Error> {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(&stream)
+            .send()
+            .await?;
+        let stream_arn = summary
+            .stream_description_summary
+            .map(|s| s.stream_arn)
+            .unwrap_or_default();
         Ok(Self {
             client,
             stream,
@@ -186,18 +227,34 @@ impl KinesisPoller {
     }
 
     /// The shards of `stream`.
-    pub async fn shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Vec<String>, aws_sdk_kinesis::Error> {
+    pub async fn shards(
+        client: &aws_sdk_kinesis::Client,
+        stream: &str,
+    ) -> Result<Vec<String>, aws_sdk_kinesis::Error> {
         let out = client.list_shards().stream_name(stream).send().await?;
-        Ok(out.shards.unwrap_or_default().into_iter().map(|s| s.shard_id).collect())
+        Ok(out
+            .shards
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.shard_id)
+            .collect())
     }
 
     /// One invocation: read from the checkpoint, drain, move the checkpoint as Lambda would.
     pub async fn poll_once(&mut self, drain: &Drain) -> Result<Invocation, aws_sdk_kinesis::Error> {
-        let request = self.client.get_shard_iterator().stream_name(&self.stream).shard_id(&self.shard_id);
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_name(&self.stream)
+            .shard_id(&self.shard_id);
         let request = match &self.checkpoint {
             Checkpoint::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-            Checkpoint::At(seq) => request.shard_iterator_type(ShardIteratorType::AtSequenceNumber).starting_sequence_number(seq),
-            Checkpoint::After(seq) => request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq),
+            Checkpoint::At(seq) => request
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(seq),
+            Checkpoint::After(seq) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
         };
         let Some(iterator) = request.send().await?.shard_iterator else {
             return Ok(Invocation::default());
@@ -234,15 +291,31 @@ impl KinesisPoller {
                 })
             })
             .collect();
-        let event: KinesisEvent = serde_json::from_value(serde_json::json!({ "Records": json_records }))
-            .expect("the poller writes the Kinesis event shape");
+        let event: KinesisEvent =
+            serde_json::from_value(serde_json::json!({ "Records": json_records }))
+                .expect("the poller writes the Kinesis event shape");
         let records = event.records.len();
-        let last = out.records.last().map(|r| r.sequence_number.clone()).unwrap_or_default();
-        let ends = deadline(self.settings.function_timeout, self.settings.deadline_margin);
+        let last = out
+            .records
+            .last()
+            .map(|r| r.sequence_number.clone())
+            .unwrap_or_default();
+        let ends = deadline(
+            self.settings.function_timeout,
+            self.settings.deadline_margin,
+        );
         let done = match handle_kinesis(drain, event, ends).await {
-            Ok(response) => match response.batch_item_failures.into_iter().find_map(|f| f.item_identifier) {
+            Ok(response) => match response
+                .batch_item_failures
+                .into_iter()
+                .find_map(|f| f.item_identifier)
+            {
                 Some(lowest) => {
-                    let done = out.records.iter().take_while(|r| r.sequence_number != lowest).count();
+                    let done = out
+                        .records
+                        .iter()
+                        .take_while(|r| r.sequence_number != lowest)
+                        .count();
                     self.checkpoint = Checkpoint::At(lowest);
                     done
                 }

@@ -52,10 +52,15 @@ impl DrainReport {
     /// hammering a struggling cluster.
     pub fn every_record_failed_retryably(&self) -> bool {
         !self.outcomes.is_empty()
-            && self
-                .outcomes
-                .iter()
-                .all(|o| matches!(o, Outcome::Failed { retryable: true, .. }))
+            && self.outcomes.iter().all(|o| {
+                matches!(
+                    o,
+                    Outcome::Failed {
+                        retryable: true,
+                        ..
+                    }
+                )
+            })
     }
 
     /// SQS: exactly the failed message ids (delivery rules 2 and 3).
@@ -98,7 +103,12 @@ impl DrainReport {
                 Outcome::DeadLettered(_) => dead_lettered += 1,
                 Outcome::Failed { reason, .. } => {
                     // Group by the reason's kind, not its details, to keep metric cardinality low.
-                    let kind = reason.split([':', ';', '(']).next().unwrap_or(reason).trim().to_owned();
+                    let kind = reason
+                        .split([':', ';', '('])
+                        .next()
+                        .unwrap_or(reason)
+                        .trim()
+                        .to_owned();
                     *failed_by_reason.entry(kind).or_default() += 1;
                 }
             }

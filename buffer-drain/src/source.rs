@@ -45,13 +45,23 @@ pub fn from_sqs(event: SqsEvent) -> (Vec<SourceRecord>, Ordering) {
                 item_id: m.message_id.unwrap_or_default(),
                 group: m.attributes.get("MessageGroupId").cloned(),
                 data: m.body.unwrap_or_default().into_bytes(),
-                buffered_at_ms: m.attributes.get("SentTimestamp").and_then(|t| t.parse().ok()),
+                buffered_at_ms: m
+                    .attributes
+                    .get("SentTimestamp")
+                    .and_then(|t| t.parse().ok()),
                 trace: m.attributes.get("AWSTraceHeader").cloned(),
                 source,
             }
         })
         .collect();
-    (records, if fifo { Ordering::FifoGroups } else { Ordering::Unordered })
+    (
+        records,
+        if fifo {
+            Ordering::FifoGroups
+        } else {
+            Ordering::Unordered
+        },
+    )
 }
 
 /// The records of a Kinesis event (one shard), in sequence order.
@@ -63,7 +73,10 @@ pub fn from_kinesis(event: KinesisEvent) -> (Vec<SourceRecord>, Ordering) {
             item_id: r.kinesis.sequence_number,
             group: None,
             data: r.kinesis.data.0,
-            buffered_at_ms: u64::try_from(r.kinesis.approximate_arrival_timestamp.0.timestamp_millis()).ok(),
+            buffered_at_ms: u64::try_from(
+                r.kinesis.approximate_arrival_timestamp.0.timestamp_millis(),
+            )
+            .ok(),
             trace: None,
             source: r.event_source_arn.unwrap_or_default(),
         })

@@ -107,9 +107,15 @@ pub fn classify(error: &KafkaError) -> Disposition {
         C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::InvalidTopic => {
             Disposition::DeadLetter("unknown topic or partition")
         }
-        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => Disposition::DeadLetter("not authorised"),
-        C::InvalidRecord | C::PolicyViolation => Disposition::DeadLetter("rejected by the broker as invalid"),
-        C::SaslAuthenticationFailed | C::Authentication | C::ThrottlingQuotaExceeded => Disposition::BackOff,
+        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => {
+            Disposition::DeadLetter("not authorised")
+        }
+        C::InvalidRecord | C::PolicyViolation => {
+            Disposition::DeadLetter("rejected by the broker as invalid")
+        }
+        C::SaslAuthenticationFailed | C::Authentication | C::ThrottlingQuotaExceeded => {
+            Disposition::BackOff
+        }
         _ => Disposition::Retry,
     }
 }
@@ -141,12 +147,33 @@ mod tests {
     fn permanent_errors_dead_letter_and_the_rest_retry() {
         use RDKafkaErrorCode as C;
         let produce = |code| KafkaError::MessageProduction(code);
-        assert_eq!(classify(&produce(C::MessageSizeTooLarge)), Disposition::DeadLetter("too large for the cluster"));
-        assert_eq!(classify(&produce(C::UnknownTopicOrPartition)), Disposition::DeadLetter("unknown topic or partition"));
-        assert_eq!(classify(&produce(C::TopicAuthorizationFailed)), Disposition::DeadLetter("not authorised"));
-        assert_eq!(classify(&produce(C::SaslAuthenticationFailed)), Disposition::BackOff);
-        assert_eq!(classify(&produce(C::ThrottlingQuotaExceeded)), Disposition::BackOff);
-        for code in [C::MessageTimedOut, C::AllBrokersDown, C::NotLeaderForPartition, C::NotEnoughReplicas, C::RequestTimedOut] {
+        assert_eq!(
+            classify(&produce(C::MessageSizeTooLarge)),
+            Disposition::DeadLetter("too large for the cluster")
+        );
+        assert_eq!(
+            classify(&produce(C::UnknownTopicOrPartition)),
+            Disposition::DeadLetter("unknown topic or partition")
+        );
+        assert_eq!(
+            classify(&produce(C::TopicAuthorizationFailed)),
+            Disposition::DeadLetter("not authorised")
+        );
+        assert_eq!(
+            classify(&produce(C::SaslAuthenticationFailed)),
+            Disposition::BackOff
+        );
+        assert_eq!(
+            classify(&produce(C::ThrottlingQuotaExceeded)),
+            Disposition::BackOff
+        );
+        for code in [
+            C::MessageTimedOut,
+            C::AllBrokersDown,
+            C::NotLeaderForPartition,
+            C::NotEnoughReplicas,
+            C::RequestTimedOut,
+        ] {
             assert_eq!(classify(&produce(code)), Disposition::Retry, "{code:?}");
         }
         assert!(Disposition::Retry.is_retryable() && !Disposition::DeadLetter("x").is_retryable());

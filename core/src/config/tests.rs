@@ -138,7 +138,9 @@ fn drain_settings_parse_with_units() {
     );
     let env = [("SPILLWAY_RAW_MODE", "on")];
     assert_eq!(
-        DrainConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
+        DrainConfig::from_env(&Env::new(&env))
+            .unwrap_err()
+            .to_string(),
         "SPILLWAY_TOPIC is not set; SPILLWAY_RAW_MODE=on needs the topic plain messages go to"
     );
 }

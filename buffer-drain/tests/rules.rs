@@ -1,0 +1,504 @@
+//! Delivery rules 2–7 with real AWS event JSON (SQS standard, SQS FIFO, Kinesis) against
+//! librdkafka's own mock cluster, which injects the broker faults; dead letters go to a real queue
+//! on fauxqs (local stack).
+
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use buffer_drain::dlq::{DeadLetters, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE, SOURCE_ATTRIBUTE};
+use buffer_drain::drain::Drain;
+use buffer_drain::lambda::{handle_kinesis, handle_sqs};
+use buffer_drain::message::Decoding;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaRespErr;
+use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
+use spillway_core::envelope::{Envelope, RawMode};
+
+const TOPIC: &str = "orders";
+
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = MockCluster::new(2).expect("mock cluster");
+    cluster.create_topic(TOPIC, 2, 1).expect("topic");
+    cluster
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    let config = KafkaConfig {
+        bootstrap: bootstrap.to_owned(),
+        auth: KafkaAuth::Plaintext,
+        compression: Compression::Lz4,
+        message_max_bytes: 1_000_000,
+    };
+    let mut client = spillway_core::kafka::producer_config(&config).expect("settings");
+    // Undeliverable records fail within 2 s here instead of 2 minutes.
+    client.set("message.timeout.ms", "2000");
+    client.create().expect("producer")
+}
+
+fn drain(bootstrap: &str, dead_letters: Option<DeadLetters>, raw: RawMode) -> Drain {
+    let decoding = Decoding {
+        raw,
+        raw_topic: Some(TOPIC.into()),
+    };
+    Drain::new(producer(bootstrap), dead_letters, decoding)
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(20)
+}
+
+/// An envelope for `TOPIC`, on `partition` when given.
+fn envelope(value: &str, partition: Option<i32>) -> String {
+    let mut env = Envelope::new(TOPIC, value);
+    env.partition = partition;
+    env.encode()
+}
+
+/// An SQS event in Lambda's shape; `group` makes it a FIFO queue's event.
+fn sqs_event(bodies: &[(&str, String)], group: Option<&[&str]>) -> SqsEvent {
+    let arn = if group.is_some() {
+        "arn:aws:sqs:us-east-2:123456789012:orders.fifo"
+    } else {
+        "arn:aws:sqs:us-east-2:123456789012:orders"
+    };
+    let records: Vec<serde_json::Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, (id, body))| {
+            let mut attributes = serde_json::json!({
+                "ApproximateReceiveCount": "1", "SentTimestamp": "1545082649183",
+                "SenderId": "AIDAIENQZJOLO23YVJ4VO", "ApproximateFirstReceiveTimestamp": "1545082649185",
+                "AWSTraceHeader": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+            });
+            if let Some(groups) = group {
+                attributes["MessageGroupId"] = groups[i].into();
+                attributes["MessageDeduplicationId"] = (*id).into();
+                attributes["SequenceNumber"] = format!("1862726920311470{i:04}").into();
+            }
+            serde_json::json!({
+                "messageId": id, "receiptHandle": format!("AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a{i}"),
+                "body": body, "attributes": attributes, "messageAttributes": {},
+                "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3", "eventSource": "aws:sqs",
+                "eventSourceARN": arn, "awsRegion": "us-east-2"
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("SQS event")
+}
+
+fn kinesis_event(records: &[(&str, Vec<u8>)]) -> KinesisEvent {
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(seq, data)| {
+            serde_json::json!({
+                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "1", "sequenceNumber": seq,
+                    "data": STANDARD.encode(data), "approximateArrivalTimestamp": 1_545_084_650.987},
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("shardId-000000000006:{seq}"), "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role", "awsRegion": "us-east-2",
+                "eventSourceARN": "arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream"
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("Kinesis event")
+}
+
+fn failed_ids(response: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
+    let mut ids: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn rule_2_and_3_only_unacknowledged_records_are_reported_failed() {
+    let cluster = cluster();
+    // Partition 0 has no leader: what goes there cannot be acknowledged.
+    cluster
+        .partition_leader(TOPIC, 0, None)
+        .expect("leaderless");
+    let drain = drain(&cluster.bootstrap_servers(), None, RawMode::Reject);
+    let event = sqs_event(
+        &[
+            ("m-1", envelope("a", Some(1))),
+            ("m-2", envelope("b", Some(0))),
+            ("m-3", envelope("c", Some(1))),
+            ("m-4", envelope("d", Some(0))),
+        ],
+        None,
+    );
+    let response = handle_sqs(&drain, event, soon())
+        .await
+        .expect("not every record failed");
+    assert_eq!(failed_ids(&response), ["m-2", "m-4"]);
+}
+
+#[tokio::test]
+async fn rule_3_the_invocation_fails_when_every_record_failed_retryably() {
+    let cluster = cluster();
+    for p in 0..2 {
+        cluster
+            .partition_leader(TOPIC, p, None)
+            .expect("leaderless");
+    }
+    let drain = drain(&cluster.bootstrap_servers(), None, RawMode::Reject);
+    let event = sqs_event(
+        &[("m-1", envelope("a", None)), ("m-2", envelope("b", None))],
+        None,
+    );
+    let err = handle_sqs(&drain, event, soon())
+        .await
+        .expect_err("every record failed");
+    assert_eq!(err.records, 2);
+}
+
+#[tokio::test]
+async fn rule_3_retryable_produce_errors_injected_by_the_broker_are_retried_by_librdkafka() {
+    let cluster = cluster();
+    // Two transient produce errors, then success: idempotent retries deliver without duplicates.
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    let drain = drain(&cluster.bootstrap_servers(), None, RawMode::Reject);
+    let event = sqs_event(
+        &[
+            ("m-1", envelope("a", Some(1))),
+            ("m-2", envelope("b", Some(1))),
+        ],
+        None,
+    );
+    let response = handle_sqs(&drain, event, soon()).await.expect("delivered");
+    assert!(response.batch_item_failures.is_empty());
+}
+
+#[tokio::test]
+async fn rule_4_fifo_a_failed_record_stops_its_group_and_nothing_later_of_it_is_produced() {
+    let cluster = cluster();
+    cluster
+        .partition_leader(TOPIC, 0, None)
+        .expect("leaderless");
+    let drain = drain(&cluster.bootstrap_servers(), None, RawMode::Reject);
+    let event = sqs_event(
+        &[
+            ("a-1", envelope("a1", Some(1))),
+            ("b-1", envelope("b1", Some(1))),
+            ("a-2", envelope("a2", Some(0))), // fails: partition 0 has no leader
+            ("b-2", envelope("b2", Some(1))),
+            ("a-3", envelope("a3", Some(1))), // would succeed, but a-2 failed before it
+            ("b-3", envelope("b3", Some(1))),
+        ],
+        Some(&["A", "B", "A", "B", "A", "B"]),
+    );
+    let (records, ordering) = buffer_drain::source::from_sqs(event);
+    assert_eq!(ordering, buffer_drain::source::Ordering::FifoGroups);
+    let report = drain.drain(&records, ordering, soon()).await;
+    assert_eq!(failed_ids(&report.sqs_response(&records)), ["a-2", "a-3"]);
+    match &report.outcomes[4] {
+        buffer_drain::report::Outcome::Failed { reason, .. } => {
+            assert_eq!(
+                reason, "an earlier record of its message group failed",
+                "a-3 was never produced"
+            );
+        }
+        other => panic!("a-3: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn rule_4_kinesis_reports_the_lowest_failed_sequence_number() {
+    let cluster = cluster();
+    cluster
+        .partition_leader(TOPIC, 0, None)
+        .expect("leaderless");
+    let drain = drain(&cluster.bootstrap_servers(), None, RawMode::Reject);
+    let seq = |n: u32| format!("4959033827149025660855969253836157109592157598913658{n:04}");
+    let (s1, s2, s3, s4) = (seq(8898), seq(8899), seq(8900), seq(8901));
+    let event = kinesis_event(&[
+        (&s1, envelope("1", Some(1)).into_bytes()),
+        (&s2, envelope("2", Some(0)).into_bytes()),
+        (&s3, envelope("3", Some(1)).into_bytes()),
+        (&s4, envelope("4", Some(0)).into_bytes()),
+    ]);
+    let response = handle_kinesis(&drain, event, soon())
+        .await
+        .expect("not all failed");
+    let ids: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .filter_map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [s2],
+        "Lambda resumes the shard at the lowest failed sequence number"
+    );
+}
+
+#[tokio::test]
+async fn rule_5_the_drain_stops_at_its_deadline_and_reports_what_is_undelivered() {
+    let cluster = cluster();
+    cluster
+        .partition_leader(TOPIC, 0, None)
+        .expect("leaderless");
+    let drain = drain(&cluster.bootstrap_servers(), None, RawMode::Reject);
+    // Warm up: the producer's first batch also pays for connecting and the idempotent producer id.
+    let (warm, ordering) =
+        buffer_drain::source::from_sqs(sqs_event(&[("m-0", envelope("w", Some(1)))], None));
+    assert_eq!(
+        drain.drain(&warm, ordering, soon()).await.failed().count(),
+        0
+    );
+    let event = sqs_event(
+        &[
+            ("m-1", envelope("a", Some(1))),
+            ("m-2", envelope("b", Some(0))),
+        ],
+        None,
+    );
+    let (records, ordering) = buffer_drain::source::from_sqs(event);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let report = drain.drain(&records, ordering, deadline).await;
+    // The undeliverable record would time out only after 2 s (message.timeout.ms): the drain
+    // answered at its deadline instead.
+    assert!(
+        report.elapsed < Duration::from_millis(1900),
+        "{:?}",
+        report.elapsed
+    );
+    assert_eq!(failed_ids(&report.sqs_response(&records)), ["m-2"]);
+    assert!(
+        matches!(&report.outcomes[1], buffer_drain::report::Outcome::Failed { reason, .. } if reason == "undelivered at the deadline")
+    );
+
+    let late = drain.drain(&records, ordering, Instant::now()).await;
+    assert_eq!(
+        late.failed().count(),
+        2,
+        "nothing is produced once the deadline has passed"
+    );
+}
+
+async fn dlq() -> (aws_sdk_sqs::Client, String) {
+    let client = spillway_tests::sqs().await;
+    let url = client
+        .create_queue()
+        .queue_name(spillway_tests::unique_name("drain-dlq"))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("url");
+    (client, url)
+}
+
+#[tokio::test]
+async fn rule_6_poison_goes_to_the_dlq_with_its_reason_and_counts_as_handled() {
+    let cluster = cluster();
+    cluster.create_topic("forbidden", 1, 1).expect("topic");
+    cluster
+        .topic_error(
+            "forbidden",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .expect("topic error");
+    let (client, url) = dlq().await;
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client.clone(), url.clone())),
+        RawMode::Reject,
+    );
+    let forbidden = Envelope::new("forbidden", "x").encode();
+    let event = sqs_event(
+        &[
+            ("m-ok", envelope("fine", Some(1))),
+            ("m-garbage", "not an envelope".to_owned()),
+            ("m-broken", r#"{"spillway":1,"id":"x""#.to_owned()),
+            ("m-forbidden", forbidden),
+        ],
+        None,
+    );
+    let response = handle_sqs(&drain, event, soon()).await.expect("handled");
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "poison counts as handled: {:?}",
+        failed_ids(&response)
+    );
+
+    let mut letters = Vec::new();
+    while letters.len() < 3 {
+        let out = client
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive");
+        let got = out.messages.unwrap_or_default();
+        assert!(
+            !got.is_empty(),
+            "only {} dead letters arrived",
+            letters.len()
+        );
+        letters.extend(got);
+    }
+    let attr = |m: &aws_sdk_sqs::types::Message, name: &str| {
+        m.message_attributes()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut by_id: Vec<(String, String, String)> = letters
+        .iter()
+        .map(|m| {
+            (
+                attr(m, ORIGINAL_ID_ATTRIBUTE),
+                attr(m, REASON_ATTRIBUTE),
+                attr(m, SOURCE_ATTRIBUTE),
+            )
+        })
+        .collect();
+    by_id.sort();
+    assert_eq!(by_id[0].0, "m-broken");
+    assert!(
+        by_id[0].1.starts_with("undecodable: malformed envelope"),
+        "{}",
+        by_id[0].1
+    );
+    assert_eq!(by_id[1].0, "m-forbidden");
+    assert!(
+        by_id[1].1.starts_with("kafka: not authorised"),
+        "{}",
+        by_id[1].1
+    );
+    assert_eq!(by_id[2].0, "m-garbage");
+    assert!(
+        by_id[2]
+            .1
+            .starts_with("undecodable: not a spillway envelope"),
+        "{}",
+        by_id[2].1
+    );
+    assert!(by_id
+        .iter()
+        .all(|l| l.2 == "arn:aws:sqs:us-east-2:123456789012:orders"));
+    let garbage = letters
+        .iter()
+        .find(|m| attr(m, ORIGINAL_ID_ATTRIBUTE) == "m-garbage")
+        .expect("letter");
+    assert_eq!(
+        garbage.body(),
+        Some("not an envelope"),
+        "the original body travels"
+    );
+}
+
+#[tokio::test]
+async fn rule_6_poison_whose_dlq_write_fails_is_reported_failed_never_dropped() {
+    let cluster = cluster();
+    let client = spillway_tests::sqs().await;
+    let missing = format!(
+        "{}/000000000000/{}",
+        spillway_tests::sqs_endpoint(),
+        spillway_tests::unique_name("no-such-queue")
+    );
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client, missing)),
+        RawMode::Reject,
+    );
+    let event = sqs_event(
+        &[
+            ("m-ok", envelope("fine", Some(1))),
+            ("m-garbage", "garbage".to_owned()),
+        ],
+        None,
+    );
+    let response = handle_sqs(&drain, event, soon())
+        .await
+        .expect("one delivered");
+    assert_eq!(failed_ids(&response), ["m-garbage"]);
+}
+
+#[tokio::test]
+async fn rule_6_kinesis_poison_keeps_its_data_in_the_dead_letter() {
+    let cluster = cluster();
+    let (client, url) = dlq().await;
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client.clone(), url.clone())),
+        RawMode::Reject,
+    );
+    let binary = vec![0u8, 0xFF, 0x10];
+    let event = kinesis_event(&[("100", binary.clone())]);
+    let response = handle_kinesis(&drain, event, soon())
+        .await
+        .expect("handled");
+    assert!(response.batch_item_failures.is_empty());
+    let out = client
+        .receive_message()
+        .queue_url(&url)
+        .wait_time_seconds(2)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("receive");
+    let letter = &out.messages.unwrap_or_default()[0];
+    assert_eq!(
+        STANDARD
+            .decode(letter.body().expect("body"))
+            .expect("base64"),
+        binary
+    );
+    let encoding = letter
+        .message_attributes()
+        .and_then(|a| a.get("spillway-body-encoding"))
+        .and_then(|v| v.string_value());
+    assert_eq!(encoding, Some("base64"));
+}
+
+#[tokio::test]
+async fn raw_mode_produces_plain_messages_with_the_message_id_as_spillway_id() {
+    let cluster = cluster();
+    let drain = drain(&cluster.bootstrap_servers(), None, RawMode::Accept);
+    let event = sqs_event(
+        &[("m-raw", r#"{"payload":"Hello World"}"#.to_owned())],
+        None,
+    );
+    let (records, ordering) = buffer_drain::source::from_sqs(event);
+    let message = buffer_drain::message::to_kafka(
+        &records[0],
+        &Decoding {
+            raw: RawMode::Accept,
+            raw_topic: Some(TOPIC.into()),
+        },
+    )
+    .expect("raw");
+    assert_eq!(message.value, br#"{"payload":"Hello World"}"#);
+    assert_eq!(
+        message.headers[0],
+        ("spillway-id".to_owned(), b"m-raw".to_vec())
+    );
+    assert_eq!(
+        message.headers[1],
+        ("spillway-received-at".to_owned(), b"1545082649183".to_vec())
+    );
+    assert_eq!(message.headers[2].0, "x-amzn-trace-id");
+    let report = drain.drain(&records, ordering, soon()).await;
+    assert_eq!(report.outcomes, [buffer_drain::report::Outcome::Delivered]);
+}
