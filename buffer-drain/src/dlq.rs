@@ -39,7 +39,7 @@ impl DeadLetters {
     /// not in the queue and the record must be reported failed.
     pub async fn send(&self, letters: &[(&SourceRecord, String)]) -> Vec<Result<(), String>> {
         let bodies: Vec<(String, bool)> = letters.iter().map(|(r, _)| body(&r.data)).collect();
-        let fifo = self.url.ends_with(".fifo");
+        let fifo = spillway_core::limits::is_fifo_queue(&self.url);
         let mut outcomes = vec![Ok(()); letters.len()];
         for run in pack(
             bodies.iter().map(|(b, _)| b.len() + 256),

@@ -188,18 +188,16 @@ impl Drain {
                                 record = back;
                                 // Make room: take the next acknowledgement, or wait a moment.
                                 let next = tokio::time::timeout_at(deadline.into(), async {
-                                    match pending.next().await {
-                                        Some(done) => Some(done),
-                                        None => {
-                                            tokio::time::sleep(Duration::from_millis(5)).await;
-                                            None
-                                        }
+                                    let done = pending.next().await;
+                                    if done.is_none() {
+                                        tokio::time::sleep(Duration::from_millis(5)).await;
                                     }
+                                    done
                                 })
                                 .await;
                                 match next {
                                     Ok(Some((j, at, result))) => {
-                                        settle(j, at, result, outcomes, &mut letters, latencies)
+                                        settle(j, at, result, outcomes, &mut letters, latencies);
                                     }
                                     Ok(None) => {}
                                     Err(_) => {

@@ -83,14 +83,15 @@ impl SqsPoller {
         let mut batch = Vec::new();
         let window_ends = Instant::now() + self.settings.batch_window;
         loop {
-            let want = (self.settings.batch_size - batch.len()).min(10);
-            let wait = if batch.is_empty() { 1 } else { 0 };
+            let wanted = (self.settings.batch_size - batch.len()).min(10);
+            // Long-poll for the first message only; then take what is there.
+            let wait_secs = i32::from(batch.is_empty());
             let got = self
                 .client
                 .receive_message()
                 .queue_url(&self.queue_url)
-                .max_number_of_messages(i32::try_from(want).unwrap_or(10))
-                .wait_time_seconds(wait)
+                .max_number_of_messages(i32::try_from(wanted).unwrap_or(10))
+                .wait_time_seconds(wait_secs)
                 .visibility_timeout(
                     i32::try_from(self.settings.visibility_timeout.as_secs()).unwrap_or(30),
                 )
@@ -305,12 +306,12 @@ impl KinesisPoller {
             self.settings.deadline_margin,
         );
         let done = match handle_kinesis(drain, event, ends).await {
-            Ok(response) => match response
-                .batch_item_failures
-                .into_iter()
-                .find_map(|f| f.item_identifier)
-            {
-                Some(lowest) => {
+            Ok(response) => {
+                let lowest = response
+                    .batch_item_failures
+                    .into_iter()
+                    .find_map(|f| f.item_identifier);
+                if let Some(lowest) = lowest {
                     let done = out
                         .records
                         .iter()
@@ -318,12 +319,11 @@ impl KinesisPoller {
                         .count();
                     self.checkpoint = Checkpoint::At(lowest);
                     done
-                }
-                None => {
+                } else {
                     self.checkpoint = Checkpoint::After(last);
                     records
                 }
-            },
+            }
             // A failed invocation is retried from the same place.
             Err(_) => 0,
         };

@@ -40,7 +40,7 @@ pub fn from_sqs(event: SqsEvent) -> (Vec<SourceRecord>, Ordering) {
         .into_iter()
         .map(|m| {
             let source = m.event_source_arn.unwrap_or_default();
-            fifo |= source.ends_with(".fifo");
+            fifo |= spillway_core::limits::is_fifo_queue(&source);
             SourceRecord {
                 item_id: m.message_id.unwrap_or_default(),
                 group: m.attributes.get("MessageGroupId").cloned(),

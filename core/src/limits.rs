@@ -15,6 +15,13 @@ pub const SQS_DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
 /// The largest `MaximumMessageSize` SQS accepts (1 MiB, since 2025).
 pub const SQS_MAX_MESSAGE_BYTES_CEILING: usize = 1_048_576;
 
+/// Whether a queue name, URL or ARN names an SQS FIFO queue. AWS requires FIFO queue names to end
+/// in the lower-case suffix `.fifo`, so the comparison is case-sensitive on purpose.
+#[allow(clippy::case_sensitive_file_extension_comparisons)]
+pub fn is_fifo_queue(queue: &str) -> bool {
+    queue.trim_end_matches('/').ends_with(".fifo")
+}
+
 /// Where messages are buffered between the API and the drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BufferKind {

@@ -87,3 +87,98 @@ pub async fn kinesis() -> aws_sdk_kinesis::Client {
     require("Kinesis (moto)", &endpoint);
     aws_sdk_kinesis::Client::new(&aws_config(&endpoint).await)
 }
+
+/// The Tansu binary `local/up` installed (`SPILLWAY_TANSU_BIN`, else its default cache path).
+pub fn tansu_bin() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("SPILLWAY_TANSU_BIN") {
+        return path.into();
+    }
+    let cache = std::env::var_os("SPILLWAY_CACHE").map_or_else(
+        || {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/spillway")
+        },
+        std::path::PathBuf::from,
+    );
+    cache.join("bin/tansu-0.6.0")
+}
+
+/// A Tansu broker of a test's own, on a free loopback port, for faults that must not disturb
+/// other tests: pausing it (SIGSTOP) makes it unresponsive while keeping its data, as a hung
+/// broker would; resuming (SIGCONT) lets it carry on. Killed when dropped.
+pub struct PrivateBroker {
+    child: std::process::Child,
+    /// `127.0.0.1:port`.
+    pub bootstrap: String,
+}
+
+impl PrivateBroker {
+    /// Starts a broker and waits until it accepts connections.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--silent",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}); run local/up first",
+                    tansu_bin().display()
+                )
+            });
+        // From here on `Drop` kills and reaps the process, whatever happens.
+        let broker = Self {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        let addr: SocketAddr = broker.bootstrap.parse().expect("address");
+        for _ in 0..100 {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return broker;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the private broker did not open {}", broker.bootstrap);
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Freezes the broker: connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker carry on.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

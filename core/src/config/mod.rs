@@ -216,9 +216,7 @@ impl BufferConfig {
                     "SPILLWAY_SQS_QUEUE_URL",
                     "SPILLWAY_BUFFER=sqs needs the queue's URL",
                 )?;
-                // AWS requires the lower-case suffix, so the comparison is case-sensitive on purpose.
-                #[allow(clippy::case_sensitive_file_extension_comparisons)]
-                let fifo = queue_url.trim_end_matches('/').ends_with(".fifo");
+                let fifo = crate::limits::is_fifo_queue(&queue_url);
                 let max_message_bytes = env.number(
                     "SPILLWAY_SQS_MAX_MESSAGE_BYTES",
                     SQS_DEFAULT_MAX_MESSAGE_BYTES,

@@ -1,0 +1,390 @@
+//! The drain with its local poller against the local stack: fauxqs (SQS), moto (Kinesis) and
+//! Tansu (Kafka). Faults use a broker of the test's own, paused and resumed, so other tests are
+//! not disturbed. Records are counted back from Kafka with msk-consumer's verifier.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use buffer_drain::drain::Drain;
+use buffer_drain::lambda::build_drain;
+use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
+use msk_consumer::local::to_record;
+use msk_consumer::verify::{Summary, Verifier};
+use rdkafka::consumer::Consumer as _;
+use spillway_core::config::{Compression, DrainConfig, KafkaAuth, KafkaConfig};
+use spillway_core::envelope::{Envelope, RawMode};
+use spillway_core::limits::BufferKind;
+
+fn kafka(bootstrap: &str) -> KafkaConfig {
+    spillway_tests::require("Kafka", bootstrap);
+    KafkaConfig {
+        bootstrap: bootstrap.to_owned(),
+        auth: KafkaAuth::Plaintext,
+        compression: Compression::Lz4,
+        message_max_bytes: 1_000_000,
+    }
+}
+
+fn drain(
+    bootstrap: &str,
+    source: BufferKind,
+    dlq_url: Option<String>,
+    sqs: &aws_sdk_sqs::Client,
+) -> Drain {
+    let config = DrainConfig {
+        source,
+        raw_mode: RawMode::Reject,
+        deadline_margin: Duration::from_millis(500),
+        dlq_url,
+        raw_topic: None,
+    };
+    build_drain(&kafka(bootstrap), &config, Some(sqs.clone())).expect("drain")
+}
+
+fn settings(batch_size: usize, function_timeout: Duration) -> PollSettings {
+    PollSettings {
+        batch_size,
+        batch_window: Duration::from_millis(50),
+        visibility_timeout: Duration::from_secs(2),
+        function_timeout,
+        deadline_margin: Duration::from_millis(500),
+    }
+}
+
+async fn queue(sqs: &aws_sdk_sqs::Client, fifo: bool) -> String {
+    let name = spillway_tests::unique_name("drain");
+    let mut req = sqs
+        .create_queue()
+        .queue_name(if fifo { format!("{name}.fifo") } else { name });
+    if fifo {
+        req = req.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    req.send().await.expect("queue").queue_url.expect("url")
+}
+
+/// Sends envelopes for `topic`; `key_of(i)` gives the key, which is also the FIFO group.
+async fn send(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    topic: &str,
+    n: usize,
+    key_of: impl Fn(usize) -> Option<String>,
+) {
+    let fifo = spillway_core::limits::is_fifo_queue(url);
+    let mut entries = Vec::new();
+    for i in 0..n {
+        let mut env = Envelope::new(topic, format!("message {i}"));
+        env.key = key_of(i).map(String::into_bytes);
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id(format!("{}", i % 10))
+            .message_body(env.encode());
+        if fifo {
+            let group = key_of(i).unwrap_or_else(|| "g".into());
+            entry = entry
+                .message_group_id(group)
+                .message_deduplication_id(env.id.clone());
+        }
+        entries.push(entry.build().expect("entry"));
+        if entries.len() == 10 || i == n - 1 {
+            let out = sqs
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(std::mem::take(&mut entries)))
+                .send()
+                .await
+                .expect("send");
+            assert!(out.failed.is_empty());
+        }
+    }
+}
+
+/// Reads `topic` until `expect` unique ids or `timeout`.
+async fn consume(bootstrap: &str, topic: &str, expect: u64, timeout: Duration) -> Summary {
+    let consumer =
+        msk_consumer::config::consumer(&kafka(bootstrap), &spillway_tests::unique_name("check"))
+            .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut verifier = Verifier::default();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while verifier.unique() < expect {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(message) => verifier.observe(
+                &to_record(&message.expect("consume")),
+                spillway_core::envelope::now_ms(),
+            ),
+            Err(_) => return verifier.summary(true),
+        }
+    }
+    // Linger briefly so duplicates right behind the last new id are counted too.
+    while let Ok(Ok(message)) =
+        tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+    {
+        verifier.observe(&to_record(&message), spillway_core::envelope::now_ms());
+    }
+    verifier.summary(false)
+}
+
+async fn queue_is_empty(sqs: &aws_sdk_sqs::Client, url: &str) -> bool {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes
+        .unwrap_or_default();
+    attrs.values().all(|v| v == "0")
+}
+
+/// Polls with `pollers` (each with its own drain) until `total` records left the queue.
+async fn drain_queue(pollers: Vec<(SqsPoller, Drain)>, total: usize, timeout: Duration) {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ends = Instant::now() + timeout;
+    let mut workers = tokio::task::JoinSet::new();
+    for (poller, drain) in pollers {
+        let done = done.clone();
+        workers.spawn(async move {
+            while done.load(std::sync::atomic::Ordering::SeqCst) < total && Instant::now() < ends {
+                let invocation = poller.poll_once(&drain).await.expect("poll");
+                done.fetch_add(invocation.done, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    while let Some(w) = workers.join_next().await {
+        w.expect("worker");
+    }
+    assert_eq!(
+        done.load(std::sync::atomic::Ordering::SeqCst),
+        total,
+        "records that left the queue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_messages_from_sqs_each_arrive_in_kafka() {
+    let sqs = spillway_tests::sqs().await;
+    let bootstrap = spillway_tests::kafka_bootstrap();
+    let url = queue(&sqs, false).await;
+    let topic = spillway_tests::unique_name("drained");
+    send(&sqs, &url, &topic, 10_000, |i| Some(format!("k{}", i % 50))).await;
+
+    let mut pollers = Vec::new();
+    for _ in 0..2 {
+        let poller = SqsPoller::new(
+            sqs.clone(),
+            url.clone(),
+            settings(100, Duration::from_secs(30)),
+        )
+        .await
+        .expect("poller");
+        pollers.push((poller, drain(&bootstrap, BufferKind::Sqs, None, &sqs)));
+    }
+    drain_queue(pollers, 10_000, Duration::from_secs(180)).await;
+    assert!(queue_is_empty(&sqs, &url).await, "the queue is empty");
+
+    let summary = consume(&bootstrap, &topic, 10_000, Duration::from_secs(120)).await;
+    assert_eq!(summary.unique_ids, 10_000, "{summary:?}");
+    assert_eq!(summary.without_id, 0);
+    // A standard queue promises no order, and two workers drain it at once: order is not checked
+    // here (the FIFO and Kinesis tests check it).
+}
+
+#[tokio::test]
+async fn a_paused_broker_fails_the_batch_and_every_record_arrives_after_it_resumes() {
+    let sqs = spillway_tests::sqs().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let url = queue(&sqs, false).await;
+    let topic = spillway_tests::unique_name("paused");
+    send(&sqs, &url, &topic, 200, |i| Some(format!("k{}", i % 5))).await;
+    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None, &sqs);
+    let poller = SqsPoller::new(
+        sqs.clone(),
+        url.clone(),
+        settings(100, Duration::from_secs(3)),
+    )
+    .await
+    .expect("poller");
+
+    // Connect first, then freeze the broker mid-stream.
+    let first = poller.poll_once(&drain).await.expect("poll");
+    broker.pause();
+    let during = poller.poll_once(&drain).await.expect("poll");
+    assert_eq!(
+        during.done, 0,
+        "nothing leaves the queue while Kafka does not acknowledge"
+    );
+    broker.resume();
+    let rest = vec![(
+        SqsPoller::new(
+            sqs.clone(),
+            url.clone(),
+            settings(100, Duration::from_secs(10)),
+        )
+        .await
+        .expect("poller"),
+        drain,
+    )];
+    drain_queue(rest, 200 - first.done, Duration::from_secs(120)).await;
+
+    let summary = consume(&broker.bootstrap, &topic, 200, Duration::from_secs(60)).await;
+    assert_eq!(summary.unique_ids, 200, "none lost: {summary:?}");
+}
+
+#[tokio::test]
+async fn fifo_order_per_group_survives_a_failure() {
+    let sqs = spillway_tests::sqs().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let url = queue(&sqs, true).await;
+    let topic = spillway_tests::unique_name("fifo");
+    send(&sqs, &url, &topic, 60, |i| Some(format!("group-{}", i % 3))).await;
+    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None, &sqs);
+    let poller = SqsPoller::new(
+        sqs.clone(),
+        url.clone(),
+        settings(10, Duration::from_secs(3)),
+    )
+    .await
+    .expect("poller");
+    let first = poller.poll_once(&drain).await.expect("poll");
+    broker.pause();
+    let during = poller.poll_once(&drain).await.expect("poll");
+    broker.resume();
+    let left = 60 - first.done - during.done;
+    drain_queue(vec![(poller, drain)], left, Duration::from_secs(120)).await;
+
+    let summary = consume(&broker.bootstrap, &topic, 60, Duration::from_secs(60)).await;
+    assert_eq!(summary.unique_ids, 60, "{summary:?}");
+    assert_eq!(
+        summary.order_violations, 0,
+        "each group's order is kept in Kafka: {summary:?}"
+    );
+}
+
+#[tokio::test]
+async fn kinesis_resumes_at_its_checkpoint_after_a_failure() {
+    let sqs = spillway_tests::sqs().await;
+    let kinesis = spillway_tests::kinesis().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let stream = spillway_tests::unique_name("drain");
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .expect("stream");
+    let topic = spillway_tests::unique_name("from-kinesis");
+    let mut entries = Vec::new();
+    for i in 0..300 {
+        let mut env = Envelope::new(&topic, format!("record {i}"));
+        env.key = Some(b"one-key".to_vec());
+        entries.push(
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key("one-key")
+                .data(aws_sdk_kinesis::primitives::Blob::new(env.encode()))
+                .build()
+                .expect("entry"),
+        );
+    }
+    kinesis
+        .put_records()
+        .stream_name(&stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("put");
+    let shard = KinesisPoller::shards(&kinesis, &stream)
+        .await
+        .expect("shards")
+        .remove(0);
+    let drain = drain(&broker.bootstrap, BufferKind::Kinesis, None, &sqs);
+    let mut poller = KinesisPoller::new(
+        kinesis.clone(),
+        stream.clone(),
+        shard,
+        settings(100, Duration::from_secs(3)),
+    )
+    .await
+    .expect("poller");
+
+    let mut done = poller.poll_once(&drain).await.expect("poll").done;
+    broker.pause();
+    let during = poller.poll_once(&drain).await.expect("poll");
+    assert_eq!(
+        during.done, 0,
+        "a failed batch does not move the checkpoint"
+    );
+    broker.resume();
+    let ends = Instant::now() + Duration::from_secs(120);
+    while done < 300 && Instant::now() < ends {
+        done += poller.poll_once(&drain).await.expect("poll").done;
+    }
+    assert_eq!(done, 300);
+    let summary = consume(&broker.bootstrap, &topic, 300, Duration::from_secs(60)).await;
+    assert_eq!(summary.unique_ids, 300, "{summary:?}");
+    assert_eq!(
+        summary.order_violations, 0,
+        "one shard, one key: order kept"
+    );
+}
+
+#[tokio::test]
+async fn a_poison_message_lands_in_the_dlq_and_leaves_the_queue() {
+    let sqs = spillway_tests::sqs().await;
+    let bootstrap = spillway_tests::kafka_bootstrap();
+    let url = queue(&sqs, false).await;
+    let dlq = queue(&sqs, false).await;
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body("this is not an envelope")
+        .send()
+        .await
+        .expect("send");
+    let topic = spillway_tests::unique_name("poison");
+    send(&sqs, &url, &topic, 5, |_| None).await;
+    let poller = SqsPoller::new(
+        sqs.clone(),
+        url.clone(),
+        settings(10, Duration::from_secs(10)),
+    )
+    .await
+    .expect("poller");
+    drain_queue(
+        vec![(
+            poller,
+            drain(&bootstrap, BufferKind::Sqs, Some(dlq.clone()), &sqs),
+        )],
+        6,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(queue_is_empty(&sqs, &url).await);
+    let letters = sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .wait_time_seconds(2)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].body(), Some("this is not an envelope"));
+    let reason = letters[0]
+        .message_attributes()
+        .and_then(|a| a.get("spillway-reason"))
+        .and_then(|v| v.string_value());
+    assert!(
+        reason.is_some_and(|r| r.starts_with("undecodable")),
+        "{reason:?}"
+    );
+    assert_eq!(
+        consume(&bootstrap, &topic, 5, Duration::from_secs(60))
+            .await
+            .unique_ids,
+        5
+    );
+}
