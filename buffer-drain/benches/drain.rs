@@ -1,0 +1,165 @@
+//! Drain throughput against the local broker, side by side with a plain rdkafka producer sending
+//! the same records (the limit on this machine), and the drain's peak RSS for one batch.
+//!
+//! `cargo bench -p buffer-drain --bench drain` (needs `local/up`). Prints a table; asserts nothing.
+
+// Counts here are far below 2^52: converting them to f64 loses nothing.
+#![allow(clippy::cast_precision_loss)]
+
+use std::time::{Duration, Instant};
+
+use buffer_drain::drain::Drain;
+use buffer_drain::message::{to_kafka, Decoding};
+use buffer_drain::source::{Ordering, SourceRecord};
+use futures::future::join_all;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
+use spillway_core::envelope::{Envelope, RawMode};
+
+const RECORDS: usize = 10_000;
+const VALUE_BYTES: usize = 1024;
+const ROUNDS: usize = 5;
+
+fn kafka(compression: Compression) -> KafkaConfig {
+    KafkaConfig {
+        bootstrap: std::env::var("SPILLWAY_KAFKA_BOOTSTRAP")
+            .unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        auth: KafkaAuth::Plaintext,
+        compression,
+        message_max_bytes: 1_000_000,
+    }
+}
+
+fn producer(compression: Compression) -> FutureProducer {
+    spillway_core::kafka::producer_config(&kafka(compression))
+        .expect("settings")
+        .create()
+        .expect("producer")
+}
+
+fn batch(topic: &str) -> Vec<SourceRecord> {
+    (0..RECORDS)
+        .map(|i| {
+            let mut value = format!("{{\"order\":{i},\"pad\":\"");
+            while value.len() < VALUE_BYTES - 2 {
+                value.push('x');
+            }
+            value.push_str("\"}");
+            let mut env = Envelope::new(topic, value);
+            env.key = Some(format!("customer-{}", i % 100).into_bytes());
+            SourceRecord {
+                item_id: format!("m-{i}"),
+                group: None,
+                data: env.encode().into_bytes(),
+                buffered_at_ms: None,
+                trace: None,
+                source: "bench".into(),
+            }
+        })
+        .collect()
+}
+
+fn decoding() -> Decoding {
+    Decoding {
+        raw: RawMode::Reject,
+        raw_topic: None,
+    }
+}
+
+async fn run_drain(drain: &Drain, records: &[SourceRecord]) -> Duration {
+    let started = Instant::now();
+    let report = drain
+        .drain(
+            records,
+            Ordering::Unordered,
+            Instant::now() + Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(report.failed().count(), 0, "the drain failed records");
+    started.elapsed()
+}
+
+/// The baseline: the same Kafka records, already decoded, sent with a plain `FutureProducer`.
+async fn run_plain(producer: &FutureProducer, records: &[SourceRecord]) -> Duration {
+    let messages: Vec<_> = records
+        .iter()
+        .map(|r| to_kafka(r, &decoding()).expect("envelope"))
+        .collect();
+    let started = Instant::now();
+    let deliveries: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            let record = FutureRecord::to(&m.topic)
+                .payload(&m.value)
+                .key(m.key.as_deref().unwrap_or_default())
+                .headers(m.owned_headers());
+            producer.send(record, Duration::from_secs(60))
+        })
+        .collect();
+    for delivery in join_all(deliveries).await {
+        assert!(delivery.is_ok(), "plain producer failed");
+    }
+    started.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let topic = format!("bench-{}", std::process::id());
+    if std::env::var_os("SPILLWAY_BENCH_RSS_ONLY").is_some() {
+        // One 10,000 × 1 KiB batch in a fresh process: its peak RSS is the drain's.
+        let drain = Drain::new(producer(Compression::Lz4), None, decoding());
+        let records = batch(&topic);
+        run_drain(&drain, &records).await;
+        println!("{}", peak_rss_kib());
+        return;
+    }
+    let records = batch(&topic);
+    let mb = (RECORDS * VALUE_BYTES) as f64 / 1e6;
+    println!("drain vs plain rdkafka producer, {RECORDS} × {VALUE_BYTES} B per batch, local broker, median of {ROUNDS} rounds");
+    println!("| compression | drain rec/s | drain MB/s | plain rec/s | plain MB/s | ratio |");
+    println!("|---|---|---|---|---|---|");
+    for compression in [Compression::Lz4, Compression::None] {
+        let drain = Drain::new(producer(compression), None, decoding());
+        let plain = producer(compression);
+        // Warm-up: connections, metadata, producer ids.
+        run_drain(&drain, &records[..100]).await;
+        run_plain(&plain, &records[..100]).await;
+        let (mut d, mut p) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            d.push(RECORDS as f64 / run_drain(&drain, &records).await.as_secs_f64());
+            p.push(RECORDS as f64 / run_plain(&plain, &records).await.as_secs_f64());
+        }
+        let (d, p) = (median(d), median(p));
+        let per = mb / RECORDS as f64;
+        println!(
+            "| {} | {d:.0} | {:.1} | {p:.0} | {:.1} | {:.2} |",
+            compression.as_librdkafka(),
+            d * per,
+            p * per,
+            d / p
+        );
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .env("SPILLWAY_BENCH_RSS_ONLY", "1")
+        .output()
+        .expect("rss run");
+    let rss = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    println!("peak RSS of one process draining one {RECORDS} × {VALUE_BYTES} B batch: {rss} KiB");
+}
