@@ -18,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use spillway_core::kafka::{classify, Disposition};
 
 use crate::dlq::DeadLetters;
-use crate::message::{to_kafka, Decoding, KafkaMessage};
+use crate::message::{to_kafka, Decoding};
 use crate::report::{DrainReport, Outcome};
 use crate::source::{Ordering, SourceRecord};
 
@@ -27,11 +27,6 @@ pub struct Drain {
     producer: FutureProducer,
     dead_letters: Option<DeadLetters>,
     decoding: Decoding,
-}
-
-enum Plan {
-    Produce(KafkaMessage),
-    DeadLetter(String),
 }
 
 impl Drain {
@@ -57,15 +52,9 @@ impl Drain {
         deadline: Instant,
     ) -> DrainReport {
         let started = Instant::now();
-        let mut plans: Vec<Option<Plan>> = records
-            .iter()
-            .map(|r| {
-                Some(match to_kafka(r, &self.decoding) {
-                    Ok(message) => Plan::Produce(message),
-                    Err(e) => Plan::DeadLetter(format!("undecodable: {e}")),
-                })
-            })
-            .collect();
+        // Records are decoded as they are enqueued, so librdkafka's thread sends the first ones while
+        // the rest are still being decoded. `false`: produced already, or never to be produced.
+        let mut plans: Vec<bool> = vec![true; records.len()];
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         let mut latencies = Vec::new();
         match ordering {
@@ -114,7 +103,7 @@ impl Drain {
                                     reason: "an earlier record of its message group failed".into(),
                                     retryable: true,
                                 });
-                                plans[*later] = None;
+                                plans[*later] = false;
                             }
                         }
                     }
@@ -142,7 +131,7 @@ impl Drain {
         &self,
         records: &[SourceRecord],
         indices: &[usize],
-        plans: &mut [Option<Plan>],
+        plans: &mut [bool],
         outcomes: &mut [Option<Outcome>],
         latencies: &mut Vec<Duration>,
         deadline: Instant,
@@ -153,10 +142,12 @@ impl Drain {
             if outcomes[i].is_some() {
                 continue;
             }
-            match plans[i].take() {
-                None => {}
-                Some(Plan::DeadLetter(reason)) => letters.push((i, reason)),
-                Some(Plan::Produce(message)) => {
+            if !std::mem::replace(&mut plans[i], false) {
+                continue;
+            }
+            match to_kafka(&records[i], &self.decoding) {
+                Err(e) => letters.push((i, format!("undecodable: {e}"))),
+                Ok(message) => {
                     if Instant::now() >= deadline {
                         outcomes[i] = Some(Outcome::Failed {
                             reason: "not produced: the invocation's deadline was near".into(),
