@@ -12,9 +12,10 @@ use buffer_drain::drain::Drain;
 use buffer_drain::message::{to_kafka, Decoding};
 use buffer_drain::source::{Ordering, SourceRecord};
 use futures::future::join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
 use spillway_core::envelope::{Envelope, RawMode};
+use spillway_core::kafka::Producer;
 
 const RECORDS: usize = 10_000;
 const VALUE_BYTES: usize = 1024;
@@ -27,13 +28,14 @@ fn kafka(compression: Compression) -> KafkaConfig {
         auth: KafkaAuth::Plaintext,
         compression,
         message_max_bytes: 1_000_000,
+        ca_file: None,
+        token_refresh: Duration::from_secs(300),
     }
 }
 
-fn producer(compression: Compression) -> FutureProducer {
-    spillway_core::kafka::producer_config(&kafka(compression))
-        .expect("settings")
-        .create()
+async fn producer(compression: Compression) -> Producer {
+    spillway_core::kafka::producer(&kafka(compression))
+        .await
         .expect("producer")
 }
 
@@ -80,7 +82,7 @@ async fn run_drain(drain: &Drain, records: &[SourceRecord]) -> Duration {
 }
 
 /// The baseline: the same Kafka records, already decoded, sent with a plain `FutureProducer`.
-async fn run_plain(producer: &FutureProducer, records: &[SourceRecord]) -> Duration {
+async fn run_plain(producer: &Producer, records: &[SourceRecord]) -> Duration {
     let messages: Vec<_> = records
         .iter()
         .map(|r| to_kafka(r, &decoding()).expect("envelope"))
@@ -124,7 +126,7 @@ async fn main() {
     let topic = format!("bench-{}", std::process::id());
     if std::env::var_os("SPILLWAY_BENCH_RSS_ONLY").is_some() {
         // One 10,000 × 1 KiB batch in a fresh process: its peak RSS is the drain's.
-        let drain = Drain::new(producer(Compression::Lz4), None, decoding());
+        let drain = Drain::new(producer(Compression::Lz4).await, None, decoding());
         let records = batch(&topic);
         run_drain(&drain, &records).await;
         println!("{}", peak_rss_kib());
@@ -136,8 +138,8 @@ async fn main() {
     println!("| compression | drain rec/s | drain MB/s | plain rec/s | plain MB/s | ratio |");
     println!("|---|---|---|---|---|---|");
     for compression in [Compression::Lz4, Compression::None] {
-        let drain = Drain::new(producer(compression), None, decoding());
-        let plain = producer(compression);
+        let drain = Drain::new(producer(compression).await, None, decoding());
+        let plain = producer(compression).await;
         // Warm-up: connections, metadata, producer ids.
         run_drain(&drain, &records[..100]).await;
         run_plain(&plain, &records[..100]).await;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use spillway_core::kafka::{classify, Disposition};
+use rdkafka::producer::FutureRecord;
+use spillway_core::kafka::{classify, Disposition, Producer};
 
 use crate::dlq::DeadLetters;
 use crate::message::{to_kafka, Decoding};
@@ -24,7 +24,7 @@ use crate::source::{Ordering, SourceRecord};
 
 /// The drain: one producer per container, created at init and reused by every invocation.
 pub struct Drain {
-    producer: FutureProducer,
+    producer: Producer,
     dead_letters: Option<DeadLetters>,
     decoding: Decoding,
 }
@@ -32,11 +32,7 @@ pub struct Drain {
 impl Drain {
     /// A drain producing with `producer`; poison records go to `dead_letters` when given, else they
     /// are reported failed (and reach the buffer's own DLQ after `maxReceiveCount`).
-    pub fn new(
-        producer: FutureProducer,
-        dead_letters: Option<DeadLetters>,
-        decoding: Decoding,
-    ) -> Self {
+    pub fn new(producer: Producer, dead_letters: Option<DeadLetters>, decoding: Decoding) -> Self {
         Self {
             producer,
             dead_letters,

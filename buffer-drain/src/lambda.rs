@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use rdkafka::producer::FutureProducer;
 use spillway_core::config::{DrainConfig, KafkaConfig};
 
 use crate::dlq::DeadLetters;
@@ -34,12 +33,12 @@ impl From<AllFailed> for lambda_runtime::Diagnostic {
 }
 
 /// The drain for this container: its producer and dead-letter queue, built once at init.
-pub fn build_drain(
+pub async fn build_drain(
     kafka: &KafkaConfig,
     config: &DrainConfig,
     sqs: Option<aws_sdk_sqs::Client>,
 ) -> Result<Drain, Box<dyn std::error::Error + Send + Sync>> {
-    let producer: FutureProducer = spillway_core::kafka::producer_config(kafka)?.create()?;
+    let producer = spillway_core::kafka::producer(kafka).await?;
     let dead_letters = match (&config.dlq_url, sqs) {
         (Some(url), Some(client)) => Some(DeadLetters::new(client, url.clone())),
         _ => None,

@@ -70,7 +70,7 @@ async fn main() -> Result<(), Error> {
     let sqs = aws_sdk_sqs::Client::new(&sdk);
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        let drain = build_drain(&kafka, &config, Some(sqs))?;
+        let drain = build_drain(&kafka, &config, Some(sqs)).await?;
         let (drain, margin) = (&drain, config.deadline_margin);
         return match config.source {
             BufferKind::Sqs => {
@@ -102,7 +102,7 @@ async fn main() -> Result<(), Error> {
                 )
                 .unwrap_or_else(|e| fail(e));
             for _ in 0..workers {
-                let drain = build_drain(&kafka, &config, Some(sqs.clone()))?;
+                let drain = build_drain(&kafka, &config, Some(sqs.clone())).await?;
                 let poller = SqsPoller::new(sqs.clone(), url.clone(), settings).await?;
                 tasks.spawn(async move {
                     loop {
@@ -127,7 +127,7 @@ async fn main() -> Result<(), Error> {
                 .into_iter()
                 .take(workers)
             {
-                let drain = build_drain(&kafka, &config, Some(sqs.clone()))?;
+                let drain = build_drain(&kafka, &config, Some(sqs.clone())).await?;
                 let mut poller =
                     KinesisPoller::new(kinesis.clone(), stream.clone(), shard, settings).await?;
                 tasks.spawn(async move {

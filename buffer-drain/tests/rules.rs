@@ -14,7 +14,6 @@ use buffer_drain::drain::Drain;
 use buffer_drain::lambda::{handle_kinesis, handle_sqs};
 use buffer_drain::message::Decoding;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
 use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
 use spillway_core::envelope::{Envelope, RawMode};
@@ -27,17 +26,21 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
     cluster
 }
 
-fn producer(bootstrap: &str) -> FutureProducer {
+fn producer(bootstrap: &str) -> spillway_core::kafka::Producer {
     let config = KafkaConfig {
         bootstrap: bootstrap.to_owned(),
         auth: KafkaAuth::Plaintext,
         compression: Compression::Lz4,
         message_max_bytes: 1_000_000,
+        ca_file: None,
+        token_refresh: Duration::from_secs(300),
     };
     let mut client = spillway_core::kafka::producer_config(&config).expect("settings");
     // Undeliverable records fail within 2 s here instead of 2 minutes.
     client.set("message.timeout.ms", "2000");
-    client.create().expect("producer")
+    client
+        .create_with_context(spillway_core::kafka::context::SpillwayContext::plain())
+        .expect("producer")
 }
 
 fn drain(bootstrap: &str, dead_letters: Option<DeadLetters>, raw: RawMode) -> Drain {

@@ -22,10 +22,12 @@ fn kafka(bootstrap: &str) -> KafkaConfig {
         auth: KafkaAuth::Plaintext,
         compression: Compression::Lz4,
         message_max_bytes: 1_000_000,
+        ca_file: None,
+        token_refresh: Duration::from_secs(300),
     }
 }
 
-fn drain(
+async fn drain(
     bootstrap: &str,
     source: BufferKind,
     dlq_url: Option<String>,
@@ -38,7 +40,9 @@ fn drain(
         dlq_url,
         raw_topic: None,
     };
-    build_drain(&kafka(bootstrap), &config, Some(sqs.clone())).expect("drain")
+    build_drain(&kafka(bootstrap), &config, Some(sqs.clone()))
+        .await
+        .expect("drain")
 }
 
 fn settings(batch_size: usize, function_timeout: Duration) -> PollSettings {
@@ -102,6 +106,7 @@ async fn send(
 async fn consume(bootstrap: &str, topic: &str, expect: u64, timeout: Duration) -> Summary {
     let consumer =
         msk_consumer::config::consumer(&kafka(bootstrap), &spillway_tests::unique_name("check"))
+            .await
             .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut verifier = Verifier::default();
@@ -179,7 +184,7 @@ async fn ten_thousand_messages_from_sqs_each_arrive_in_kafka() {
         )
         .await
         .expect("poller");
-        pollers.push((poller, drain(&bootstrap, BufferKind::Sqs, None, &sqs)));
+        pollers.push((poller, drain(&bootstrap, BufferKind::Sqs, None, &sqs).await));
     }
     drain_queue(pollers, 10_000, Duration::from_secs(180)).await;
     assert!(queue_is_empty(&sqs, &url).await, "the queue is empty");
@@ -198,7 +203,7 @@ async fn a_paused_broker_fails_the_batch_and_every_record_arrives_after_it_resum
     let url = queue(&sqs, false).await;
     let topic = spillway_tests::unique_name("paused");
     send(&sqs, &url, &topic, 200, |i| Some(format!("k{}", i % 5))).await;
-    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None, &sqs);
+    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None, &sqs).await;
     let poller = SqsPoller::new(
         sqs.clone(),
         url.clone(),
@@ -239,7 +244,7 @@ async fn fifo_order_per_group_survives_a_failure() {
     let url = queue(&sqs, true).await;
     let topic = spillway_tests::unique_name("fifo");
     send(&sqs, &url, &topic, 60, |i| Some(format!("group-{}", i % 3))).await;
-    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None, &sqs);
+    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None, &sqs).await;
     let poller = SqsPoller::new(
         sqs.clone(),
         url.clone(),
@@ -299,7 +304,7 @@ async fn kinesis_resumes_at_its_checkpoint_after_a_failure() {
         .await
         .expect("shards")
         .remove(0);
-    let drain = drain(&broker.bootstrap, BufferKind::Kinesis, None, &sqs);
+    let drain = drain(&broker.bootstrap, BufferKind::Kinesis, None, &sqs).await;
     let mut poller = KinesisPoller::new(
         kinesis.clone(),
         stream.clone(),
@@ -354,7 +359,7 @@ async fn a_poison_message_lands_in_the_dlq_and_leaves_the_queue() {
     drain_queue(
         vec![(
             poller,
-            drain(&bootstrap, BufferKind::Sqs, Some(dlq.clone()), &sqs),
+            drain(&bootstrap, BufferKind::Sqs, Some(dlq.clone()), &sqs).await,
         )],
         6,
         Duration::from_secs(60),

@@ -1,6 +1,5 @@
 //! The consumer's settings.
 
-use rdkafka::consumer::StreamConsumer;
 use spillway_core::config::{ConfigError, Env, KafkaConfig};
 
 /// Everything msk-consumer reads from the environment.
@@ -49,17 +48,20 @@ impl ConsumerConfig {
 }
 
 /// A consumer-group member reading from the earliest offset, committing only when told to.
-pub fn consumer(
+pub async fn consumer(
     kafka: &KafkaConfig,
     group: &str,
-) -> Result<StreamConsumer, Box<dyn std::error::Error + Send + Sync>> {
-    let mut config = spillway_core::kafka::client_config(kafka)?;
-    config
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        // Brokers' minimum; it also shortens the first join on Tansu, whose coordinator waits
-        // half the session timeout before forming the group.
-        .set("session.timeout.ms", "6000");
-    Ok(config.create()?)
+) -> Result<spillway_core::kafka::Consumer, spillway_core::kafka::KafkaSetupError> {
+    spillway_core::kafka::consumer(
+        kafka,
+        &[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            // Brokers' minimum; it also shortens the first join on Tansu, whose coordinator waits
+            // half the session timeout before forming the group.
+            ("session.timeout.ms", "6000"),
+        ],
+    )
+    .await
 }

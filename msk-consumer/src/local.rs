@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
+use spillway_core::kafka::Consumer as KafkaConsumer;
 
 use crate::handler::{process_batch, BatchReport, RecordHandler, SeenIds};
 use crate::record::ConsumedRecord;
@@ -58,7 +59,7 @@ pub fn to_record(message: &BorrowedMessage<'_>) -> ConsumedRecord {
 /// Receives the next batch: waits for a first record as long as `idle`, then fills the batch for
 /// up to `batching.max_wait`. An empty batch means nothing arrived.
 pub async fn next_batch(
-    consumer: &StreamConsumer,
+    consumer: &KafkaConsumer,
     batching: Batching,
     idle: Duration,
 ) -> Result<Vec<ConsumedRecord>, rdkafka::error::KafkaError> {
@@ -81,7 +82,7 @@ pub async fn next_batch(
 /// with handler failures is processed again (after a pause) until it succeeds and only then
 /// committed, as the MSK event source mapping retries a failed batch: at-least-once, in order.
 pub async fn run<H: RecordHandler>(
-    consumer: &StreamConsumer,
+    consumer: &KafkaConsumer,
     handler: &H,
     batching: Batching,
     stop: impl std::future::Future<Output = ()>,

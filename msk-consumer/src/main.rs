@@ -78,7 +78,7 @@ async fn main() -> Result<(), Error> {
                 .topic
                 .clone()
                 .ok_or("SPILLWAY_TOPIC is not set; local mode needs the topic to read")?;
-            let consumer = consumer(&config.kafka, &config.group)?;
+            let consumer = consumer(&config.kafka, &config.group).await?;
             consumer.subscribe(&[&topic])?;
             tracing::info!(%topic, group = %config.group, "consuming");
             let stop = async {
@@ -105,7 +105,7 @@ async fn main() -> Result<(), Error> {
                 .or(config.topic.clone())
                 .ok_or("give --topic or set SPILLWAY_TOPIC")?;
             let group = format!("spillway-verify-{}", std::process::id());
-            let consumer = consumer(&config.kafka, &group)?;
+            let consumer = consumer(&config.kafka, &group).await?;
             consumer.subscribe(&[&topic])?;
             let mut verifier = Verifier::default();
             let deadline = tokio::time::Instant::now() + timeout;

@@ -24,6 +24,8 @@ fn kafka() -> KafkaConfig {
         auth: KafkaAuth::Plaintext,
         compression: Compression::None,
         message_max_bytes: 1_000_000,
+        ca_file: None,
+        token_refresh: Duration::from_secs(300),
     }
 }
 
@@ -75,7 +77,9 @@ async fn local_mode_sees_every_record_once() {
         .collect();
     produce(&topic, &sent).await;
 
-    let consumer = consumer(&kafka(), &spillway_tests::unique_name("group")).expect("consumer");
+    let consumer = consumer(&kafka(), &spillway_tests::unique_name("group"))
+        .await
+        .expect("consumer");
     consumer.subscribe(&[&topic]).expect("subscribe");
     let handler = Collect::default();
     let done = async {

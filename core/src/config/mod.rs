@@ -304,6 +304,12 @@ pub struct KafkaConfig {
     /// `SPILLWAY_KAFKA_MESSAGE_MAX_BYTES`, default 8 MiB: MSK Serverless's maximum message size.
     /// The client enforces it so that an oversized record fails at once instead of at the broker.
     pub message_max_bytes: usize,
+    /// `SPILLWAY_KAFKA_CA_FILE`: PEM file of the CA to trust for TLS (msk-gate's locally); unset,
+    /// the system's roots (what MSK needs in AWS).
+    pub ca_file: Option<String>,
+    /// `SPILLWAY_KAFKA_TOKEN_REFRESH`, default `5m`: how often the MSK IAM token is refreshed at
+    /// most; it is always refreshed well before it (15 min) or its credentials expire.
+    pub token_refresh: Duration,
 }
 
 /// MSK Serverless accepts messages of up to 8 MiB.
@@ -378,6 +384,13 @@ impl KafkaConfig {
             auth,
             compression,
             message_max_bytes,
+            ca_file: env.string("SPILLWAY_KAFKA_CA_FILE"),
+            token_refresh: env.duration(
+                "SPILLWAY_KAFKA_TOKEN_REFRESH",
+                Duration::from_secs(300),
+                Duration::from_secs(1),
+                Duration::from_secs(840),
+            )?,
         })
     }
 }

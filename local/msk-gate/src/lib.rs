@@ -1,8 +1,49 @@
 //! # msk-gate — MSK's front door on one machine
 //!
-//! A Kafka-protocol proxy on 127.0.0.1:9098 that speaks TLS and SASL OAUTHBEARER, verifies MSK IAM
-//! tokens, enforces the MSK Serverless connection quotas (100 connection attempts per second,
-//! 3,000 connections) with the failures MSK gives, and forwards to the local broker. Chaos switches
-//! let fault tests throttle, reject or cut connections.
+//! A Kafka-protocol proxy on 127.0.0.1:9098 in front of the local broker. Like MSK with IAM
+//! authentication it speaks TLS (with a CA it makes at start and writes to a file clients trust)
+//! and SASL OAUTHBEARER, and checks MSK IAM tokens: a SigV4-presigned `kafka-cluster:Connect` URL
+//! signed with the configured test credentials, for the configured region, not expired
+//! ([`token`]). Refused tokens get "Access denied" and the connection is closed.
 //!
-//! Status: arrives with the MSK IAM issue; this crate currently holds only its header.
+//! It enforces MSK Serverless's connection quotas — 3,000 client connections and 100 connection
+//! attempts per second by default — failing authentication with "Too many connects" over quota,
+//! as MSK does ([`state`]). Sessions end with the token (or a configured maximum) and clients must
+//! re-authenticate (KIP-368). Everything else is forwarded to the broker, with broker addresses in
+//! Metadata, FindCoordinator and DescribeCluster responses rewritten to the gate so clients never
+//! go around it ([`proxy`]). Chaos switches and counters are served over HTTP ([`admin`]).
+//!
+//! The gate proves delivery rules 3 and 6 of the drain under authentication failures and
+//! throttling: what it refuses must come back to the buffer, never be lost.
+
+pub mod admin;
+pub mod proxy;
+pub mod state;
+pub mod tls;
+pub mod token;
+
+use std::sync::Arc;
+
+/// Accepts client connections on `listener` until the task is dropped.
+pub async fn serve(
+    gate: Arc<state::Gate>,
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+) {
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let admission = gate.admit();
+        let (gate, tls) = (gate.clone(), tls.clone());
+        tokio::spawn(async move {
+            if let Err(e) = proxy::handle(gate, tls, tcp, admission).await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+}
