@@ -14,6 +14,8 @@ HOST=127.0.0.1
 SQS_PORT=4576
 MOTO_PORT=4566
 KAFKA_PORT=9092
+GATE_PORT=9098                # msk-gate: TLS + SASL OAUTHBEARER (MSK IAM) in front of the broker
+GATE_ADMIN_PORT=9099          # msk-gate's chaos switches and counters
 
 # Default resources created by local/up.
 REGION="${AWS_REGION:-us-east-1}"
@@ -26,4 +28,4 @@ TOPIC_NAME=spillway-events
 TOPIC_PARTITIONS=6
 MAX_RECEIVE_COUNT=5
 
-SERVICES="fauxqs moto tansu"
+SERVICES="fauxqs moto tansu msk-gate"
