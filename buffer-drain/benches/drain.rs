@@ -30,6 +30,7 @@ fn kafka(compression: Compression) -> KafkaConfig {
         message_max_bytes: 1_000_000,
         ca_file: None,
         token_refresh: Duration::from_secs(300),
+        max_connects_per_sec: 100,
     }
 }
 
@@ -37,6 +38,14 @@ async fn producer(compression: Compression) -> Producer {
     spillway_core::kafka::producer(&kafka(compression))
         .await
         .expect("producer")
+        .0
+}
+
+async fn new_drain(compression: Compression) -> Drain {
+    let (producer, health) = spillway_core::kafka::producer(&kafka(compression))
+        .await
+        .expect("producer");
+    Drain::new(producer, health, None, decoding())
 }
 
 fn batch(topic: &str) -> Vec<SourceRecord> {
@@ -126,7 +135,7 @@ async fn main() {
     let topic = format!("bench-{}", std::process::id());
     if std::env::var_os("SPILLWAY_BENCH_RSS_ONLY").is_some() {
         // One 10,000 × 1 KiB batch in a fresh process: its peak RSS is the drain's.
-        let drain = Drain::new(producer(Compression::Lz4).await, None, decoding());
+        let drain = new_drain(Compression::Lz4).await;
         let records = batch(&topic);
         run_drain(&drain, &records).await;
         println!("{}", peak_rss_kib());
@@ -138,7 +147,7 @@ async fn main() {
     println!("| compression | drain rec/s | drain MB/s | plain rec/s | plain MB/s | ratio |");
     println!("|---|---|---|---|---|---|");
     for compression in [Compression::Lz4, Compression::None] {
-        let drain = Drain::new(producer(compression).await, None, decoding());
+        let drain = new_drain(compression).await;
         let plain = producer(compression).await;
         // Warm-up: connections, metadata, producer ids.
         run_drain(&drain, &records[..100]).await;

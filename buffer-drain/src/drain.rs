@@ -10,11 +10,14 @@
 //! `spillway-id`).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
+use spillway_core::backoff::Backoff;
+use spillway_core::kafka::context::ClientHealth;
 use spillway_core::kafka::{classify, Disposition, Producer};
 
 use crate::dlq::DeadLetters;
@@ -25,18 +28,94 @@ use crate::source::{Ordering, SourceRecord};
 /// The drain: one producer per container, created at init and reused by every invocation.
 pub struct Drain {
     producer: Producer,
+    health: Arc<ClientHealth>,
     dead_letters: Option<DeadLetters>,
     decoding: Decoding,
+    auth: Mutex<AuthBackoff>,
+    backoffs: std::sync::atomic::AtomicU64,
 }
+
+/// Backoff after authentication failures and throttled connections, across invocations.
+#[derive(Debug, Default)]
+struct AuthBackoff {
+    /// Authentication failures already accounted for.
+    seen: u64,
+    /// Batches in a row that saw new failures.
+    streak: u32,
+}
+
+/// The first backoff after an authentication failure waits up to this long, doubling per batch
+/// that fails again, up to [`AUTH_BACKOFF_CAP`].
+const AUTH_BACKOFF_BASE: Duration = Duration::from_millis(250);
+const AUTH_BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 impl Drain {
     /// A drain producing with `producer`; poison records go to `dead_letters` when given, else they
     /// are reported failed (and reach the buffer's own DLQ after `maxReceiveCount`).
-    pub fn new(producer: Producer, dead_letters: Option<DeadLetters>, decoding: Decoding) -> Self {
+    pub fn new(
+        producer: Producer,
+        health: Arc<ClientHealth>,
+        dead_letters: Option<DeadLetters>,
+        decoding: Decoding,
+    ) -> Self {
         Self {
             producer,
+            health,
             dead_letters,
             decoding,
+            auth: Mutex::default(),
+            backoffs: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Backoffs (waits or handed-back batches) after authentication failures, since creation.
+    pub fn backoffs(&self) -> u64 {
+        self.backoffs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// After authentication failures or throttled connections, waits a full-jitter exponential
+    /// delay before producing — nothing is produced meanwhile. `Err` when that delay would pass
+    /// the deadline: the batch is then handed back undelivered.
+    async fn back_off_if_needed(&self, deadline: Instant) -> Result<Option<Duration>, ()> {
+        let delay = {
+            let mut auth = self
+                .auth
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let failures = self.health.auth_failures();
+            if failures > auth.seen {
+                auth.seen = failures;
+                auth.streak = auth.streak.saturating_add(1);
+            }
+            if auth.streak == 0 {
+                return Ok(None);
+            }
+            self.backoffs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut backoff = Backoff::until(AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, deadline);
+            let mut delay = None;
+            for _ in 0..auth.streak {
+                delay = backoff.next_delay();
+            }
+            delay
+        };
+        match delay {
+            Some(delay) => {
+                tokio::time::sleep(delay).await;
+                Ok(Some(delay))
+            }
+            None => Err(()),
+        }
+    }
+
+    /// A batch without new authentication failures ends the backoff streak.
+    fn settle_backoff(&self) {
+        let mut auth = self
+            .auth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.health.auth_failures() == auth.seen {
+            auth.streak = 0;
         }
     }
 
@@ -48,6 +127,23 @@ impl Drain {
         deadline: Instant,
     ) -> DrainReport {
         let started = Instant::now();
+        let Ok(backoff) = self.back_off_if_needed(deadline).await else {
+            return DrainReport {
+                outcomes: vec![
+                    Outcome::Failed {
+                        reason:
+                            "backing off: Kafka refused authentication or throttled connections"
+                                .into(),
+                        retryable: true,
+                    };
+                    records.len()
+                ],
+                produce_latencies: Vec::new(),
+                elapsed: started.elapsed(),
+                backoff: None,
+                auth_failures: self.health.auth_failures(),
+            };
+        };
         // Records are decoded as they are enqueued, so librdkafka's thread sends the first ones while
         // the rest are still being decoded. `false`: produced already, or never to be produced.
         let mut plans: Vec<bool> = vec![true; records.len()];
@@ -106,6 +202,12 @@ impl Drain {
                 }
             }
         }
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Some(Outcome::Delivered)))
+        {
+            self.settle_backoff();
+        }
         DrainReport {
             outcomes: outcomes
                 .into_iter()
@@ -118,6 +220,8 @@ impl Drain {
                 .collect(),
             produce_latencies: latencies,
             elapsed: started.elapsed(),
+            backoff,
+            auth_failures: self.health.auth_failures(),
         }
     }
 

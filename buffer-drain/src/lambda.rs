@@ -38,7 +38,7 @@ pub async fn build_drain(
     config: &DrainConfig,
     sqs: Option<aws_sdk_sqs::Client>,
 ) -> Result<Drain, Box<dyn std::error::Error + Send + Sync>> {
-    let producer = spillway_core::kafka::producer(kafka).await?;
+    let (producer, health) = spillway_core::kafka::producer(kafka).await?;
     let dead_letters = match (&config.dlq_url, sqs) {
         (Some(url), Some(client)) => Some(DeadLetters::new(client, url.clone())),
         _ => None,
@@ -47,7 +47,7 @@ pub async fn build_drain(
         raw: config.raw_mode,
         raw_topic: config.raw_topic.clone(),
     };
-    Ok(Drain::new(producer, dead_letters, decoding))
+    Ok(Drain::new(producer, health, dead_letters, decoding))
 }
 
 /// When to stop producing: `remaining` from now, less `margin` (never in the past).

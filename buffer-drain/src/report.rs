@@ -35,6 +35,10 @@ pub struct DrainReport {
     pub produce_latencies: Vec<Duration>,
     /// How long the batch took.
     pub elapsed: Duration,
+    /// How long the drain backed off before producing, after authentication failures.
+    pub backoff: Option<Duration>,
+    /// Authentication failures the producer has seen so far.
+    pub auth_failures: u64,
 }
 
 impl DrainReport {
@@ -129,6 +133,10 @@ impl DrainReport {
             batch_ms: u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
             produce_latency_p50_ms: latencies.get(latencies.len() / 2).copied().unwrap_or(0),
             produce_latency_max_ms: latencies.last().copied().unwrap_or(0),
+            backoff_ms: self
+                .backoff
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            auth_failures: self.auth_failures,
         }
     }
 }
@@ -154,6 +162,10 @@ pub struct DrainMetrics {
     pub produce_latency_p50_ms: u64,
     /// Slowest enqueue-to-ack time.
     pub produce_latency_max_ms: u64,
+    /// Backoff before producing, after authentication failures or throttled connections.
+    pub backoff_ms: Option<u64>,
+    /// Authentication failures the producer has seen since it was created.
+    pub auth_failures: u64,
 }
 
 impl DrainMetrics {
@@ -170,6 +182,7 @@ impl DrainMetrics {
                         unit("Received", "Count"), unit("Delivered", "Count"), unit("DeadLettered", "Count"),
                         unit("Failed", "Count"), unit("BatchDuration", "Milliseconds"),
                         unit("ProduceLatencyP50", "Milliseconds"), unit("ProduceLatencyMax", "Milliseconds"),
+                        unit("Backoffs", "Count"), unit("BackoffDuration", "Milliseconds"),
                     ],
                 }],
             },
@@ -181,6 +194,9 @@ impl DrainMetrics {
             "BatchDuration": self.batch_ms,
             "ProduceLatencyP50": self.produce_latency_p50_ms,
             "ProduceLatencyMax": self.produce_latency_max_ms,
+            "Backoffs": u64::from(self.backoff_ms.is_some()),
+            "BackoffDuration": self.backoff_ms.unwrap_or(0),
+            "AuthFailures": self.auth_failures,
         });
         line["FailedByReason"] = serde_json::json!(self.failed_by_reason);
         line.to_string()

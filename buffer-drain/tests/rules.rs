@@ -26,7 +26,12 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
     cluster
 }
 
-fn producer(bootstrap: &str) -> spillway_core::kafka::Producer {
+fn producer(
+    bootstrap: &str,
+) -> (
+    spillway_core::kafka::Producer,
+    std::sync::Arc<spillway_core::kafka::context::ClientHealth>,
+) {
     let config = KafkaConfig {
         bootstrap: bootstrap.to_owned(),
         auth: KafkaAuth::Plaintext,
@@ -34,13 +39,17 @@ fn producer(bootstrap: &str) -> spillway_core::kafka::Producer {
         message_max_bytes: 1_000_000,
         ca_file: None,
         token_refresh: Duration::from_secs(300),
+        max_connects_per_sec: 100,
     };
     let mut client = spillway_core::kafka::producer_config(&config).expect("settings");
     // Undeliverable records fail within 2 s here instead of 2 minutes.
     client.set("message.timeout.ms", "2000");
-    client
-        .create_with_context(spillway_core::kafka::context::SpillwayContext::plain())
-        .expect("producer")
+    let context = spillway_core::kafka::context::SpillwayContext::plain();
+    let health = context.health();
+    (
+        client.create_with_context(context).expect("producer"),
+        health,
+    )
 }
 
 fn drain(bootstrap: &str, dead_letters: Option<DeadLetters>, raw: RawMode) -> Drain {
@@ -48,7 +57,8 @@ fn drain(bootstrap: &str, dead_letters: Option<DeadLetters>, raw: RawMode) -> Dr
         raw,
         raw_topic: Some(TOPIC.into()),
     };
-    Drain::new(producer(bootstrap), dead_letters, decoding)
+    let (producer, health) = producer(bootstrap);
+    Drain::new(producer, health, dead_letters, decoding)
 }
 
 fn soon() -> Instant {

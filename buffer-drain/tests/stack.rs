@@ -24,6 +24,7 @@ fn kafka(bootstrap: &str) -> KafkaConfig {
         message_max_bytes: 1_000_000,
         ca_file: None,
         token_refresh: Duration::from_secs(300),
+        max_connects_per_sec: 100,
     }
 }
 

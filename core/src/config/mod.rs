@@ -310,6 +310,10 @@ pub struct KafkaConfig {
     /// `SPILLWAY_KAFKA_TOKEN_REFRESH`, default `5m`: how often the MSK IAM token is refreshed at
     /// most; it is always refreshed well before it (15 min) or its credentials expire.
     pub token_refresh: Duration,
+    /// `SPILLWAY_MAX_CONNECTS_PER_SEC`, default 2: Kafka clients this process may create per
+    /// second (each opens and authenticates connections to every broker it talks to). MSK
+    /// Serverless allows 100 connection attempts per second per cluster, shared by every instance.
+    pub max_connects_per_sec: u32,
 }
 
 /// MSK Serverless accepts messages of up to 8 MiB.
@@ -391,6 +395,7 @@ impl KafkaConfig {
                 Duration::from_secs(1),
                 Duration::from_secs(840),
             )?,
+            max_connects_per_sec: env.number("SPILLWAY_MAX_CONNECTS_PER_SEC", 2, 1, 100)?,
         })
     }
 }

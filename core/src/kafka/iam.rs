@@ -166,6 +166,57 @@ pub async fn start_refresher(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::ClientContext as _;
+
+    /// Hands out a token at once, then takes `slow` for every later one.
+    struct SlowAfterFirst {
+        slow: Duration,
+        calls: std::sync::atomic::AtomicU32,
+    }
+
+    impl TokenSource for SlowAfterFirst {
+        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Token, String>> + Send + '_>> {
+            Box::pin(async move {
+                let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n > 0 {
+                    tokio::time::sleep(self.slow).await;
+                }
+                Ok(Token {
+                    value: format!("token-{n}"),
+                    expires_at_ms: ms_since_epoch(SystemTime::now()) + 900_000,
+                })
+            })
+        }
+    }
+
+    /// librdkafka calls `generate_oauth_token` synchronously; it must answer from the cache even
+    /// while a refresh is in flight on a single-threaded runtime, never wait for that runtime.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_token_callback_never_waits_for_the_runtime() {
+        let source = Arc::new(SlowAfterFirst {
+            slow: Duration::from_secs(30),
+            calls: std::sync::atomic::AtomicU32::new(0),
+        });
+        let (cache, refresher) = start_refresher(source.clone(), Duration::from_millis(10))
+            .await
+            .expect("first token");
+        let context = crate::kafka::context::SpillwayContext::with_tokens(cache);
+        // Let the refresher start its (slow) second fetch on this very thread.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            source.calls.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "a refresh is in flight"
+        );
+        let started = std::time::Instant::now();
+        let token = context.generate_oauth_token(None).expect("a cached token");
+        assert_eq!(token.token, "token-0");
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "answered from the cache"
+        );
+        refresher.abort();
+    }
 
     #[test]
     fn refreshes_before_expiry_and_never_later_than_asked() {

@@ -65,12 +65,33 @@ pub async fn context_for(
     ))
 }
 
-/// The drain's producer ([`producer_config`]), with its IAM token refresher running when needed.
-pub async fn producer(config: &KafkaConfig) -> Result<Producer, KafkaSetupError> {
+/// Paces the creation of Kafka clients in this process: each new client opens (and, with IAM,
+/// authenticates) connections, and MSK Serverless caps connection attempts per second across the
+/// whole cluster. Workers that start together — the local poller's, or a process's consumers —
+/// wait their turn instead of connecting in one burst.
+pub async fn pace_connects(per_sec: u32) {
+    use std::num::NonZeroU32;
+    use std::sync::OnceLock;
+    static LIMITER: OnceLock<governor::DefaultDirectRateLimiter> = OnceLock::new();
+    let limiter = LIMITER.get_or_init(|| {
+        let rate = NonZeroU32::new(per_sec.max(1)).expect("at least 1");
+        governor::RateLimiter::direct(governor::Quota::per_second(rate))
+    });
+    limiter.until_ready().await;
+}
+
+/// The drain's producer ([`producer_config`]) and its failure counters, with its IAM token
+/// refresher running when needed.
+pub async fn producer(
+    config: &KafkaConfig,
+) -> Result<(Producer, std::sync::Arc<context::ClientHealth>), KafkaSetupError> {
+    pace_connects(config.max_connects_per_sec).await;
     let (context, _refresher) = context_for(config).await?;
-    producer_config(config)?
+    let health = context.health();
+    let producer = producer_config(config)?
         .create_with_context(context)
-        .map_err(|e| KafkaSetupError::Client(e.to_string()))
+        .map_err(|e| KafkaSetupError::Client(e.to_string()))?;
+    Ok((producer, health))
 }
 
 /// A consumer with `settings` on top of [`client_config`], with its IAM token refresher running
@@ -79,6 +100,7 @@ pub async fn consumer(
     config: &KafkaConfig,
     settings: &[(&str, &str)],
 ) -> Result<Consumer, KafkaSetupError> {
+    pace_connects(config.max_connects_per_sec).await;
     let (context, _refresher) = context_for(config).await?;
     let mut client = client_config(config)?;
     for (k, v) in settings {
@@ -217,6 +239,7 @@ mod tests {
             message_max_bytes: 1_000_000,
             ca_file: None,
             token_refresh: std::time::Duration::from_secs(300),
+            max_connects_per_sec: 2,
         };
         let client = client_config(&config).unwrap();
         assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
@@ -235,6 +258,7 @@ mod tests {
             message_max_bytes: 1_000_000,
             ca_file: Some("/tmp/ca.pem".into()),
             token_refresh: std::time::Duration::from_secs(300),
+            max_connects_per_sec: 2,
         };
         let client = client_config(&config).unwrap();
         assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));

@@ -34,6 +34,7 @@ fn config() -> KafkaConfig {
         message_max_bytes: 1_000_000,
         ca_file: Some(ca),
         token_refresh: Duration::from_secs(300),
+        max_connects_per_sec: 100,
     }
 }
 
