@@ -1,0 +1,186 @@
+//! Connection and authentication attempts per 10,000 messages through a gate of its own, in one
+//! run: spillway's drain (one producer per container, batches of 100) vs. a producer configured
+//! like the AWS sample (`connections.max.idle.ms=60`, one message and one flush per invocation).
+//! Invocations are 100 ms apart, like a steady trickle of Lambda invocations.
+//!
+//! `cargo bench -p msk-gate --bench connections` (needs `local/up` and its environment). Prints a
+//! table; asserts nothing.
+
+// Counts here are far below 2^52: converting them to f64 loses nothing.
+#![allow(clippy::cast_precision_loss)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use buffer_drain::drain::Drain;
+use buffer_drain::message::Decoding;
+use buffer_drain::source::{Ordering, SourceRecord};
+use rdkafka::producer::{FutureRecord, Producer as _};
+use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
+use spillway_core::envelope::{Envelope, RawMode};
+
+const GAP: Duration = Duration::from_millis(100);
+const SPILLWAY_MESSAGES: usize = 10_000;
+const BATCH: usize = 100;
+/// The sample pays a new connection per invocation; 500 invocations already show the rate.
+const SAMPLE_MESSAGES: usize = 500;
+
+fn stats(admin: &str) -> (u64, u64) {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{admin}/stats")])
+        .output()
+        .expect("curl");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats");
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    (
+        n("connections_accepted") + n("connections_throttled"),
+        n("auth_accepted") + n("auth_refused"),
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port")
+    };
+    let (listen, admin_addr) = (
+        format!("127.0.0.1:{}", port()),
+        format!("127.0.0.1:{}", port()),
+    );
+    let ca = std::env::temp_dir().join(format!("bench-gate-{}.pem", std::process::id()));
+    let broker =
+        std::env::var("SPILLWAY_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let mut gate = Command::new(env!("CARGO_BIN_EXE_msk-gate"))
+        .args([
+            "--listen",
+            &listen,
+            "--admin",
+            &admin_addr,
+            "--broker",
+            &broker,
+            "--ca-file",
+        ])
+        .arg(&ca)
+        .args([
+            "--access-key",
+            "test",
+            "--secret-key",
+            "test",
+            "--region",
+            "us-east-1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("msk-gate");
+    while std::net::TcpStream::connect(&listen).is_err() || !ca.exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let admin = format!("http://{admin_addr}");
+    let kafka = KafkaConfig {
+        bootstrap: listen.clone(),
+        auth: KafkaAuth::Iam,
+        compression: Compression::Lz4,
+        message_max_bytes: 1_000_000,
+        ca_file: Some(ca.to_string_lossy().into_owned()),
+        token_refresh: Duration::from_secs(300),
+        max_connects_per_sec: 100,
+    };
+    let topic = format!("connections-{}", std::process::id());
+
+    // spillway: one producer for the container, a batch per invocation.
+    let before = stats(&admin);
+    let started = Instant::now();
+    let (producer, health) = spillway_core::kafka::producer(&kafka)
+        .await
+        .expect("producer");
+    let drain = Drain::new(
+        producer,
+        health,
+        None,
+        Decoding {
+            raw: RawMode::Reject,
+            raw_topic: None,
+        },
+    );
+    for batch in 0..SPILLWAY_MESSAGES / BATCH {
+        let records: Vec<SourceRecord> = (0..BATCH)
+            .map(|i| SourceRecord {
+                item_id: format!("m-{batch}-{i}"),
+                group: None,
+                data: Envelope::new(&topic, format!("message {batch}/{i}"))
+                    .encode()
+                    .into_bytes(),
+                buffered_at_ms: None,
+                trace: None,
+                source: "bench".into(),
+            })
+            .collect();
+        let report = drain
+            .drain(
+                &records,
+                Ordering::Unordered,
+                Instant::now() + Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(report.failed().count(), 0);
+        tokio::time::sleep(GAP).await;
+    }
+    let after = stats(&admin);
+    let spillway = (after.0 - before.0, after.1 - before.1, started.elapsed());
+
+    // The AWS sample's producer: connections idle out after 60 ms; one flush per message.
+    let before = stats(&admin);
+    let started = Instant::now();
+    let mut settings = spillway_core::kafka::client_config(&kafka).expect("settings");
+    settings
+        .set("connections.max.idle.ms", "60")
+        .set("acks", "all");
+    let (context, _refresher) = spillway_core::kafka::context_for(&kafka)
+        .await
+        .expect("context");
+    let sample: spillway_core::kafka::Producer =
+        settings.create_with_context(context).expect("producer");
+    for i in 0..SAMPLE_MESSAGES {
+        let value = format!("sample {i}");
+        sample
+            .send(
+                FutureRecord::to(&topic).key("k").payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("delivered");
+        sample.flush(Duration::from_secs(10)).expect("flush");
+        tokio::time::sleep(GAP).await;
+    }
+    let after = stats(&admin);
+    let aws_sample = (after.0 - before.0, after.1 - before.1, started.elapsed());
+
+    let per_10k = |n: u64, messages: usize| n as f64 * 10_000.0 / messages as f64;
+    println!(
+        "connection and authentication attempts at the gate, invocations {} ms apart",
+        GAP.as_millis()
+    );
+    println!("| producer | messages | connections | authentications | connections per 10k msgs | authentications per 10k msgs |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| spillway drain (batches of {BATCH}) | {SPILLWAY_MESSAGES} | {} | {} | {:.0} | {:.0} |",
+        spillway.0,
+        spillway.1,
+        per_10k(spillway.0, SPILLWAY_MESSAGES),
+        per_10k(spillway.1, SPILLWAY_MESSAGES)
+    );
+    println!(
+        "| AWS-sample-style (idle 60 ms, flush per message) | {SAMPLE_MESSAGES} | {} | {} | {:.0} | {:.0} |",
+        aws_sample.0,
+        aws_sample.1,
+        per_10k(aws_sample.0, SAMPLE_MESSAGES),
+        per_10k(aws_sample.1, SAMPLE_MESSAGES)
+    );
+    let _ = gate.kill();
+    let _ = gate.wait();
+    let _ = std::fs::remove_file(&ca);
+}
