@@ -141,6 +141,14 @@ impl DrainReport {
     }
 }
 
+static EMF_TO_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether batch metrics are printed as EMF lines on stdout (on by default: that is how Lambda
+/// turns them into CloudWatch metrics). `spillway dev` turns it off; its terminal shows counters.
+pub fn print_emf(on: bool) {
+    EMF_TO_STDOUT.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// One batch's numbers: logged and counted together, so logs and metrics cannot drift.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DrainMetrics {
@@ -202,10 +210,12 @@ impl DrainMetrics {
         line.to_string()
     }
 
-    /// Logs the event and prints its EMF line.
+    /// Logs the event and prints its EMF line (unless [`print_emf`] turned that off).
     pub fn emit(&self) {
         tracing::info!(source = %self.source, received = self.received, delivered = self.delivered,
             dead_lettered = self.dead_lettered, failed = self.failed, batch_ms = self.batch_ms, "batch drained");
-        println!("{}", self.emf());
+        if EMF_TO_STDOUT.load(std::sync::atomic::Ordering::Relaxed) {
+            println!("{}", self.emf());
+        }
     }
 }

@@ -22,8 +22,8 @@ use spillway_core::envelope::{Envelope, RawMode};
 const GAP: Duration = Duration::from_millis(100);
 const SPILLWAY_MESSAGES: usize = 10_000;
 const BATCH: usize = 100;
-/// The sample pays a new connection per invocation; 500 invocations already show the rate.
-const SAMPLE_MESSAGES: usize = 500;
+/// The sample pays a new connection per invocation; 100 invocations already show the rate.
+const SAMPLE_MESSAGES: usize = 100;
 
 fn stats(admin: &str) -> (u64, u64) {
     let out = Command::new("curl")
@@ -91,73 +91,8 @@ async fn main() {
     };
     let topic = format!("connections-{}", std::process::id());
 
-    // spillway: one producer for the container, a batch per invocation.
-    let before = stats(&admin);
-    let started = Instant::now();
-    let (producer, health) = spillway_core::kafka::producer(&kafka)
-        .await
-        .expect("producer");
-    let drain = Drain::new(
-        producer,
-        health,
-        None,
-        Decoding {
-            raw: RawMode::Reject,
-            raw_topic: None,
-        },
-    );
-    for batch in 0..SPILLWAY_MESSAGES / BATCH {
-        let records: Vec<SourceRecord> = (0..BATCH)
-            .map(|i| SourceRecord {
-                item_id: format!("m-{batch}-{i}"),
-                group: None,
-                data: Envelope::new(&topic, format!("message {batch}/{i}"))
-                    .encode()
-                    .into_bytes(),
-                buffered_at_ms: None,
-                trace: None,
-                source: "bench".into(),
-            })
-            .collect();
-        let report = drain
-            .drain(
-                &records,
-                Ordering::Unordered,
-                Instant::now() + Duration::from_secs(30),
-            )
-            .await;
-        assert_eq!(report.failed().count(), 0);
-        tokio::time::sleep(GAP).await;
-    }
-    let after = stats(&admin);
-    let spillway = (after.0 - before.0, after.1 - before.1, started.elapsed());
-
-    // The AWS sample's producer: connections idle out after 60 ms; one flush per message.
-    let before = stats(&admin);
-    let started = Instant::now();
-    let mut settings = spillway_core::kafka::client_config(&kafka).expect("settings");
-    settings
-        .set("connections.max.idle.ms", "60")
-        .set("acks", "all");
-    let (context, _refresher) = spillway_core::kafka::context_for(&kafka)
-        .await
-        .expect("context");
-    let sample: spillway_core::kafka::Producer =
-        settings.create_with_context(context).expect("producer");
-    for i in 0..SAMPLE_MESSAGES {
-        let value = format!("sample {i}");
-        sample
-            .send(
-                FutureRecord::to(&topic).key("k").payload(&value),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("delivered");
-        sample.flush(Duration::from_secs(10)).expect("flush");
-        tokio::time::sleep(GAP).await;
-    }
-    let after = stats(&admin);
-    let aws_sample = (after.0 - before.0, after.1 - before.1, started.elapsed());
+    let spillway = measure_spillway(&kafka, &admin, &topic).await;
+    let aws_sample = measure_sample(&kafka, &admin, &topic).await;
 
     let per_10k = |n: u64, messages: usize| n as f64 * 10_000.0 / messages as f64;
     println!(
@@ -183,4 +118,77 @@ async fn main() {
     let _ = gate.kill();
     let _ = gate.wait();
     let _ = std::fs::remove_file(&ca);
+}
+
+/// spillway: one producer for the container, a batch per invocation. Returns the gate's
+/// (connections, authentications) during the run.
+async fn measure_spillway(kafka: &KafkaConfig, admin: &str, topic: &str) -> (u64, u64) {
+    let before = stats(admin);
+    let (producer, health) = spillway_core::kafka::producer(kafka)
+        .await
+        .expect("producer");
+    let drain = Drain::new(
+        producer,
+        health,
+        None,
+        Decoding {
+            raw: RawMode::Reject,
+            raw_topic: None,
+        },
+    );
+    for batch in 0..SPILLWAY_MESSAGES / BATCH {
+        let records: Vec<SourceRecord> = (0..BATCH)
+            .map(|i| SourceRecord {
+                item_id: format!("m-{batch}-{i}"),
+                group: None,
+                data: Envelope::new(topic, format!("message {batch}/{i}"))
+                    .encode()
+                    .into_bytes(),
+                buffered_at_ms: None,
+                trace: None,
+                source: "bench".into(),
+            })
+            .collect();
+        let report = drain
+            .drain(
+                &records,
+                Ordering::Unordered,
+                Instant::now() + Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(report.failed().count(), 0);
+        tokio::time::sleep(GAP).await;
+    }
+    let after = stats(admin);
+    (after.0 - before.0, after.1 - before.1)
+}
+
+/// The AWS sample's producer: connections idle out after 60 ms, librdkafka's default reconnect
+/// backoff (100 ms), one message and one flush per invocation.
+async fn measure_sample(kafka: &KafkaConfig, admin: &str, topic: &str) -> (u64, u64) {
+    let before = stats(admin);
+    let mut settings = spillway_core::kafka::client_config(kafka).expect("settings");
+    settings
+        .set("connections.max.idle.ms", "60")
+        .set("reconnect.backoff.ms", "100")
+        .set("acks", "all");
+    let (context, _refresher) = spillway_core::kafka::context_for(kafka)
+        .await
+        .expect("context");
+    let sample: spillway_core::kafka::Producer =
+        settings.create_with_context(context).expect("producer");
+    for i in 0..SAMPLE_MESSAGES {
+        let value = format!("sample {i}");
+        sample
+            .send(
+                FutureRecord::to(topic).key("k").payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("delivered");
+        sample.flush(Duration::from_secs(10)).expect("flush");
+        tokio::time::sleep(GAP).await;
+    }
+    let after = stats(admin);
+    (after.0 - before.0, after.1 - before.1)
 }

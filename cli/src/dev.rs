@@ -1,0 +1,363 @@
+//! `spillway dev`: the whole pipeline on one machine, in this process — ingest-api, the drain's
+//! local poller and a consumer — over the local stack, through msk-gate with MSK IAM by default.
+
+use std::collections::BTreeMap;
+use std::collections::HashSet;
+use std::io::IsTerminal as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use buffer_drain::lambda::build_drain;
+use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
+use ingest_api::buffer::Buffer;
+use ingest_api::config::IngestConfig;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::{Headers as _, Message as _};
+use spillway_core::config::{DrainConfig, Env, KafkaAuth, KafkaConfig};
+use spillway_core::limits::BufferKind;
+
+/// `spillway dev` options.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Which buffer ingest-api writes to.
+    pub buffer: BufferKind,
+    /// ingest-api's port on 127.0.0.1.
+    pub port: u16,
+    /// Talk to the broker directly instead of through msk-gate with MSK IAM.
+    pub plaintext: bool,
+    /// Drain workers (local Lambda containers).
+    pub workers: usize,
+    /// Post one sample message at start, to show the pipeline working.
+    pub demo: bool,
+}
+
+/// Live counters. Delivered = ids accepted by this session that the consumer has seen: exact
+/// whatever the timing of the consumer group's first assignment, and blind to older messages.
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: Mutex<HashSet<String>>,
+    consumed: Mutex<HashSet<String>>,
+}
+
+impl Counters {
+    fn accept(&self, id: &str) {
+        self.accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned());
+    }
+
+    fn consume(&self, id: &str) {
+        self.consumed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned());
+    }
+
+    /// (accepted, delivered)
+    fn counts(&self) -> (usize, usize) {
+        let accepted = self
+            .accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let consumed = self
+            .consumed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            accepted.len(),
+            accepted.iter().filter(|id| consumed.contains(*id)).count(),
+        )
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Counts what ingest-api accepted: 202s, and the ids in REST Proxy batch answers.
+async fn count_accepted(counters: Arc<Counters>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    if !matches!(response.status().as_u16(), 200 | 202) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        if let Some(id) = json["id"].as_str() {
+            counters.accept(id);
+        }
+        for offset in json["offsets"].as_array().into_iter().flatten() {
+            if let Some(id) = offset["id"].as_str() {
+                counters.accept(id);
+            }
+        }
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Runs until Ctrl-C. `env` is the local stack's environment (already in the process environment
+/// too, for the AWS SDK and the MSK IAM signer).
+pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(), Error> {
+    buffer_drain::report::print_emf(false);
+    let get = |k: &str| {
+        env.get(k)
+            .cloned()
+            .ok_or_else(|| format!("local/up did not export {k}"))
+    };
+    let topic = get("SPILLWAY_TOPIC")?;
+    let mut settings = env.clone();
+    settings.insert(
+        "SPILLWAY_LISTEN".into(),
+        format!("127.0.0.1:{}", options.port),
+    );
+    settings.insert(
+        "SPILLWAY_BUFFER".into(),
+        if options.buffer == BufferKind::Sqs {
+            "sqs"
+        } else {
+            "kinesis"
+        }
+        .into(),
+    );
+    if options.plaintext {
+        settings.insert("SPILLWAY_KAFKA_AUTH".into(), "plaintext".into());
+    } else {
+        settings.insert("SPILLWAY_KAFKA_BOOTSTRAP".into(), get("SPILLWAY_MSK_GATE")?);
+        settings.insert("SPILLWAY_KAFKA_AUTH".into(), "iam".into());
+    }
+    settings.insert("SPILLWAY_DLQ_URL".into(), get("SPILLWAY_SQS_DLQ_URL")?);
+    let source = Env::new(&settings);
+    let ingest = IngestConfig::from_env(&source)?;
+    let kafka = KafkaConfig::from_env(&source)?;
+    let drain_config = DrainConfig {
+        source: options.buffer,
+        ..DrainConfig::from_env(&source)?
+    };
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let counters = Arc::new(Counters::default());
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // ingest-api
+    let listener = tokio::net::TcpListener::bind(ingest.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} ({e}); choose another --port",
+                ingest.listen
+            )
+        })?;
+    let buffer = Buffer::new(&ingest.buffer, &sdk);
+    let counting = counters.clone();
+    let app = ingest_api::app(ingest_api::AppState::new(ingest.clone(), buffer)).layer(
+        axum::middleware::from_fn(move |req, next| count_accepted(counting.clone(), req, next)),
+    );
+    let demo_app = app.clone();
+    tasks.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    start_consumer(&kafka, &topic, counters.clone(), &mut tasks).await?;
+
+    start_drain(
+        &options,
+        &ingest.buffer,
+        &kafka,
+        &drain_config,
+        &sdk,
+        &mut tasks,
+    )
+    .await?;
+
+    let endpoint = format!("http://127.0.0.1:{}", options.port);
+    let via = if kafka.auth == KafkaAuth::Iam {
+        format!("msk-gate {} with MSK IAM", kafka.bootstrap)
+    } else {
+        format!("the broker {} (plaintext)", kafka.bootstrap)
+    };
+    println!("spillway dev: ready — ingest-api on {endpoint}, buffer {:?}, Kafka through {via}, topic {topic}", options.buffer);
+    println!("  try: curl -X POST -H 'Content-Type: application/json' -d '{{\"payload\": \"Hello World\"}}' {endpoint}/messages");
+    println!("  Ctrl-C stops everything spillway dev started");
+    if options.demo {
+        // The consumer group forms a few seconds after start; post once it can see the message.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let request = axum::http::Request::post("/messages")
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"payload": "Hello from spillway dev"}"#))?;
+        let answer = tower::ServiceExt::oneshot(demo_app, request).await?;
+        println!("  demo: POST /messages {{\"payload\": \"Hello from spillway dev\"}} → {} (watch delivered=)", answer.status());
+    }
+
+    let queue_url = match &ingest.buffer {
+        spillway_core::config::BufferConfig::Sqs { queue_url, .. } => Some(queue_url.clone()),
+        spillway_core::config::BufferConfig::Kinesis { .. } => None,
+    };
+    show_counters(&sqs, queue_url, drain_config.dlq_url.clone(), &counters).await;
+    tasks.shutdown().await;
+    Ok(())
+}
+
+/// (visible, in flight) of a queue.
+async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<(u64, u64)> {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .ok()?
+        .attributes?;
+    let get = |k: &QueueAttributeName| attrs.get(k).and_then(|v| v.parse().ok());
+    Some((
+        get(&QueueAttributeName::ApproximateNumberOfMessages)?,
+        get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
+    ))
+}
+
+async fn start_consumer(
+    kafka: &KafkaConfig,
+    topic: &str,
+    counters: Arc<Counters>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<(), Error> {
+    // The consumer: a group of its own, reading the topic from the start and noting ids.
+    let consumer = spillway_core::kafka::consumer(
+        kafka,
+        &[
+            ("group.id", &format!("spillway-dev-{}", std::process::id())),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "6000"),
+        ],
+    )
+    .await?;
+    consumer.subscribe(&[topic])?;
+    let delivered = counters;
+    tasks.spawn(async move {
+        loop {
+            if let Ok(message) = consumer.recv().await {
+                let id = message.headers().and_then(|h| {
+                    h.iter().find(|h| h.key == "spillway-id").and_then(|h| {
+                        h.value
+                            .and_then(|v| std::str::from_utf8(v).ok())
+                            .map(str::to_owned)
+                    })
+                });
+                if let Some(id) = id {
+                    delivered.consume(&id);
+                }
+            }
+        }
+    });
+
+    Ok(())
+}
+
+async fn start_drain(
+    options: &DevOptions,
+    buffer: &spillway_core::config::BufferConfig,
+    kafka: &KafkaConfig,
+    drain_config: &DrainConfig,
+    sdk: &aws_config::SdkConfig,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<(), Error> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    // The drain's local poller: each worker a container with its own producer.
+    let poll = PollSettings {
+        batch_size: if options.buffer == BufferKind::Sqs {
+            10
+        } else {
+            100
+        },
+        batch_window: Duration::ZERO,
+        visibility_timeout: Duration::from_secs(30),
+        function_timeout: Duration::from_secs(5),
+        deadline_margin: Duration::from_secs(1),
+    };
+    match buffer {
+        spillway_core::config::BufferConfig::Sqs { queue_url, .. } => {
+            for _ in 0..options.workers {
+                let drain = build_drain(kafka, drain_config, Some(sqs.clone())).await?;
+                let poller = SqsPoller::new(sqs.clone(), queue_url.clone(), poll).await?;
+                tasks.spawn(async move {
+                    loop {
+                        if poller.poll_once(&drain).await.is_err() {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                });
+            }
+        }
+        spillway_core::config::BufferConfig::Kinesis { stream } => {
+            let kinesis = aws_sdk_kinesis::Client::new(sdk);
+            for shard in KinesisPoller::shards(&kinesis, stream).await? {
+                let drain = build_drain(kafka, drain_config, Some(sqs.clone())).await?;
+                let mut poller =
+                    KinesisPoller::new(kinesis.clone(), stream.clone(), shard, poll).await?;
+                tasks.spawn(async move {
+                    loop {
+                        if poller.poll_once(&drain).await.is_err() {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    Ok(())
+}
+
+/// Prints the counters every second (a spinner line on a terminal) until Ctrl-C.
+async fn show_counters(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: Option<String>,
+    dlq_url: Option<String>,
+    counters: &Counters,
+) {
+    let spinner = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let show = async {
+        loop {
+            let (buffered, backlog) = match &queue_url {
+                Some(url) => depth(sqs, url)
+                    .await
+                    .map_or((None, None), |(v, f)| (Some(v + f), Some(v))),
+                None => (None, None),
+            };
+            let dead = match &dlq_url {
+                Some(url) => depth(sqs, url).await.map(|(v, f)| v + f),
+                None => None,
+            };
+            let show = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+            let (accepted, delivered) = counters.counts();
+            let line = format!(
+                "accepted={accepted} buffered={} delivered={delivered} dead_lettered={} backlog={}",
+                show(buffered),
+                show(dead),
+                show(backlog),
+            );
+            match &spinner {
+                Some(bar) => bar.set_message(line),
+                None => println!("{line}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::select! {
+        () = show => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+}
