@@ -7,5 +7,6 @@
 //! 2) and `tune` arrive with the rest of the CLI issue.
 
 pub mod dev;
+pub mod replay;
 pub mod stack;
 pub mod status;

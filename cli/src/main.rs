@@ -51,6 +51,48 @@ enum Command {
         #[arg(long)]
         no_demo: bool,
     },
+    /// Move dead-lettered messages back to a queue, or straight to Kafka.
+    ///
+    /// Each message is deleted from the dead-letter queue only after its target acknowledged it,
+    /// so an interrupted replay loses nothing: run it again. Filters pick by reason and age.
+    ///
+    /// Examples:
+    ///   spillway replay --to-queue "$SPILLWAY_SQS_QUEUE_URL" --reason "kafka: not authorised" --dry-run
+    ///   spillway replay --to-kafka --older-than 10m --max 1000 --rate 200
+    Replay {
+        /// The dead-letter queue.
+        #[arg(long, env = "SPILLWAY_SQS_DLQ_URL")]
+        dlq_url: String,
+        /// Send the messages to this queue (normally the buffer the DLQ belongs to).
+        #[arg(
+            long,
+            conflicts_with = "to_kafka",
+            required_unless_present = "to_kafka"
+        )]
+        to_queue: Option<String>,
+        /// Produce the messages straight to Kafka with the drain's producer (SPILLWAY_KAFKA_*).
+        #[arg(long)]
+        to_kafka: bool,
+        /// Only messages whose spillway-reason attribute contains this text.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only messages at least this old (e.g. 10m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
+        /// Move at most this many.
+        #[arg(long)]
+        max: Option<u64>,
+        /// At most this many messages per second.
+        #[arg(long)]
+        rate: Option<std::num::NonZeroU32>,
+        /// Print what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long received messages stay hidden while being moved (what was in flight when a
+        /// replay was interrupted reappears after this long).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        visibility_timeout: Duration,
+    },
     /// Show the buffer queue's depth and the dead-letter queue.
     ///
     /// Example: spillway status --watch 2s --json
@@ -129,6 +171,29 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Replay {
+            dlq_url,
+            to_queue,
+            to_kafka,
+            reason,
+            older_than,
+            max,
+            rate,
+            dry_run,
+            visibility_timeout,
+        } => replay(
+            &dlq_url,
+            to_queue,
+            to_kafka,
+            &spillway::replay::Filters {
+                reason,
+                older_than,
+                max,
+                visibility: visibility_timeout,
+            },
+            rate,
+            dry_run,
+        ),
         Command::Status {
             queue_url,
             dlq_url,
@@ -151,6 +216,73 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn replay(
+    dlq_url: &str,
+    to_queue: Option<String>,
+    to_kafka: bool,
+    filters: &spillway::replay::Filters,
+    rate: Option<std::num::NonZeroU32>,
+    dry_run: bool,
+) -> ExitCode {
+    let max = filters.max;
+    let result = runtime().block_on(async {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let target = if to_kafka {
+            let env = spillway_core::config::Env::new(&spillway_core::config::ProcessEnv);
+            let kafka =
+                spillway_core::config::KafkaConfig::from_env(&env).map_err(|e| e.to_string())?;
+            let config = spillway_core::config::DrainConfig {
+                source: BufferKind::Sqs,
+                raw_mode: spillway_core::envelope::RawMode::Reject,
+                deadline_margin: Duration::from_secs(1),
+                dlq_url: None,
+                raw_topic: None,
+            };
+            let drain = buffer_drain::lambda::build_drain(&kafka, &config, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            spillway::replay::Target::Kafka(Box::new(drain))
+        } else {
+            spillway::replay::Target::Queue(to_queue.unwrap_or_default())
+        };
+        let total = match max {
+            Some(max) => Some(max),
+            None => spillway::replay::waiting(&sqs, dlq_url).await,
+        };
+        let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !dry_run {
+            let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} moved, {per_sec}, eta {eta}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let summary =
+            spillway::replay::run(&sqs, dlq_url, &target, filters, rate, dry_run, &progress).await;
+        progress.finish_and_clear();
+        summary
+    });
+    match result {
+        Ok(summary) => {
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            if summary.failed > 0 {
+                eprintln!("spillway replay: {} messages were not accepted by the target and stay in the DLQ", summary.failed);
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spillway replay: {e}");
+            ExitCode::from(1)
         }
     }
 }
