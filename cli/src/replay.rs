@@ -80,6 +80,84 @@ fn matches(filters: &Filters, m: &Message) -> bool {
             .is_none_or(|min| age(m).is_some_and(|a| a >= min))
 }
 
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<String> {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .ok()?
+        .attributes?;
+    attrs.get(&QueueAttributeName::QueueArn).cloned()
+}
+
+/// SQS's own redrive (`StartMessageMoveTask`), for a whole DLQ back to a queue without filters.
+/// `None` when the endpoint does not offer it (the local emulator does not): the caller falls back
+/// to receive → send → delete.
+async fn move_task(
+    sqs: &aws_sdk_sqs::Client,
+    dlq_url: &str,
+    queue_url: &str,
+    rate: Option<NonZeroU32>,
+) -> Option<Summary> {
+    let (source, destination) = (
+        queue_arn(sqs, dlq_url).await?,
+        queue_arn(sqs, queue_url).await?,
+    );
+    let before = waiting(sqs, dlq_url).await.unwrap_or(0);
+    let mut request = sqs
+        .start_message_move_task()
+        .source_arn(&source)
+        .destination_arn(&destination);
+    if let Some(rate) = rate {
+        request = request
+            .max_number_of_messages_per_second(i32::try_from(rate.get()).unwrap_or(i32::MAX));
+    }
+    let handle = match request.send().await {
+        Ok(out) => out.task_handle?,
+        Err(e) => {
+            tracing::info!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "StartMessageMoveTask unavailable; moving message by message");
+            return None;
+        }
+    };
+    tracing::info!(%handle, "StartMessageMoveTask started");
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let tasks = sqs
+            .list_message_move_tasks()
+            .source_arn(&source)
+            .send()
+            .await
+            .ok()?;
+        let task = tasks
+            .results
+            .unwrap_or_default()
+            .into_iter()
+            .find(|t| t.task_handle() == Some(handle.as_str()))?;
+        match task.status() {
+            Some("COMPLETED") => {
+                let moved =
+                    u64::try_from(task.approximate_number_of_messages_moved()).unwrap_or(before);
+                return Some(Summary {
+                    moved,
+                    ..Summary::default()
+                });
+            }
+            Some("FAILED" | "CANCELLED") => {
+                let failed = before.saturating_sub(
+                    u64::try_from(task.approximate_number_of_messages_moved()).unwrap_or(0),
+                );
+                return Some(Summary {
+                    failed,
+                    ..Summary::default()
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Moves messages from `dlq_url` to `target`; `rate` messages per second at most.
 pub async fn run(
     sqs: &aws_sdk_sqs::Client,
@@ -90,6 +168,13 @@ pub async fn run(
     dry_run: bool,
     progress: &indicatif::ProgressBar,
 ) -> Result<Summary, String> {
+    let unfiltered =
+        filters.reason.is_none() && filters.older_than.is_none() && filters.max.is_none();
+    if let (Target::Queue(queue_url), true, false) = (target, unfiltered, dry_run) {
+        if let Some(summary) = move_task(sqs, dlq_url, queue_url, rate).await {
+            return Ok(summary);
+        }
+    }
     let limiter = rate.map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r)));
     let mut summary = Summary::default();
     let mut seen: HashSet<String> = HashSet::new();
