@@ -10,3 +10,4 @@ pub mod dev;
 pub mod replay;
 pub mod stack;
 pub mod status;
+pub mod tune;

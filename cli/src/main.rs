@@ -1,5 +1,5 @@
 //! The `spillway` command. Exit codes: 0 success, 1 a failure while running, 2 bad usage or
-//! configuration.
+//! configuration, 3 `tune` refused an unsafe setting.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -93,6 +93,43 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         visibility_timeout: Duration,
     },
+    /// Show or change the drain's event source mapping, checked against MSK's quotas.
+    ///
+    /// Prints the arithmetic for each check; an unsafe combination is refused (exit 3) unless
+    /// --force.
+    ///
+    /// Examples:
+    ///   spillway tune --function spillway-drain
+    ///   spillway tune --function spillway-drain --max-concurrency 200 --batch-size 100 --batching-window 1
+    Tune {
+        /// The drain function.
+        #[arg(long)]
+        function: String,
+        /// The mapping, when the function has several.
+        #[arg(long)]
+        uuid: Option<String>,
+        /// New maximum concurrency (instances).
+        #[arg(long)]
+        max_concurrency: Option<u64>,
+        /// New batch size.
+        #[arg(long)]
+        batch_size: Option<u64>,
+        /// New batching window, in seconds.
+        #[arg(long)]
+        batching_window: Option<u64>,
+        /// New SPILLWAY_MAX_CONNECTS_PER_SEC for the function.
+        #[arg(long)]
+        max_connects_per_sec: Option<u32>,
+        /// Connections one drain instance keeps (bootstrap plus brokers).
+        #[arg(long, default_value_t = 3)]
+        connections_per_instance: u64,
+        /// Apply even when a check fails.
+        #[arg(long)]
+        force: bool,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the buffer queue's depth and the dead-letter queue.
     ///
     /// Example: spillway status --watch 2s --json
@@ -133,44 +170,16 @@ fn main() -> ExitCode {
             workers,
             plaintext,
             no_demo,
-        } => {
-            eprintln!("spillway dev: starting the local stack (local/up)…");
-            let stack = match stack::up() {
-                Ok(stack) => stack,
-                Err(e) => {
-                    eprintln!("spillway dev: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            // Before any thread exists: the AWS SDK and the MSK IAM signer read the environment.
-            for (k, v) in &stack.env {
-                if std::env::var_os(k).is_none() {
-                    std::env::set_var(k, v);
-                }
-            }
-            let options = DevOptions {
-                buffer: match buffer {
-                    Buffer::Sqs => BufferKind::Sqs,
-                    Buffer::Kinesis => BufferKind::Kinesis,
-                },
-                port,
-                plaintext,
-                workers: workers.max(1),
-                demo: !no_demo,
-            };
-            let result = runtime().block_on(dev::run(options, stack.env.clone()));
-            if !stack.was_running {
-                eprintln!("spillway dev: stopping the local stack it started (local/down)");
-                stack::down();
-            }
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("spillway dev: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        } => dev_command(DevOptions {
+            buffer: match buffer {
+                Buffer::Sqs => BufferKind::Sqs,
+                Buffer::Kinesis => BufferKind::Kinesis,
+            },
+            port,
+            plaintext,
+            workers: workers.max(1),
+            demo: !no_demo,
+        }),
         Command::Replay {
             dlq_url,
             to_queue,
@@ -193,6 +202,29 @@ fn main() -> ExitCode {
             },
             rate,
             dry_run,
+        ),
+        Command::Tune {
+            function,
+            uuid,
+            max_concurrency,
+            batch_size,
+            batching_window,
+            max_connects_per_sec,
+            connections_per_instance,
+            force,
+            json,
+        } => tune(
+            &function,
+            uuid.as_deref(),
+            &spillway::tune::Changes {
+                max_concurrency,
+                batch_size,
+                batching_window_secs: batching_window,
+                max_connects_per_sec,
+            },
+            connections_per_instance,
+            force,
+            json,
         ),
         Command::Status {
             queue_url,
@@ -282,6 +314,90 @@ fn replay(
         }
         Err(e) => {
             eprintln!("spillway replay: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn tune(
+    function: &str,
+    uuid: Option<&str>,
+    changes: &spillway::tune::Changes,
+    connections_per_instance: u64,
+    force: bool,
+    json: bool,
+) -> ExitCode {
+    let result = runtime().block_on(async {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let lambda = aws_sdk_lambda::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        spillway::tune::run(
+            &lambda,
+            &sqs,
+            function,
+            uuid,
+            connections_per_instance,
+            changes,
+            force,
+        )
+        .await
+    });
+    match result {
+        Ok(outcome) => {
+            if json {
+                println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+            } else {
+                for c in &outcome.checks {
+                    println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.text);
+                }
+                println!(
+                    "{}",
+                    if outcome.applied {
+                        "applied"
+                    } else {
+                        "not changed"
+                    }
+                );
+            }
+            if outcome.unsafe_settings && !force {
+                eprintln!(
+                    "spillway tune: refused: a check failed (see above); --force applies anyway"
+                );
+                return ExitCode::from(3);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spillway tune: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dev_command(options: DevOptions) -> ExitCode {
+    eprintln!("spillway dev: starting the local stack (local/up)…");
+    let stack = match stack::up() {
+        Ok(stack) => stack,
+        Err(e) => {
+            eprintln!("spillway dev: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // Before any thread exists: the AWS SDK and the MSK IAM signer read the environment.
+    for (k, v) in &stack.env {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
+    let result = runtime().block_on(dev::run(options, stack.env.clone()));
+    if !stack.was_running {
+        eprintln!("spillway dev: stopping the local stack it started (local/down)");
+        stack::down();
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spillway dev: {e}");
             ExitCode::from(1)
         }
     }
