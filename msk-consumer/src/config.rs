@@ -5,8 +5,9 @@ use spillway_core::config::{ConfigError, Env, KafkaConfig};
 /// Everything msk-consumer reads from the environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerConfig {
-    /// Brokers and authentication (see [`KafkaConfig`]); local mode and `verify` only.
-    pub kafka: KafkaConfig,
+    /// Brokers and authentication (see [`KafkaConfig`]), for local mode and `verify`; `None` in
+    /// Lambda when unset, where the MSK event source mapping reads Kafka, not this process.
+    pub kafka: Option<KafkaConfig>,
     /// `SPILLWAY_TOPIC`: the topic local mode and `verify` read.
     pub topic: Option<String>,
     /// `SPILLWAY_CONSUMER_GROUP`, default `spillway-consumer`.
@@ -20,9 +21,9 @@ impl ConsumerConfig {
     /// Reads the settings. Kafka settings are needed only outside Lambda, so `in_lambda` relaxes them.
     pub fn from_env(env: &Env<'_>, in_lambda: bool) -> Result<Self, ConfigError> {
         let kafka = if in_lambda && env.string("SPILLWAY_KAFKA_BOOTSTRAP").is_none() {
-            KafkaConfig::from_env(&Env::new(&[("SPILLWAY_KAFKA_BOOTSTRAP", "unused:9098")]))?
+            None
         } else {
-            KafkaConfig::from_env(env)?
+            Some(KafkaConfig::from_env(env)?)
         };
         let body_sample = match env.string("SPILLWAY_LOG_BODY_SAMPLE") {
             None => 0.0,
@@ -64,4 +65,31 @@ pub async fn consumer(
         ],
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_settings_are_optional_only_in_lambda() {
+        let none: [(&str, &str); 0] = [];
+        let lambda =
+            ConsumerConfig::from_env(&Env::new(&none), true).expect("lambda needs no brokers");
+        assert_eq!(lambda.kafka, None);
+        assert_eq!(lambda.group, "spillway-consumer");
+        let err = ConsumerConfig::from_env(&Env::new(&none), false)
+            .expect_err("local mode needs brokers");
+        assert!(err
+            .to_string()
+            .starts_with("SPILLWAY_KAFKA_BOOTSTRAP is not set"));
+        let sampled = [
+            ("SPILLWAY_KAFKA_BOOTSTRAP", "b:9092"),
+            ("SPILLWAY_LOG_BODY_SAMPLE", "1.5"),
+        ];
+        assert!(
+            ConsumerConfig::from_env(&Env::new(&sampled), false).is_err(),
+            "a fraction from 0 to 1"
+        );
+    }
 }

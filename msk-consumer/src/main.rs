@@ -78,7 +78,11 @@ async fn main() -> Result<(), Error> {
                 .topic
                 .clone()
                 .ok_or("SPILLWAY_TOPIC is not set; local mode needs the topic to read")?;
-            let consumer = consumer(&config.kafka, &config.group).await?;
+            let kafka = config
+                .kafka
+                .as_ref()
+                .ok_or("SPILLWAY_KAFKA_BOOTSTRAP is not set")?;
+            let consumer = consumer(kafka, &config.group).await?;
             consumer.subscribe(&[&topic])?;
             tracing::info!(%topic, group = %config.group, "consuming");
             let stop = async {
@@ -105,7 +109,11 @@ async fn main() -> Result<(), Error> {
                 .or(config.topic.clone())
                 .ok_or("give --topic or set SPILLWAY_TOPIC")?;
             let group = format!("spillway-verify-{}", std::process::id());
-            let consumer = consumer(&config.kafka, &group).await?;
+            let kafka = config
+                .kafka
+                .as_ref()
+                .ok_or("SPILLWAY_KAFKA_BOOTSTRAP is not set")?;
+            let consumer = consumer(kafka, &group).await?;
             consumer.subscribe(&[&topic])?;
             let mut verifier = Verifier::default();
             let deadline = tokio::time::Instant::now() + timeout;
