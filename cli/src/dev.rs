@@ -7,7 +7,6 @@ use std::io::IsTerminal as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -205,20 +204,8 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
 
 /// (visible, in flight) of a queue.
 async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<(u64, u64)> {
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .ok()?
-        .attributes?;
-    let get = |k: &QueueAttributeName| attrs.get(k).and_then(|v| v.parse().ok());
-    Some((
-        get(&QueueAttributeName::ApproximateNumberOfMessages)?,
-        get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
-    ))
+    let q = crate::status::queue(sqs, url).await.ok()?;
+    Some((q.waiting, q.in_flight))
 }
 
 async fn start_consumer(

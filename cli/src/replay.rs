@@ -377,16 +377,5 @@ async fn release(sqs: &aws_sdk_sqs::Client, url: &str, messages: &[Message]) {
 
 /// Messages waiting in the DLQ now (for the progress bar).
 pub async fn waiting(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<u64> {
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await
-        .ok()?
-        .attributes?;
-    attrs
-        .get(&QueueAttributeName::ApproximateNumberOfMessages)?
-        .parse()
-        .ok()
+    crate::status::queue(sqs, url).await.ok().map(|q| q.waiting)
 }
