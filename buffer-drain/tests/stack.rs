@@ -130,20 +130,6 @@ async fn consume(bootstrap: &str, topic: &str, expect: u64, timeout: Duration) -
     verifier.summary(false)
 }
 
-async fn queue_is_empty(sqs: &aws_sdk_sqs::Client, url: &str) -> bool {
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("attributes")
-        .attributes
-        .unwrap_or_default();
-    attrs.values().all(|v| v == "0")
-}
-
 /// Polls with `pollers` (each with its own drain) until `total` records left the queue.
 async fn drain_queue(pollers: Vec<(SqsPoller, Drain)>, total: usize, timeout: Duration) {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -188,7 +174,10 @@ async fn ten_thousand_messages_from_sqs_each_arrive_in_kafka() {
         pollers.push((poller, drain(&bootstrap, BufferKind::Sqs, None, &sqs).await));
     }
     drain_queue(pollers, 10_000, Duration::from_secs(180)).await;
-    assert!(queue_is_empty(&sqs, &url).await, "the queue is empty");
+    assert!(
+        spillway_tests::queue_depth(&sqs, &url).await == 0,
+        "the queue is empty"
+    );
 
     let summary = consume(&bootstrap, &topic, 10_000, Duration::from_secs(120)).await;
     assert_eq!(summary.unique_ids, 10_000, "{summary:?}");
@@ -366,7 +355,7 @@ async fn a_poison_message_lands_in_the_dlq_and_leaves_the_queue() {
         Duration::from_secs(60),
     )
     .await;
-    assert!(queue_is_empty(&sqs, &url).await);
+    assert!(spillway_tests::queue_depth(&sqs, &url).await == 0);
     let letters = sqs
         .receive_message()
         .queue_url(&dlq)

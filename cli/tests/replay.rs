@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use rdkafka::consumer::Consumer as _;
 use spillway_core::envelope::{decode, Decoded, Envelope, RawMode};
 
@@ -113,20 +113,6 @@ async fn drain_ids(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
     ids
 }
 
-async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("attributes")
-        .attributes
-        .unwrap_or_default();
-    attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_then_a_replay_to_the_source_queue_moves_every_message_once() {
     let sqs = spillway_tests::sqs().await;
@@ -152,7 +138,11 @@ async fn a_dry_run_then_a_replay_to_the_source_queue_moves_every_message_once() 
     assert_eq!(dry["would_move"], 100, "{dry}");
     assert_eq!(dry["moved"], 0);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(depth(&sqs, &source).await, 0, "a dry run moves nothing");
+    assert_eq!(
+        spillway_tests::queue_depth(&sqs, &source).await,
+        0,
+        "a dry run moves nothing"
+    );
 
     let done = summary(
         &spillway(&["--dlq-url", &dlq, "--to-queue", &source])
@@ -166,7 +156,7 @@ async fn a_dry_run_then_a_replay_to_the_source_queue_moves_every_message_once() 
         sent,
         "every dead letter is back, with its id"
     );
-    assert_eq!(depth(&sqs, &dlq).await, 0);
+    assert_eq!(spillway_tests::queue_depth(&sqs, &dlq).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +202,7 @@ async fn a_replay_killed_halfway_and_run_again_loses_nothing() {
         "duplicates at most the in-flight window: {}",
         ids.len() - unique.len()
     );
-    assert_eq!(depth(&sqs, &dlq).await, 0);
+    assert_eq!(spillway_tests::queue_depth(&sqs, &dlq).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +218,7 @@ async fn a_replay_to_kafka_produces_every_message_with_its_id() {
         .output()
         .expect("run");
     assert_eq!(summary(&out)["moved"], N);
-    assert_eq!(depth(&sqs, &dlq).await, 0);
+    assert_eq!(spillway_tests::queue_depth(&sqs, &dlq).await, 0);
 
     let kafka = spillway_core::config::KafkaConfig {
         bootstrap,

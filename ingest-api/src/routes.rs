@@ -111,7 +111,7 @@ fn routes(state: AppState) -> Router {
 }
 
 async fn request_id(mut req: Request, next: Next) -> Response {
-    let from_gateway = lambda_http::request::RequestContext::request_id_of(req.extensions());
+    let from_gateway = gateway_request_id(req.extensions());
     let from_caller = req
         .headers()
         .get("x-request-id")
@@ -138,19 +138,13 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// Where a request id comes from in Lambda.
-trait GatewayRequestId {
-    fn request_id_of(extensions: &axum::http::Extensions) -> Option<String>;
-}
-
-impl GatewayRequestId for lambda_http::request::RequestContext {
-    fn request_id_of(extensions: &axum::http::Extensions) -> Option<String> {
-        use lambda_http::request::RequestContext;
-        match extensions.get::<RequestContext>()? {
-            RequestContext::ApiGatewayV1(ctx) => ctx.request_id.clone(),
-            RequestContext::ApiGatewayV2(ctx) => ctx.request_id.clone(),
-            _ => None,
-        }
+/// API Gateway's request id, when running in Lambda behind it.
+fn gateway_request_id(extensions: &axum::http::Extensions) -> Option<String> {
+    use lambda_http::request::RequestContext;
+    match extensions.get::<RequestContext>()? {
+        RequestContext::ApiGatewayV1(ctx) => ctx.request_id.clone(),
+        RequestContext::ApiGatewayV2(ctx) => ctx.request_id.clone(),
+        _ => None,
     }
 }
 

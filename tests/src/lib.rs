@@ -182,3 +182,22 @@ impl Drop for PrivateBroker {
         let _ = self.child.wait();
     }
 }
+
+/// Messages in an SQS queue, waiting plus in flight: 0 once everything was deleted.
+pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attrs = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    attrs
+        .values()
+        .map(|v| v.parse::<u64>().expect("a count"))
+        .sum()
+}
