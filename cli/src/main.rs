@@ -55,24 +55,27 @@ enum Command {
     ///
     /// Each message is deleted from the dead-letter queue only after its target acknowledged it,
     /// so an interrupted replay loses nothing: run it again. Filters pick by reason and age.
+    /// Kinesis on-failure records (shard and sequence range only) are read back from the stream.
     ///
     /// Examples:
+    ///   spillway replay --dlq-url "$ON_FAILURE_QUEUE_URL" --to-stream spillway-stream
     ///   spillway replay --to-queue "$SPILLWAY_SQS_QUEUE_URL" --reason "kafka: not authorised" --dry-run
     ///   spillway replay --to-kafka --older-than 10m --max 1000 --rate 200
+    #[command(group(clap::ArgGroup::new("target").required(true)))]
     Replay {
         /// The dead-letter queue.
         #[arg(long, env = "SPILLWAY_SQS_DLQ_URL")]
         dlq_url: String,
         /// Send the messages to this queue (normally the buffer the DLQ belongs to).
-        #[arg(
-            long,
-            conflicts_with = "to_kafka",
-            required_unless_present = "to_kafka"
-        )]
+        #[arg(long, group = "target")]
         to_queue: Option<String>,
         /// Produce the messages straight to Kafka with the drain's producer (SPILLWAY_KAFKA_*).
-        #[arg(long)]
+        #[arg(long, group = "target")]
         to_kafka: bool,
+        /// Put the records back into this Kinesis stream (for Kinesis on-failure records and
+        /// records the drain dead-lettered from a stream).
+        #[arg(long, group = "target")]
+        to_stream: Option<String>,
         /// Only messages whose spillway-reason attribute contains this text.
         #[arg(long)]
         reason: Option<String>,
@@ -184,6 +187,7 @@ fn main() -> ExitCode {
             dlq_url,
             to_queue,
             to_kafka,
+            to_stream,
             reason,
             older_than,
             max,
@@ -194,6 +198,7 @@ fn main() -> ExitCode {
             &dlq_url,
             to_queue,
             to_kafka,
+            to_stream,
             &spillway::replay::Filters {
                 reason,
                 older_than,
@@ -252,10 +257,12 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(clippy::fn_params_excessive_bools)]
 fn replay(
     dlq_url: &str,
     to_queue: Option<String>,
     to_kafka: bool,
+    to_stream: Option<String>,
     filters: &spillway::replay::Filters,
     rate: Option<std::num::NonZeroU32>,
     dry_run: bool,
@@ -279,9 +286,12 @@ fn replay(
                 .await
                 .map_err(|e| e.to_string())?;
             spillway::replay::Target::Kafka(Box::new(drain))
+        } else if let Some(stream) = to_stream {
+            spillway::replay::Target::Stream(stream)
         } else {
             spillway::replay::Target::Queue(to_queue.unwrap_or_default())
         };
+        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
         let total = match max {
             Some(max) => Some(max),
             None => spillway::replay::waiting(&sqs, dlq_url).await,
@@ -298,8 +308,17 @@ fn replay(
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let summary =
-            spillway::replay::run(&sqs, dlq_url, &target, filters, rate, dry_run, &progress).await;
+        let summary = spillway::replay::Replay {
+            sqs: &sqs,
+            kinesis: &kinesis,
+            dlq_url,
+            target: &target,
+            filters,
+            rate,
+            dry_run,
+        }
+        .run(&progress)
+        .await;
         progress.finish_and_clear();
         summary
     });

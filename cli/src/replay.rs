@@ -5,18 +5,31 @@
 //! running it again moves what is left. Messages in flight when it stopped may be written twice
 //! (at most the in-flight window, 10 per worker); the copies carry the same envelope and so the
 //! same `spillway-id`. Messages the filters skip are made visible again at once.
+//!
+//! Kinesis: Lambda's on-failure records name a shard and a range of sequence numbers; replay reads
+//! those records back from the stream and writes them to Kafka or to a stream; the dead letter is
+//! deleted once every record in its range was acknowledged. Records the drain dead-lettered itself
+//! carry their data (base64 when it was binary) and replay directly.
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
 };
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use buffer_drain::drain::Drain;
 use buffer_drain::report::Outcome;
 use buffer_drain::source::{Ordering, SourceRecord};
+use spillway_core::batch::pack;
+use spillway_core::envelope::{decode, Decoded, RawMode};
+
+pub mod kinesis;
 
 /// Where replayed messages go.
 pub enum Target {
@@ -24,7 +37,14 @@ pub enum Target {
     Queue(String),
     /// Straight to Kafka through the drain's producer.
     Kafka(Box<Drain>),
+    /// Back to a Kinesis stream (normally the one the records came from).
+    Stream(String),
 }
+
+/// Records given to the drain at a time.
+const KAFKA_CHUNK: usize = 500;
+/// `PutRecords` attempts for records the stream throttles.
+const STREAM_ATTEMPTS: u32 = 5;
 
 /// Which messages to move.
 #[derive(Debug, Clone)]
@@ -41,7 +61,7 @@ pub struct Filters {
 }
 
 /// What a replay did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     /// Written to the target and deleted from the DLQ.
     pub moved: u64,
@@ -51,6 +71,10 @@ pub struct Summary {
     pub failed: u64,
     /// `--dry-run`: would have moved.
     pub would_move: u64,
+    /// Records written to the target (a Kinesis on-failure record stands for many).
+    pub records: u64,
+    /// Why messages were not moved (the first few distinct reasons).
+    pub errors: Vec<String>,
 }
 
 fn reason(m: &Message) -> Option<&str> {
@@ -158,40 +182,199 @@ async fn move_task(
     }
 }
 
-/// Moves messages from `dlq_url` to `target`; `rate` messages per second at most.
-pub async fn run(
-    sqs: &aws_sdk_sqs::Client,
-    dlq_url: &str,
-    target: &Target,
-    filters: &Filters,
-    rate: Option<NonZeroU32>,
-    dry_run: bool,
-    progress: &indicatif::ProgressBar,
-) -> Result<Summary, String> {
-    let unfiltered =
-        filters.reason.is_none() && filters.older_than.is_none() && filters.max.is_none();
-    if let (Target::Queue(queue_url), true, false) = (target, unfiltered, dry_run) {
-        if let Some(summary) = move_task(sqs, dlq_url, queue_url, rate).await {
-            return Ok(summary);
+/// One replay: where from, where to, what.
+pub struct Replay<'a> {
+    /// The dead-letter queue's client.
+    pub sqs: &'a aws_sdk_sqs::Client,
+    /// Reads the ranges Kinesis on-failure records point to, and writes `Target::Stream`.
+    pub kinesis: &'a aws_sdk_kinesis::Client,
+    /// The dead-letter queue.
+    pub dlq_url: &'a str,
+    /// Where the messages go.
+    pub target: &'a Target,
+    /// Which messages.
+    pub filters: &'a Filters,
+    /// At most this many messages a second.
+    pub rate: Option<NonZeroU32>,
+    /// Print what would move; move nothing.
+    pub dry_run: bool,
+}
+
+/// What a dead-letter message carries.
+enum Letter {
+    /// The record itself: an SQS dead letter, or a Kinesis record the drain dead-lettered.
+    Data(Item),
+    /// A Kinesis on-failure record: only where the batch was.
+    Range(kinesis::BatchInfo),
+}
+
+/// One record to write.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Its id in the buffer (SQS message id, Kinesis sequence number).
+    pub id: String,
+    /// The bytes the buffer held.
+    pub data: Vec<u8>,
+    /// The Kinesis partition key it had, or gets.
+    pub partition_key: String,
+    /// When the buffer took it, ms since the Unix epoch.
+    pub buffered_at_ms: Option<u64>,
+}
+
+fn attribute<'m>(m: &'m Message, name: &str) -> Option<&'m str> {
+    m.message_attributes()?.get(name)?.string_value()
+}
+
+fn letter(m: &Message) -> Result<Letter, String> {
+    let body = m.body().unwrap_or_default();
+    if let Some(info) = kinesis::batch_info(body) {
+        return Ok(Letter::Range(info));
+    }
+    let data = if attribute(m, buffer_drain::dlq::ENCODING_ATTRIBUTE) == Some("base64") {
+        STANDARD
+            .decode(body)
+            .map_err(|e| format!("the body is marked base64 but is not: {e}"))?
+    } else {
+        body.as_bytes().to_vec()
+    };
+    let id = attribute(m, buffer_drain::dlq::ORIGINAL_ID_ATTRIBUTE)
+        .or(m.message_id())
+        .unwrap_or_default()
+        .to_owned();
+    let key = match decode(&data, RawMode::Reject) {
+        Ok(Decoded::Envelope(env)) => env.key,
+        _ => None,
+    };
+    Ok(Letter::Data(Item {
+        partition_key: ingest_api::buffer::kinesis::partition_key(&id, key.as_deref()),
+        buffered_at_ms: m
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+            .and_then(|t| t.parse().ok()),
+        id,
+        data,
+    }))
+}
+
+fn describe(m: &Message) -> String {
+    let what = match letter(m) {
+        Ok(Letter::Range(info)) => format!(
+            "Kinesis {} records of {}/{} from {} to {}",
+            info.batch_size
+                .map_or_else(|| "?".into(), |n| n.to_string()),
+            kinesis::stream_name(&info.stream_arn).unwrap_or("?"),
+            info.shard_id,
+            info.start_sequence_number,
+            info.end_sequence_number
+        ),
+        Ok(Letter::Data(item)) => format!("{} bytes", item.data.len()),
+        Err(e) => e,
+    };
+    format!(
+        "would move {} ({what}; reason: {}, age: {})",
+        m.message_id().unwrap_or("?"),
+        reason(m).unwrap_or("-"),
+        age(m).map_or_else(
+            || "?".to_owned(),
+            |a| humantime::format_duration(Duration::from_secs(a.as_secs())).to_string()
+        )
+    )
+}
+
+impl Replay<'_> {
+    /// Moves the messages; `progress` counts moved messages.
+    pub async fn run(&self, progress: &indicatif::ProgressBar) -> Result<Summary, String> {
+        let filters = self.filters;
+        let unfiltered =
+            filters.reason.is_none() && filters.older_than.is_none() && filters.max.is_none();
+        if let (Target::Queue(queue_url), true, false) = (self.target, unfiltered, self.dry_run) {
+            if let Some(summary) = move_task(self.sqs, self.dlq_url, queue_url, self.rate).await {
+                return Ok(summary);
+            }
+        }
+        let limiter = self
+            .rate
+            .map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r)));
+        let mut summary = Summary::default();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut empty_receives = 0;
+        // Kept hidden while the run lasts (else they would come back to it), visible at its end.
+        let mut not_moved: Vec<Message> = Vec::new();
+        loop {
+            let taken = summary.moved + summary.would_move;
+            if filters.max.is_some_and(|max| taken >= max) || empty_receives >= 2 {
+                release(self.sqs, self.dlq_url, &not_moved).await;
+                return Ok(summary);
+            }
+            let received = self
+                .receive(filters.max.map_or(10, |max| (max - taken).min(10)))
+                .await?;
+            if received.is_empty() {
+                empty_receives += 1;
+                continue;
+            }
+            let fresh = received
+                .iter()
+                .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
+                .count();
+            if fresh == 0
+                && (self.dry_run || filters.reason.is_some() || filters.older_than.is_some())
+            {
+                // Only messages already looked at come back: everything that matches is handled.
+                release(self.sqs, self.dlq_url, &received).await;
+                release(self.sqs, self.dlq_url, &not_moved).await;
+                return Ok(summary);
+            }
+            let (chosen, rest): (Vec<Message>, Vec<Message>) =
+                received.into_iter().partition(|m| matches(filters, m));
+            summary.skipped += rest.len() as u64;
+            release(self.sqs, self.dlq_url, &rest).await;
+            if self.dry_run {
+                for m in &chosen {
+                    progress.println(describe(m));
+                }
+                summary.would_move += chosen.len() as u64;
+                release(self.sqs, self.dlq_url, &chosen).await;
+                continue;
+            }
+            if let Some(limiter) = &limiter {
+                for _ in &chosen {
+                    limiter.until_ready().await;
+                }
+            }
+            let outcomes = self.write(&chosen).await;
+            let mut done = Vec::new();
+            for (m, outcome) in chosen.iter().zip(outcomes) {
+                match outcome {
+                    Ok(records) => {
+                        done.push(m);
+                        summary.records += records;
+                    }
+                    Err(e) => {
+                        summary.failed += 1;
+                        not_moved.push(m.clone());
+                        if summary.errors.len() < 10 && !summary.errors.contains(&e) {
+                            progress.println(format!("not moved: {e}"));
+                            summary.errors.push(e);
+                        }
+                    }
+                }
+            }
+            delete(self.sqs, self.dlq_url, &done).await?;
+            summary.moved += done.len() as u64;
+            progress.inc(done.len() as u64);
         }
     }
-    let limiter = rate.map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r)));
-    let mut summary = Summary::default();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut empty_receives = 0;
-    loop {
-        let taken = summary.moved + summary.would_move;
-        if filters.max.is_some_and(|max| taken >= max) || empty_receives >= 2 {
-            return Ok(summary);
-        }
-        let want = filters.max.map_or(10, |max| (max - taken).min(10));
-        let received = sqs
+
+    async fn receive(&self, want: u64) -> Result<Vec<Message>, String> {
+        Ok(self
+            .sqs
             .receive_message()
-            .queue_url(dlq_url)
+            .queue_url(self.dlq_url)
             .max_number_of_messages(i32::try_from(want).unwrap_or(10))
             .wait_time_seconds(1)
             .visibility_timeout(
-                i32::try_from(filters.visibility.as_secs())
+                i32::try_from(self.filters.visibility.as_secs())
                     .unwrap_or(30)
                     .max(1),
             )
@@ -201,136 +384,215 @@ pub async fn run(
             .await
             .map_err(|e| {
                 format!(
-                    "cannot receive from {dlq_url}: {}",
+                    "cannot receive from {}: {}",
+                    self.dlq_url,
                     aws_sdk_sqs::error::DisplayErrorContext(&e)
                 )
             })?
             .messages
-            .unwrap_or_default();
-        if received.is_empty() {
-            empty_receives += 1;
-            continue;
+            .unwrap_or_default())
+    }
+
+    /// Writes each message to the target: `Ok(records written)` once the target acknowledged all
+    /// of the message's records, else why not.
+    async fn write(&self, messages: &[Message]) -> Vec<Result<u64, String>> {
+        if let Target::Queue(url) = self.target {
+            return to_queue(self.sqs, url, messages).await;
         }
-        let fresh = received
-            .iter()
-            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
-            .count();
-        if fresh == 0 && (dry_run || filters.reason.is_some() || filters.older_than.is_some()) {
-            // Only messages already looked at come back: everything that matches has been handled.
-            release(sqs, dlq_url, &received).await;
-            return Ok(summary);
+        // Each message's records, read back from the stream for on-failure records.
+        let mut outcomes: Vec<Result<u64, String>> = Vec::with_capacity(messages.len());
+        let mut items: Vec<Item> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let read = match letter(m) {
+                Ok(Letter::Data(item)) => Ok(vec![item]),
+                Ok(Letter::Range(info)) => kinesis::read(self.kinesis, &info).await,
+                Err(e) => Err(e),
+            };
+            outcomes.push(read.map(|records| {
+                owner.extend(std::iter::repeat_n(i, records.len()));
+                items.extend(records);
+                0
+            }));
         }
-        let (chosen, rest): (Vec<Message>, Vec<Message>) =
-            received.into_iter().partition(|m| matches(filters, m));
-        summary.skipped += rest.len() as u64;
-        release(sqs, dlq_url, &rest).await;
-        if dry_run {
-            for m in &chosen {
-                progress.println(format!(
-                    "would move {} (reason: {}, age: {})",
-                    m.message_id().unwrap_or("?"),
-                    reason(m).unwrap_or("-"),
-                    age(m).map_or_else(
-                        || "?".to_owned(),
-                        |a| humantime::format_duration(Duration::from_secs(a.as_secs()))
-                            .to_string()
-                    )
-                ));
-            }
-            summary.would_move += chosen.len() as u64;
-            release(sqs, dlq_url, &chosen).await;
-            continue;
-        }
-        if let Some(limiter) = &limiter {
-            for _ in &chosen {
-                limiter.until_ready().await;
+        let written = match self.target {
+            Target::Kafka(drain) => to_kafka(drain, &items).await,
+            Target::Stream(stream) => to_stream(self.kinesis, stream, &items).await,
+            Target::Queue(_) => unreachable!("handled above"),
+        };
+        for (i, ok) in owner.into_iter().zip(written) {
+            if let Ok(n) = &mut outcomes[i] {
+                match ok {
+                    Ok(()) => *n += 1,
+                    Err(e) => outcomes[i] = Err(e),
+                }
             }
         }
-        let accepted = write(sqs, target, &chosen).await;
-        let done: Vec<&Message> = chosen
-            .iter()
-            .zip(&accepted)
-            .filter(|(_, ok)| **ok)
-            .map(|(m, _)| m)
-            .collect();
-        delete(sqs, dlq_url, &done).await?;
-        summary.moved += done.len() as u64;
-        summary.failed += (chosen.len() - done.len()) as u64;
-        progress.inc(done.len() as u64);
+        outcomes
     }
 }
 
-/// Writes to the target; one "acknowledged" per message.
-async fn write(sqs: &aws_sdk_sqs::Client, target: &Target, messages: &[Message]) -> Vec<bool> {
-    match target {
-        Target::Queue(url) => {
-            let fifo = spillway_core::limits::is_fifo_queue(url);
-            let entries: Vec<_> = messages
+/// Back to an SQS queue, body and FIFO group as they were.
+async fn to_queue(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    messages: &[Message],
+) -> Vec<Result<u64, String>> {
+    let fifo = spillway_core::limits::is_fifo_queue(url);
+    let mut outcomes: Vec<Result<u64, String>> = messages
+        .iter()
+        .map(|m| match letter(m) {
+            Ok(Letter::Range(_)) => Err("a Kinesis on-failure record holds no data for a queue; replay it with --to-kafka or --to-stream".into()),
+            Ok(Letter::Data(_)) if attribute(m, buffer_drain::dlq::ENCODING_ATTRIBUTE).is_some() => Err("binary Kinesis data cannot go to an SQS queue; replay it with --to-kafka or --to-stream".into()),
+            Ok(Letter::Data(_)) => Ok(1),
+            Err(e) => Err(e),
+        })
+        .collect();
+    let entries: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| outcomes[*i].is_ok())
+        .map(|(i, m)| {
+            let mut entry = SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(m.body().unwrap_or_default());
+            if fifo {
+                let group = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                    .cloned();
+                entry = entry
+                    .message_group_id(group.unwrap_or_else(|| "replay".into()))
+                    .message_deduplication_id(m.message_id().unwrap_or_default());
+            }
+            entry.build().expect("id and body are set")
+        })
+        .collect();
+    if entries.is_empty() {
+        return outcomes;
+    }
+    match sqs
+        .send_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+    {
+        Ok(out) => {
+            for f in out.failed {
+                if let Some(o) = f.id.parse::<usize>().ok().and_then(|i| outcomes.get_mut(i)) {
+                    *o = Err(format!("{url} refused it: {}", f.code));
+                }
+            }
+        }
+        Err(e) => {
+            let e = format!(
+                "cannot send to {url}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&e)
+            );
+            for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                *o = Err(e.clone());
+            }
+        }
+    }
+    outcomes
+}
+
+/// Straight to Kafka through the drain, a chunk at a time.
+async fn to_kafka(drain: &Drain, items: &[Item]) -> Vec<Result<(), String>> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for chunk in items.chunks(KAFKA_CHUNK) {
+        let records: Vec<SourceRecord> = chunk
+            .iter()
+            .map(|item| SourceRecord {
+                item_id: item.id.clone(),
+                group: None,
+                data: item.data.clone(),
+                buffered_at_ms: item.buffered_at_ms,
+                trace: None,
+                source: "replay".into(),
+            })
+            .collect();
+        let report = drain
+            .drain(
+                &records,
+                Ordering::Unordered,
+                Instant::now() + Duration::from_secs(60),
+            )
+            .await;
+        outcomes.extend(report.outcomes.iter().map(|o| match o {
+            Outcome::Delivered => Ok(()),
+            other => Err(format!("Kafka did not take it: {other:?}")),
+        }));
+    }
+    outcomes
+}
+
+/// Back to a Kinesis stream with `PutRecords`; records the stream throttles are retried.
+async fn to_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    items: &[Item],
+) -> Vec<Result<(), String>> {
+    let mut outcomes = vec![Ok(()); items.len()];
+    let runs = pack(
+        items.iter().map(|i| i.data.len() + i.partition_key.len()),
+        500,
+        5 * 1024 * 1024,
+    );
+    for run in runs {
+        let mut pending: Vec<usize> = run.collect();
+        for attempt in 0..STREAM_ATTEMPTS {
+            let entries: Vec<_> = pending
                 .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    let mut entry = SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(m.body().unwrap_or_default());
-                    if fifo {
-                        let group = m
-                            .attributes()
-                            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-                            .cloned();
-                        entry = entry
-                            .message_group_id(group.unwrap_or_else(|| "replay".into()))
-                            .message_deduplication_id(m.message_id().unwrap_or_default());
-                    }
-                    entry.build().expect("id and body are set")
+                .map(|&i| {
+                    PutRecordsRequestEntry::builder()
+                        .data(Blob::new(items[i].data.clone()))
+                        .partition_key(&items[i].partition_key)
+                        .build()
+                        .expect("data and key are set")
                 })
                 .collect();
-            match sqs
-                .send_message_batch()
-                .queue_url(url)
-                .set_entries(Some(entries))
+            match kinesis
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(entries))
                 .send()
                 .await
             {
                 Ok(out) => {
-                    let failed: HashSet<usize> = out
-                        .failed
-                        .iter()
-                        .filter_map(|f| f.id.parse().ok())
+                    pending = pending
+                        .into_iter()
+                        .zip(out.records)
+                        .filter_map(|(i, r)| {
+                            let code = r.error_code?;
+                            outcomes[i] = Err(format!("{stream} refused it: {code}"));
+                            Some(i)
+                        })
                         .collect();
-                    (0..messages.len()).map(|i| !failed.contains(&i)).collect()
                 }
-                Err(_) => vec![false; messages.len()],
+                Err(e) => {
+                    let e = format!(
+                        "cannot write to {stream}: {}",
+                        aws_sdk_kinesis::error::DisplayErrorContext(&e)
+                    );
+                    for &i in &pending {
+                        outcomes[i] = Err(e.clone());
+                    }
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        for i in pending {
+            if outcomes[i].is_ok() {
+                outcomes[i] = Err(format!("{stream} did not take it"));
             }
         }
-        Target::Kafka(drain) => {
-            let records: Vec<SourceRecord> = messages
-                .iter()
-                .map(|m| SourceRecord {
-                    item_id: m.message_id().unwrap_or_default().to_owned(),
-                    group: None,
-                    data: m.body().unwrap_or_default().as_bytes().to_vec(),
-                    buffered_at_ms: m
-                        .attributes()
-                        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-                        .and_then(|t| t.parse().ok()),
-                    trace: None,
-                    source: "replay".into(),
-                })
-                .collect();
-            let report = drain
-                .drain(
-                    &records,
-                    Ordering::Unordered,
-                    Instant::now() + Duration::from_secs(30),
-                )
-                .await;
-            report
-                .outcomes
-                .iter()
-                .map(|o| matches!(o, Outcome::Delivered))
-                .collect()
-        }
     }
+    outcomes
 }
 
 async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, messages: &[&Message]) -> Result<(), String> {

@@ -1,6 +1,7 @@
 //! `spillway replay` against the local stack: 1,000 dead letters back to their queue and to Kafka,
 //! a dry run that moves nothing, and a replay killed halfway (`kill -9`) then run again — nothing
-//! lost, duplicates carrying their original `spillway-id`.
+//! lost, duplicates carrying their original `spillway-id`. Kinesis on-failure records (shard and
+//! sequence range only) read back from a moto stream and replayed to Kafka and to a stream.
 
 use std::collections::HashSet;
 use std::process::{Command, Output};
@@ -65,6 +66,7 @@ fn spillway(args: &[&str]) -> Command {
         .arg("replay")
         .args(args)
         .env("AWS_ENDPOINT_URL_SQS", spillway_tests::sqs_endpoint())
+        .env("AWS_ENDPOINT_URL", spillway_tests::aws_endpoint())
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test");
@@ -78,6 +80,35 @@ fn summary(out: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("summary JSON")
+}
+
+/// The first `n` distinct spillway ids on `topic`.
+async fn kafka_ids(topic: &str, n: usize) -> HashSet<String> {
+    let kafka = spillway_core::config::KafkaConfig {
+        bootstrap: spillway_tests::kafka_bootstrap(),
+        auth: spillway_core::config::KafkaAuth::Plaintext,
+        compression: spillway_core::config::Compression::None,
+        message_max_bytes: 1_000_000,
+        ca_file: None,
+        token_refresh: Duration::from_secs(300),
+        max_connects_per_sec: 100,
+    };
+    let consumer =
+        msk_consumer::config::consumer(&kafka, &spillway_tests::unique_name("replay-check"))
+            .await
+            .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut ids = HashSet::new();
+    while ids.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .expect("in time")
+            .expect("consume");
+        if let Some(id) = msk_consumer::local::to_record(&message).spillway_id() {
+            ids.insert(id.to_owned());
+        }
+    }
+    ids
 }
 
 async fn drain_ids(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
@@ -220,27 +251,245 @@ async fn a_replay_to_kafka_produces_every_message_with_its_id() {
     assert_eq!(summary(&out)["moved"], N);
     assert_eq!(spillway_tests::queue_depth(&sqs, &dlq).await, 0);
 
-    let kafka = spillway_core::config::KafkaConfig {
-        bootstrap,
-        auth: spillway_core::config::KafkaAuth::Plaintext,
-        compression: spillway_core::config::Compression::None,
-        message_max_bytes: 1_000_000,
-        ca_file: None,
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    };
-    let consumer =
-        msk_consumer::config::consumer(&kafka, &spillway_tests::unique_name("replay-check"))
+    let got = kafka_ids(&topic, N).await;
+    assert_eq!(got, sent);
+}
+
+/// A stream of `N` envelopes over two shards: the envelopes' ids, and per shard its sequence numbers
+/// in order.
+async fn fill_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    topic: &str,
+) -> (HashSet<String>, Vec<(String, Vec<String>)>) {
+    kinesis
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(2)
+        .send()
+        .await
+        .expect("stream");
+    let mut ids = HashSet::new();
+    let mut shards = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for chunk in (0..N).collect::<Vec<_>>().chunks(250) {
+        let mut entries = Vec::new();
+        for i in chunk {
+            let env = Envelope::new(topic, format!("kinesis record {i}"));
+            entries.push(
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .data(aws_sdk_kinesis::primitives::Blob::new(env.encode()))
+                    .partition_key(&env.id)
+                    .build()
+                    .expect("entry"),
+            );
+            ids.insert(env.id);
+        }
+        let out = kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
             .await
-            .expect("consumer");
-    consumer.subscribe(&[&topic]).expect("subscribe");
-    let mut verifier = msk_consumer::verify::Verifier::default();
-    while verifier.unique() < N as u64 {
-        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
-            .await
-            .expect("in time")
-            .expect("consume");
-        verifier.observe(&msk_consumer::local::to_record(&message), 0);
+            .expect("put");
+        for r in out.records {
+            shards
+                .entry(r.shard_id.expect("shard"))
+                .or_default()
+                .push(r.sequence_number.expect("sequence number"));
+        }
     }
-    assert_eq!(verifier.unique(), sent.len() as u64);
+    (ids, shards.into_iter().collect())
+}
+
+/// Lambda's on-failure record for a Kinesis batch: where it was, no data.
+fn on_failure(stream_arn: &str, shard: &str, first: &str, last: &str, size: usize) -> String {
+    serde_json::json!({
+        "requestContext": {
+            "requestId": "c9b2f1e4-0000-0000-0000-000000000000",
+            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:spillway-drain",
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": 4
+        },
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": "2026-11-27T00:38:06.021Z",
+        "KinesisBatchInfo": {
+            "shardId": shard,
+            "startSequenceNumber": first,
+            "endSequenceNumber": last,
+            "approximateArrivalOfFirstRecord": "2026-11-27T00:38:04.835Z",
+            "approximateArrivalOfLastRecord": "2026-11-27T00:38:05.580Z",
+            "batchSize": size,
+            "streamArn": stream_arn
+        }
+    })
+    .to_string()
+}
+
+/// The spillway ids of the envelopes in a one-shard stream, in order.
+async fn stream_ids(kinesis: &aws_sdk_kinesis::Client, target: &str) -> Vec<String> {
+    let shard = kinesis
+        .list_shards()
+        .stream_name(target)
+        .send()
+        .await
+        .expect("shards")
+        .shards
+        .unwrap_or_default()
+        .remove(0)
+        .shard_id;
+    let mut iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(target)
+        .shard_id(shard)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("iterator")
+        .shard_iterator;
+    let mut ids = Vec::new();
+    while let Some(it) = iterator {
+        let out = kinesis
+            .get_records()
+            .shard_iterator(it)
+            .send()
+            .await
+            .expect("records");
+        if out.records.is_empty() {
+            break;
+        }
+        for r in out.records {
+            if let Ok(Decoded::Envelope(env)) = decode(r.data.as_ref(), RawMode::Reject) {
+                ids.push(env.id);
+            }
+        }
+        iterator = out.next_shard_iterator;
+    }
+    ids
+}
+
+async fn send(sqs: &aws_sdk_sqs::Client, queue: &str, bodies: Vec<(String, bool)>) {
+    for (i, (body, base64)) in bodies.into_iter().enumerate() {
+        let mut request = sqs.send_message().queue_url(queue).message_body(body);
+        if base64 {
+            request = request.message_attributes(
+                "spillway-body-encoding",
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("base64")
+                    .build()
+                    .expect("attr"),
+            );
+        }
+        request
+            .message_attributes(
+                "spillway-original-id",
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(format!("dead-lettered-{i}"))
+                    .build()
+                    .expect("attr"),
+            )
+            .send()
+            .await
+            .expect("send");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_on_failure_records_are_read_back_from_the_stream_and_replayed() {
+    use base64::Engine as _;
+    let (sqs, kinesis) = (spillway_tests::sqs().await, spillway_tests::kinesis().await);
+    let topic = spillway_tests::unique_name("kinesis-replayed");
+    let stream = spillway_tests::unique_name("replay-stream");
+    let (mut sent, shards) = fill_stream(&kinesis, &stream, &topic).await;
+    let arn = kinesis
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("describe")
+        .stream_description_summary
+        .expect("summary")
+        .stream_arn;
+    // Pointers to batches of at most 100 records, as Lambda writes them.
+    let mut letters = Vec::new();
+    for (shard, sequence) in &shards {
+        for batch in sequence.chunks(100) {
+            let (first, last) = (&batch[0], &batch[batch.len() - 1]);
+            letters.push((on_failure(&arn, shard, first, last, batch.len()), false));
+        }
+    }
+    let pointers = letters.len();
+    // And 20 records the drain dead-lettered with their data, half of them base64-encoded.
+    for i in 0..20 {
+        let env = Envelope::new(&topic, format!("drain dead letter {i}"));
+        sent.insert(env.id.clone());
+        let body = env.encode();
+        letters.push(if i % 2 == 0 {
+            (base64::engine::general_purpose::STANDARD.encode(body), true)
+        } else {
+            (body, false)
+        });
+    }
+    let dlq = queue(&sqs, "on-failure").await;
+    send(&sqs, &dlq, letters.clone()).await;
+
+    let done = summary(
+        &spillway(&[
+            "--dlq-url",
+            &dlq,
+            "--to-kafka",
+            "--visibility-timeout",
+            "5s",
+        ])
+        .env(
+            "SPILLWAY_KAFKA_BOOTSTRAP",
+            spillway_tests::kafka_bootstrap(),
+        )
+        .env("SPILLWAY_KAFKA_AUTH", "plaintext")
+        .output()
+        .expect("run"),
+    );
+    assert_eq!(done["moved"], pointers + 20, "{done}");
+    assert_eq!(done["records"], N + 20, "{done}");
+    assert_eq!(spillway_tests::queue_depth(&sqs, &dlq).await, 0);
+    assert_eq!(
+        kafka_ids(&topic, N + 20).await,
+        sent,
+        "every record, with its id"
+    );
+
+    // The same pointers replayed into a stream: every record once.
+    let dlq = queue(&sqs, "on-failure").await;
+    send(&sqs, &dlq, letters[..pointers].to_vec()).await;
+    // A queue cannot take an on-failure record: it says so, and the letters stay.
+    let refused = spillway(&["--dlq-url", &dlq, "--to-queue", &queue(&sqs, "wrong").await])
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(1));
+    let refused: serde_json::Value = serde_json::from_slice(&refused.stdout).expect("summary");
+    assert_eq!(refused["failed"], pointers, "{refused}");
+    assert!(refused["errors"][0]
+        .as_str()
+        .is_some_and(|e| e.contains("--to-kafka or --to-stream")));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let target = spillway_tests::unique_name("replay-target");
+    kinesis
+        .create_stream()
+        .stream_name(&target)
+        .shard_count(1)
+        .send()
+        .await
+        .expect("stream");
+    let done = summary(
+        &spillway(&["--dlq-url", &dlq, "--to-stream", &target])
+            .output()
+            .expect("run"),
+    );
+    assert_eq!(done["records"], N, "{done}");
+    let ids = stream_ids(&kinesis, &target).await;
+    assert_eq!(ids.len(), N);
+    assert!(ids.iter().all(|id| sent.contains(id)));
 }

@@ -23,7 +23,7 @@ const CONCURRENT_CALLS: usize = 4;
 
 /// The partition key: the Kafka key when it is a usable key (so one key's messages share a shard
 /// and stay in order), else a digest of it, else the message id.
-pub(super) fn partition_key(id: &str, key: Option<&[u8]>) -> String {
+pub fn partition_key(id: &str, key: Option<&[u8]>) -> String {
     match key {
         Some(key) => id_or_digest(key, KINESIS_MAX_PARTITION_KEY_CHARS, |b| {
             b.is_ascii_graphic() || b == b' '

@@ -7,7 +7,7 @@
 //! the caller is told it was not accepted. An outcome is `Ok` only after the service accepted the
 //! message (delivery rule 1).
 
-mod kinesis;
+pub mod kinesis;
 mod sqs;
 
 use std::time::{Duration, Instant};
