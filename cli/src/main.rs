@@ -133,9 +133,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the buffer queue's depth and the dead-letter queue.
+    /// Show the buffer's depth, in-flight and oldest message, the dead-letter queue, the stream's
+    /// lag and the drain's settings.
     ///
-    /// Example: spillway status --watch 2s --json
+    /// Ages and lag come from CloudWatch and are "-" (null in JSON) when it has no recent
+    /// datapoint. Give any of the four; each is read when given.
+    ///
+    /// Examples:
+    ///   spillway status --watch 2s
+    ///   spillway status --stream spillway-stream --function spillway-drain --json
     Status {
         /// The buffer queue.
         #[arg(long, env = "SPILLWAY_SQS_QUEUE_URL")]
@@ -143,6 +149,12 @@ enum Command {
         /// The dead-letter queue.
         #[arg(long, env = "SPILLWAY_SQS_DLQ_URL")]
         dlq_url: Option<String>,
+        /// The Kinesis buffer stream.
+        #[arg(long, env = "SPILLWAY_KINESIS_STREAM")]
+        stream: Option<String>,
+        /// The drain function (its settings and event source mappings).
+        #[arg(long, env = "SPILLWAY_DRAIN_FUNCTION")]
+        function: Option<String>,
         /// One JSON object per refresh, for scripts.
         #[arg(long)]
         json: bool,
@@ -234,30 +246,41 @@ fn main() -> ExitCode {
         Command::Status {
             queue_url,
             dlq_url,
+            stream,
+            function,
             json,
             watch,
-        } => {
-            if queue_url.is_none() && dlq_url.is_none() {
-                eprintln!("spillway status: give --queue-url and/or --dlq-url (or SPILLWAY_SQS_QUEUE_URL / SPILLWAY_SQS_DLQ_URL)");
-                return ExitCode::from(2);
-            }
-            let result = runtime().block_on(async {
-                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                let sqs = aws_sdk_sqs::Client::new(&sdk);
-                status::run(&sqs, queue_url.as_deref(), dlq_url.as_deref(), json, watch).await
-            });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("spillway status: {e}");
-                    ExitCode::from(1)
-                }
-            }
+        } => status_command(
+            &status::Targets {
+                queue_url,
+                dlq_url,
+                stream,
+                function,
+            },
+            json,
+            watch,
+        ),
+    }
+}
+
+fn status_command(targets: &status::Targets, json: bool, watch: Option<Duration>) -> ExitCode {
+    if targets.is_empty() {
+        eprintln!("spillway status: give --queue-url, --dlq-url, --stream or --function (or SPILLWAY_SQS_QUEUE_URL, SPILLWAY_SQS_DLQ_URL, SPILLWAY_KINESIS_STREAM, SPILLWAY_DRAIN_FUNCTION)");
+        return ExitCode::from(2);
+    }
+    let result = runtime().block_on(async {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        status::run(&status::Clients::new(&sdk), targets, json, watch).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spillway status: {e}");
+            ExitCode::from(1)
         }
     }
 }
 
-#[allow(clippy::fn_params_excessive_bools)]
 fn replay(
     dlq_url: &str,
     to_queue: Option<String>,

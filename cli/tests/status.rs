@@ -1,18 +1,66 @@
-//! `spillway status --json` reports what the test put in a queue (fauxqs).
+//! `spillway status --json` reports what the test put in a queue (fauxqs), a stream (moto) and
+//! CloudWatch (moto: the test publishes the datapoints AWS would).
 
 use std::process::Command;
 
+async fn publish(namespace: &str, metric: &str, dimension: (&str, &str), value: f64) {
+    let sdk = spillway_tests::aws_config(&spillway_tests::aws_endpoint()).await;
+    aws_sdk_cloudwatch::Client::new(&sdk)
+        .put_metric_data()
+        .namespace(namespace)
+        .metric_data(
+            aws_sdk_cloudwatch::types::MetricDatum::builder()
+                .metric_name(metric)
+                .dimensions(
+                    aws_sdk_cloudwatch::types::Dimension::builder()
+                        .name(dimension.0)
+                        .value(dimension.1)
+                        .build(),
+                )
+                .value(value)
+                .timestamp(std::time::SystemTime::now().into())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("put metric data");
+}
+
 #[tokio::test]
-async fn status_json_numbers_match_the_queue() {
+async fn status_json_numbers_match_the_queue_the_stream_and_cloudwatch() {
     let sqs = spillway_tests::sqs().await;
+    let name = spillway_tests::unique_name("status");
     let url = sqs
         .create_queue()
-        .queue_name(spillway_tests::unique_name("status"))
+        .queue_name(&name)
         .send()
         .await
         .expect("queue")
         .queue_url
         .expect("url");
+    let stream = spillway_tests::unique_name("status-stream");
+    spillway_tests::kinesis()
+        .await
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(3)
+        .send()
+        .await
+        .expect("stream");
+    publish(
+        "AWS/SQS",
+        "ApproximateAgeOfOldestMessage",
+        ("QueueName", &name),
+        42.0,
+    )
+    .await;
+    publish(
+        "AWS/Kinesis",
+        "GetRecords.IteratorAgeMilliseconds",
+        ("StreamName", &stream),
+        1500.0,
+    )
+    .await;
     for i in 0..3 {
         sqs.send_message()
             .queue_url(&url)
@@ -31,12 +79,14 @@ async fn status_json_numbers_match_the_queue() {
     assert_eq!(received.messages.unwrap_or_default().len(), 1);
 
     let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .args(["status", "--queue-url", &url, "--json"])
+        .args(["status", "--queue-url", &url, "--stream", &stream, "--json"])
         .env("AWS_ENDPOINT_URL_SQS", spillway_tests::sqs_endpoint())
+        .env("AWS_ENDPOINT_URL", spillway_tests::aws_endpoint())
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env_remove("SPILLWAY_SQS_DLQ_URL")
+        .env_remove("SPILLWAY_DRAIN_FUNCTION")
         .output()
         .expect("spillway status");
     assert!(
@@ -47,12 +97,19 @@ async fn status_json_numbers_match_the_queue() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(status["buffer"]["waiting"], 2);
     assert_eq!(status["buffer"]["in_flight"], 1);
+    assert_eq!(status["buffer"]["oldest_age_secs"], 42);
     assert!(status["dead_letters"].is_null());
+    assert_eq!(status["stream"]["open_shards"], 3);
+    assert_eq!(status["stream"]["retention_hours"], 24);
+    assert_eq!(status["stream"]["lag_ms"], 1500);
+    assert!(status["drain"].is_null());
 
     let usage = Command::new(env!("CARGO_BIN_EXE_spillway"))
         .args(["status"])
         .env_remove("SPILLWAY_SQS_QUEUE_URL")
         .env_remove("SPILLWAY_SQS_DLQ_URL")
+        .env_remove("SPILLWAY_KINESIS_STREAM")
+        .env_remove("SPILLWAY_DRAIN_FUNCTION")
         .output()
         .expect("spillway status");
     assert_eq!(

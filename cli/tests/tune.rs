@@ -78,17 +78,24 @@ async fn function_with_mapping() -> (aws_sdk_lambda::Client, String, String) {
 }
 
 fn tune(args: &[&str]) -> Output {
+    spillway("tune", args)
+}
+
+fn spillway(command: &str, args: &[&str]) -> Output {
     let endpoint = spillway_tests::aws_endpoint();
     Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .arg("tune")
+        .arg(command)
         .args(args)
         .env("AWS_ENDPOINT_URL", &endpoint)
         .env("AWS_ENDPOINT_URL_SQS", &endpoint)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("SPILLWAY_SQS_QUEUE_URL")
+        .env_remove("SPILLWAY_SQS_DLQ_URL")
+        .env_remove("SPILLWAY_KINESIS_STREAM")
         .output()
-        .expect("spillway tune")
+        .expect("spillway")
 }
 
 #[tokio::test]
@@ -167,4 +174,20 @@ async fn tune_refuses_an_unsafe_setting_and_applies_a_safe_one() {
         .and_then(|e| e.variables)
         .and_then(|v| v.get("SPILLWAY_MAX_CONNECTS_PER_SEC").cloned());
     assert_eq!(rate.as_deref(), Some("4"));
+
+    // `status` shows the drain's settings as they now are.
+    let status = spillway("status", &["--function", &function, "--json"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let drain = &status["drain"];
+    assert_eq!(drain["timeout_secs"], 30);
+    assert_eq!(drain["max_connects_per_sec"], "4");
+    assert_eq!(drain["mappings"][0]["uuid"], uuid.as_str());
+    assert_eq!(drain["mappings"][0]["batch_size"], 50);
+    assert_eq!(drain["mappings"][0]["batching_window_secs"], 2);
+    assert_eq!(drain["mappings"][0]["max_concurrency"], 100);
 }
