@@ -1,0 +1,282 @@
+// The stack, synthesized offline for every buffer × ingest combination: the properties the
+// pipeline's delivery rules depend on, least privilege for Kafka, logs and alarms, cdk-nag with
+// nothing unexplained, cfn-lint clean, and the direct integration's mapping templates rendered by a
+// real Velocity engine and decoded by the drain's own envelope codec.
+
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { App, Aspects } from 'aws-cdk-lib';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { settingsFromContext } from '../lib/settings';
+import { BINARIES, SpillwayStack } from '../lib/spillway-stack';
+
+const REPO = path.resolve(__dirname, '..', '..');
+const PYTHON = process.env.SPILLWAY_INFRA_PYTHON ?? 'python3';
+const CFN_LINT = process.env.CFN_LINT ?? 'cfn-lint';
+
+let assets: string;
+let scratch: string;
+
+beforeAll(() => {
+  // Synth needs a file per binary; what the file holds does not matter to a template.
+  scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'spillway-infra-'));
+  assets = path.join(scratch, 'lambda');
+  for (const b of BINARIES) {
+    fs.mkdirSync(path.join(assets, b), { recursive: true });
+    fs.writeFileSync(path.join(assets, b, 'bootstrap'), `test asset for ${b}\n`);
+  }
+});
+
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+interface Synth {
+  stack: SpillwayStack;
+  template: Template;
+  json: any;
+}
+
+function synth(context: Record<string, string>): Synth {
+  const app = new App({ context: { ...context, lambdaAssets: assets } });
+  // Environment-agnostic, as `cdk synth` without credentials: zones come from Fn::GetAZs.
+  const stack = new SpillwayStack(app, 'Spillway', { settings: settingsFromContext(app.node) });
+  Aspects.of(stack).add(new AwsSolutionsChecks());
+  const template = Template.fromStack(stack);
+  return { stack, template, json: template.toJSON() };
+}
+
+function resources(json: any, type: string): [string, any][] {
+  return Object.entries(json.Resources).filter(([, r]: [string, any]) => r.Type === type) as [string, any][];
+}
+
+function functionId(json: any, prefix: string): string {
+  const found = resources(json, 'AWS::Lambda::Function').find(([id]) => id.startsWith(prefix));
+  if (!found) throw new Error(`no function ${prefix}`);
+  return found[0];
+}
+
+const VARIANTS = [
+  { buffer: 'sqs', ingest: 'lambda' },
+  { buffer: 'sqs', ingest: 'direct' },
+  { buffer: 'kinesis', ingest: 'lambda' },
+  { buffer: 'kinesis', ingest: 'direct' },
+  { buffer: 'sqs', ingest: 'direct', auth: 'apikey' },
+];
+
+describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) => {
+  let s: Synth;
+  beforeAll(() => {
+    s = synth(Object.fromEntries(Object.entries(variant).filter(([, v]) => v !== undefined)) as Record<string, string>);
+  });
+
+  test('the drain mapping reports batch item failures', () => {
+    const drain = functionId(s.json, 'Drain');
+    const mappings = resources(s.json, 'AWS::Lambda::EventSourceMapping').filter(
+      ([, r]) => r.Properties.FunctionName?.Ref === drain,
+    );
+    expect(mappings).toHaveLength(1);
+    const props = mappings[0][1].Properties;
+    expect(props.FunctionResponseTypes).toEqual(['ReportBatchItemFailures']);
+    if (variant.buffer === 'sqs') {
+      expect(props.ScalingConfig.MaximumConcurrency).toBe(20);
+    } else {
+      expect(props.BisectBatchOnFunctionError).toBe(true);
+      expect(props.MaximumRetryAttempts).toBe(5);
+      expect(props.MaximumRecordAgeInSeconds).toBe(3600);
+      expect(props.DestinationConfig.OnFailure.Destination).toBeDefined();
+    }
+  });
+
+  test('the buffer queue hides a batch for at least 6 × the drain timeout, and redrives after ≥ 5 receives', () => {
+    if (variant.buffer !== 'sqs') return;
+    const timeout = s.json.Resources[functionId(s.json, 'Drain')].Properties.Timeout;
+    const queues = resources(s.json, 'AWS::SQS::Queue').filter(([, r]) => r.Properties.RedrivePolicy);
+    expect(queues).toHaveLength(1);
+    const q = queues[0][1].Properties;
+    expect(q.VisibilityTimeout).toBeGreaterThanOrEqual(6 * timeout);
+    expect(q.RedrivePolicy.maxReceiveCount).toBeGreaterThanOrEqual(5);
+    expect(q.SqsManagedSseEnabled).toBe(true);
+  });
+
+  test('no Kafka permission uses a wildcard action or resource', () => {
+    let kafkaStatements = 0;
+    for (const [, policy] of resources(s.json, 'AWS::IAM::Policy')) {
+      for (const st of policy.Properties.PolicyDocument.Statement) {
+        const actions: string[] = [st.Action].flat();
+        if (!actions.some((a) => a.startsWith('kafka'))) continue;
+        kafkaStatements++;
+        for (const a of actions) expect(a).not.toMatch(/^kafka(-cluster)?:\*$|\*$/);
+        for (const r of [st.Resource].flat()) expect(r).not.toBe('*');
+      }
+    }
+    expect(kafkaStatements).toBeGreaterThanOrEqual(5);
+  });
+
+  test('every function logs to a log group with a retention, and traces with X-Ray', () => {
+    const groups = Object.fromEntries(resources(s.json, 'AWS::Logs::LogGroup'));
+    const functions = resources(s.json, 'AWS::Lambda::Function');
+    expect(functions.length).toBeGreaterThanOrEqual(variant.ingest === 'lambda' ? 5 : 4);
+    for (const [id, fn] of functions) {
+      const ref = fn.Properties.LoggingConfig?.LogGroup?.Ref;
+      expect([id, ref && groups[ref]?.Properties.RetentionInDays]).toEqual([id, 30]);
+    }
+    for (const [id, fn] of functions.filter(([id]) => !id.includes('Provider'))) {
+      expect([id, fn.Properties.TracingConfig?.Mode]).toEqual([id, 'Active']);
+      expect([id, fn.Properties.Architectures]).toEqual([id, ['arm64']]);
+      expect([id, fn.Properties.Runtime]).toEqual([id, 'provided.al2023']);
+    }
+  });
+
+  test('the alarms exist', () => {
+    const metrics = resources(s.json, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties.MetricName);
+    expect(metrics).toEqual(expect.arrayContaining(['ApproximateNumberOfMessagesVisible', 'Errors', 'Throttles', '5XXError']));
+    expect(metrics).toContain(variant.buffer === 'sqs' ? 'ApproximateAgeOfOldestMessage' : 'GetRecords.IteratorAgeMilliseconds');
+    s.template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+  });
+
+  test('the API is throttled, access-logged and authorised', () => {
+    s.template.hasResourceProperties('AWS::ApiGateway::Stage', {
+      AccessLogSetting: Match.objectLike({ DestinationArn: Match.anyValue() }),
+      TracingEnabled: true,
+      MethodSettings: Match.arrayWith([Match.objectLike({ ThrottlingRateLimit: 1000, ThrottlingBurstLimit: 2000 })]),
+    });
+    for (const [, m] of resources(s.json, 'AWS::ApiGateway::Method')) {
+      if (m.Properties.HttpMethod === 'OPTIONS') continue;
+      if (variant.auth === 'apikey') {
+        expect(m.Properties.ApiKeyRequired).toBe(true);
+      } else {
+        expect(m.Properties.AuthorizationType).toBe('AWS_IAM');
+      }
+    }
+    if (variant.auth === 'apikey') s.template.resourceCountIs('AWS::ApiGateway::UsagePlan', 1);
+  });
+
+  test('cdk-nag AwsSolutions: no error or warning is left unexplained', () => {
+    const nag = Match.stringLikeRegexp('AwsSolutions-.*');
+    const errors = Annotations.fromStack(s.stack).findError('*', nag);
+    const warnings = Annotations.fromStack(s.stack).findWarning('*', nag);
+    expect(errors.map((e) => `${e.id}: ${e.entry.data}`)).toEqual([]);
+    expect(warnings.map((w) => `${w.id}: ${w.entry.data}`)).toEqual([]);
+  });
+
+  test('cfn-lint finds nothing in the template', () => {
+    const file = path.join(scratch, `${variant.buffer}-${variant.ingest}-${variant.auth ?? 'iam'}.template.json`);
+    fs.writeFileSync(file, JSON.stringify(s.json, null, 1));
+    const lint = spawnSync(CFN_LINT, ['--config-file', path.join(__dirname, '..', '.cfnlintrc.yaml'), '--', file], {
+      encoding: 'utf8',
+    });
+    expect(lint.error).toBeUndefined();
+    expect(`${lint.stdout}${lint.stderr}`).toBe('');
+    expect(lint.status).toBe(0);
+  });
+
+  test('the direct integration writes envelopes the drain decodes', () => {
+    if (variant.ingest !== 'direct') return;
+    const method = resources(s.json, 'AWS::ApiGateway::Method').find(([, m]) => m.Properties.Integration?.RequestTemplates);
+    expect(method).toBeDefined();
+    const integration = method![1].Properties.Integration;
+    const samples = [
+      { body: 'plain text with \'quotes\' "double" ü 😀', headers: { 'Kafka-Key': 'customer-42' }, type: 'text/plain' },
+      { body: '{"total":12,"items":[1,2]}', headers: {}, type: 'application/json' },
+      { body: '', headers: {}, type: 'application/json' },
+      // API Gateway hands a binary body to the template base64-encoded (CONVERT_TO_TEXT).
+      { body: Buffer.from([0, 1, 2, 255, 254]).toString('base64'), raw: Buffer.from([0, 1, 2, 255, 254]), headers: {}, type: 'application/octet-stream' },
+    ];
+    const bodies: string[] = [];
+    samples.forEach((sample, i) => {
+      const template = resolveJoin(integration.RequestTemplates[sample.type]);
+      const request = { body: sample.body, headers: sample.headers, requestId: `req-${i}`, requestTimeEpoch: 1764211200000 + i };
+      const [rendered] = renderVtl(template, [request]);
+      if (variant.buffer === 'sqs') {
+        const form = new URLSearchParams(rendered);
+        expect(rendered.startsWith('Action=SendMessage&')).toBe(true);
+        bodies.push(form.get('MessageBody')!);
+      } else {
+        const put = JSON.parse(rendered);
+        expect(put.StreamName).toBe('<stream>');
+        expect(put.PartitionKey).toBe(`req-${i}`);
+        bodies.push(Buffer.from(put.Data, 'base64').toString('utf8'));
+      }
+    });
+    const decoded = decodeEnvelopes(bodies);
+    samples.forEach((sample, i) => {
+      const value = sample.raw ?? Buffer.from(sample.body, 'utf8');
+      expect(decoded[i]).toEqual({
+        id: `req-${i}`,
+        topic: 'spillway-events',
+        key_b64: sample.headers['Kafka-Key' as keyof typeof sample.headers]
+          ? Buffer.from('customer-42').toString('base64')
+          : null,
+        value_b64: value.toString('base64'),
+        received_at_ms: 1764211200000 + i,
+      });
+    });
+    expect(integration.IntegrationResponses[0].ResponseTemplates['application/json']).toBe(
+      '{"id":"$context.requestId","topic":"spillway-events"}',
+    );
+  });
+});
+
+test('bad context names the option and what it accepts', () => {
+  expect(() => synth({ buffer: 'kafka' })).toThrow('context buffer=kafka: expected one of sqs, kinesis');
+  expect(() => synth({ topics: 'ok,not ok' })).toThrow("('not ok' is not)");
+  expect(() => synth({ drainBatchSize: '100', drainBatchingWindowSecs: '0' })).toThrow('needs drainBatchingWindowSecs of at least 1');
+  expect(() => synth({ clusterArn: 'arn:aws:kafka:us-east-1:123456789012:cluster/c/u' })).toThrow(
+    'also set vpcId, privateSubnetIds, availabilityZones, clusterSecurityGroupId',
+  );
+});
+
+test('an existing cluster by ARN: no cluster or VPC is created, its security group lets the functions in', () => {
+  const s = synth({
+    clusterArn: 'arn:aws:kafka:us-east-1:123456789012:cluster/prod/1111-2222',
+    vpcId: 'vpc-0abc',
+    privateSubnetIds: 'subnet-1,subnet-2',
+    availabilityZones: 'us-east-1a,us-east-1b',
+    clusterSecurityGroupId: 'sg-0cluster',
+  });
+  s.template.resourceCountIs('AWS::MSK::ServerlessCluster', 0);
+  s.template.resourceCountIs('AWS::EC2::VPC', 0);
+  s.template.hasResourceProperties('AWS::EC2::SecurityGroupIngress', { GroupId: 'sg-0cluster', FromPort: 9098, ToPort: 9098 });
+  s.template.hasResourceProperties('AWS::IAM::Policy', {
+    PolicyDocument: Match.objectLike({
+      Statement: Match.arrayWith([
+        Match.objectLike({
+          Action: ['kafka-cluster:WriteData', 'kafka-cluster:DescribeTopic'],
+          Resource: Match.anyValue(),
+        }),
+      ]),
+    }),
+  });
+});
+
+/** A CloudFormation string: plain, or Fn::Join of strings and Refs (a Ref becomes `<stream>`). */
+function resolveJoin(value: any): string {
+  if (typeof value === 'string') return value;
+  if (value['Fn::Join']) {
+    const [sep, parts] = value['Fn::Join'];
+    return parts.map(resolveJoin).join(sep);
+  }
+  if (value.Ref) return '<stream>';
+  throw new Error(`cannot resolve ${JSON.stringify(value)}`);
+}
+
+function renderVtl(template: string, requests: object[]): string[] {
+  const run = spawnSync(PYTHON, [path.join(__dirname, 'render_vtl.py')], {
+    input: JSON.stringify({ template, requests }),
+    encoding: 'utf8',
+  });
+  if (run.status !== 0) throw new Error(`render_vtl.py: ${run.error ?? run.stderr}`);
+  return JSON.parse(run.stdout);
+}
+
+function decodeEnvelopes(bodies: string[]): any[] {
+  const run = spawnSync('cargo', ['run', '-q', '-p', 'spillway-core', '--example', 'decode-envelopes'], {
+    cwd: REPO,
+    input: bodies.join('\n') + '\n',
+    encoding: 'utf8',
+  });
+  if (run.status !== 0) throw new Error(`decode-envelopes: ${run.error ?? run.stderr}`);
+  return run.stdout.trim().split('\n').map((l) => JSON.parse(l));
+}
