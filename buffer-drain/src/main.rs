@@ -8,7 +8,7 @@ use aws_config::BehaviorVersion;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use buffer_drain::lambda::{build_drain, deadline, handle_kinesis, handle_sqs};
-use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
+use buffer_drain::poller::PollSettings;
 use lambda_runtime::{service_fn, LambdaEvent};
 use spillway_core::config::{ConfigError, DrainConfig, Env, KafkaConfig, ProcessEnv};
 use spillway_core::limits::BufferKind;
@@ -92,57 +92,29 @@ async fn main() -> Result<(), Error> {
     let workers: usize = env
         .number("SPILLWAY_MAX_CONCURRENCY", 2, 1, 1000)
         .unwrap_or_else(|e| fail(e));
-    let mut tasks = tokio::task::JoinSet::new();
-    match config.source {
-        BufferKind::Sqs => {
-            let url = env
-                .required(
-                    "SPILLWAY_SQS_QUEUE_URL",
-                    "the local poller needs the queue to drain",
-                )
-                .unwrap_or_else(|e| fail(e));
-            for _ in 0..workers {
-                let drain = build_drain(&kafka, &config, Some(sqs.clone())).await?;
-                let poller = SqsPoller::new(sqs.clone(), url.clone(), settings).await?;
-                tasks.spawn(async move {
-                    loop {
-                        if let Err(e) = poller.poll_once(&drain).await {
-                            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "poll failed");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                });
-            }
-        }
-        BufferKind::Kinesis => {
-            let stream = env
-                .required(
-                    "SPILLWAY_KINESIS_STREAM",
-                    "the local poller needs the stream to drain",
-                )
-                .unwrap_or_else(|e| fail(e));
-            let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-            for shard in KinesisPoller::shards(&kinesis, &stream)
-                .await?
-                .into_iter()
-                .take(workers)
-            {
-                let drain = build_drain(&kafka, &config, Some(sqs.clone())).await?;
-                let mut poller =
-                    KinesisPoller::new(kinesis.clone(), stream.clone(), shard, settings).await?;
-                tasks.spawn(async move {
-                    loop {
-                        if let Err(e) = poller.poll_once(&drain).await {
-                            tracing::warn!(error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "poll failed");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                });
-            }
-        }
+    let queue_or_stream = match config.source {
+        BufferKind::Sqs => env.required(
+            "SPILLWAY_SQS_QUEUE_URL",
+            "the local poller needs the queue to drain",
+        ),
+        BufferKind::Kinesis => env.required(
+            "SPILLWAY_KINESIS_STREAM",
+            "the local poller needs the stream to drain",
+        ),
     }
+    .unwrap_or_else(|e| fail(e));
+    let tasks = buffer_drain::poller::run_local(
+        &kafka,
+        &config,
+        settings,
+        workers,
+        &queue_or_stream,
+        &sdk,
+    )
+    .await?;
     tracing::info!(workers = tasks.len(), source = ?config.source, "local poller running; Ctrl-C stops it");
     tokio::signal::ctrl_c().await?;
+    let mut tasks = tasks;
     tasks.shutdown().await;
     Ok(())
 }

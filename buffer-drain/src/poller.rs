@@ -330,3 +330,55 @@ impl KinesisPoller {
         Ok(Invocation { records, done })
     }
 }
+
+/// The local poller: `workers` local "Lambda containers", each with its own producer, polling the
+/// SQS queue at `source` (a URL) or, for a Kinesis drain, one shard each of the stream `source`
+/// (at most `workers` shards). Returns the running workers.
+pub async fn run_local(
+    kafka: &spillway_core::config::KafkaConfig,
+    config: &spillway_core::config::DrainConfig,
+    settings: PollSettings,
+    workers: usize,
+    source: &str,
+    sdk: &aws_config::SdkConfig,
+) -> Result<tokio::task::JoinSet<()>, Box<dyn std::error::Error + Send + Sync>> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut tasks = tokio::task::JoinSet::new();
+    match config.source {
+        spillway_core::limits::BufferKind::Sqs => {
+            for _ in 0..workers {
+                let drain = crate::lambda::build_drain(kafka, config, Some(sqs.clone())).await?;
+                let poller = SqsPoller::new(sqs.clone(), source.to_owned(), settings).await?;
+                tasks.spawn(async move {
+                    loop {
+                        if let Err(e) = poller.poll_once(&drain).await {
+                            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "poll failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                });
+            }
+        }
+        spillway_core::limits::BufferKind::Kinesis => {
+            let kinesis = aws_sdk_kinesis::Client::new(sdk);
+            for shard in KinesisPoller::shards(&kinesis, source)
+                .await?
+                .into_iter()
+                .take(workers)
+            {
+                let drain = crate::lambda::build_drain(kafka, config, Some(sqs.clone())).await?;
+                let mut poller =
+                    KinesisPoller::new(kinesis.clone(), source.to_owned(), shard, settings).await?;
+                tasks.spawn(async move {
+                    loop {
+                        if let Err(e) = poller.poll_once(&drain).await {
+                            tracing::warn!(error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "poll failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    Ok(tasks)
+}

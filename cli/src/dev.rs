@@ -11,8 +11,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use buffer_drain::lambda::build_drain;
-use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
+use buffer_drain::poller::PollSettings;
 use ingest_api::buffer::Buffer;
 use ingest_api::config::IngestConfig;
 use rdkafka::consumer::Consumer as _;
@@ -164,15 +163,8 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
 
     start_consumer(&kafka, &topic, counters.clone(), &mut tasks).await?;
 
-    start_drain(
-        &options,
-        &ingest.buffer,
-        &kafka,
-        &drain_config,
-        &sdk,
-        &mut tasks,
-    )
-    .await?;
+    let mut drain_tasks =
+        start_drain(&options, &ingest.buffer, &kafka, &drain_config, &sdk).await?;
 
     let endpoint = format!("http://127.0.0.1:{}", options.port);
     let via = if kafka.auth == KafkaAuth::Iam {
@@ -198,6 +190,7 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
         spillway_core::config::BufferConfig::Kinesis { .. } => None,
     };
     show_counters(&sqs, queue_url, drain_config.dlq_url.clone(), &counters).await;
+    drain_tasks.shutdown().await;
     tasks.shutdown().await;
     Ok(())
 }
@@ -252,10 +245,9 @@ async fn start_drain(
     kafka: &KafkaConfig,
     drain_config: &DrainConfig,
     sdk: &aws_config::SdkConfig,
-    tasks: &mut tokio::task::JoinSet<()>,
-) -> Result<(), Error> {
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    // The drain's local poller: each worker a container with its own producer.
+) -> Result<tokio::task::JoinSet<()>, Error> {
+    // The drain's local poller: each worker a container with its own producer; a Kinesis drain
+    // reads every shard.
     let poll = PollSettings {
         batch_size: if options.buffer == BufferKind::Sqs {
             10
@@ -267,38 +259,11 @@ async fn start_drain(
         function_timeout: Duration::from_secs(5),
         deadline_margin: Duration::from_secs(1),
     };
-    match buffer {
-        spillway_core::config::BufferConfig::Sqs { queue_url, .. } => {
-            for _ in 0..options.workers {
-                let drain = build_drain(kafka, drain_config, Some(sqs.clone())).await?;
-                let poller = SqsPoller::new(sqs.clone(), queue_url.clone(), poll).await?;
-                tasks.spawn(async move {
-                    loop {
-                        if poller.poll_once(&drain).await.is_err() {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                });
-            }
-        }
-        spillway_core::config::BufferConfig::Kinesis { stream } => {
-            let kinesis = aws_sdk_kinesis::Client::new(sdk);
-            for shard in KinesisPoller::shards(&kinesis, stream).await? {
-                let drain = build_drain(kafka, drain_config, Some(sqs.clone())).await?;
-                let mut poller =
-                    KinesisPoller::new(kinesis.clone(), stream.clone(), shard, poll).await?;
-                tasks.spawn(async move {
-                    loop {
-                        if poller.poll_once(&drain).await.is_err() {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                });
-            }
-        }
-    }
-
-    Ok(())
+    let (source, workers) = match buffer {
+        spillway_core::config::BufferConfig::Sqs { queue_url, .. } => (queue_url, options.workers),
+        spillway_core::config::BufferConfig::Kinesis { stream } => (stream, usize::MAX),
+    };
+    buffer_drain::poller::run_local(kafka, drain_config, poll, workers, source, sdk).await
 }
 
 /// Prints the counters every second (a spinner line on a terminal) until Ctrl-C.

@@ -23,3 +23,38 @@ pub mod records;
 mod routes;
 
 pub use routes::{app, Accepted, ApiDoc, AppState, RequestId, MAX_REQUEST_BYTES};
+
+use std::time::Duration;
+
+/// The AWS SDK settings ingest-api runs with: no SDK retries (the buffer writer retries within its
+/// own budget, and the SDK's retries would hide that time), 2 s to connect, 5 s per attempt.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(5))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// The router for `config`, writing to its buffer with [`sdk_config`]'s clients.
+pub async fn router(config: config::IngestConfig) -> axum::Router {
+    let sdk = sdk_config().await;
+    let buffer = buffer::Buffer::new(&config.buffer, &sdk);
+    app(AppState::new(config, buffer))
+}
+
+/// Serves `config` on its `SPILLWAY_LISTEN` address until Ctrl-C (the local mode).
+pub async fn serve_local(config: config::IngestConfig) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "ingest-api listening");
+    axum::serve(listener, router(config).await)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}

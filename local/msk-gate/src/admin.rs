@@ -7,6 +7,7 @@
 //! | `POST /chaos/refuse-auth?seconds=30` | refuse every authentication for that long |
 //! | `POST /chaos/drop-connections` | close every open connection |
 //! | `PUT /chaos/latency?ms=200` | delay each forwarded request |
+//! | `PUT /session?seconds=10` | sessions end after that long (clients must re-authenticate); 0: at token expiry |
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub fn router(gate: Arc<Gate>) -> Router {
         .route("/chaos/refuse-auth", post(refuse_auth))
         .route("/chaos/drop-connections", post(drop_connections))
         .route("/chaos/latency", put(latency))
+        .route("/session", put(session))
         .with_state(gate)
 }
 
@@ -51,6 +53,7 @@ async fn stats(State(gate): State<Arc<Gate>>) -> Json<serde_json::Value> {
         "quotas": gate.quotas(),
         "refusing_auth": gate.refusing_auth(),
         "latency_ms": u64::try_from(gate.latency().as_millis()).unwrap_or(u64::MAX),
+        "max_session_secs": gate.max_session().as_secs(),
     }))
 }
 
@@ -71,5 +74,10 @@ async fn drop_connections(State(gate): State<Arc<Gate>>) -> &'static str {
 
 async fn latency(State(gate): State<Arc<Gate>>, Query(q): Query<Millis>) -> &'static str {
     gate.set_latency(Duration::from_millis(q.ms));
+    "ok"
+}
+
+async fn session(State(gate): State<Arc<Gate>>, Query(q): Query<Seconds>) -> &'static str {
+    gate.set_max_session(Duration::from_secs(q.seconds));
     "ok"
 }

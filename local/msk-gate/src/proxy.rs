@@ -141,10 +141,11 @@ fn sasl(
                         .expires_at
                         .duration_since(SystemTime::now())
                         .unwrap_or_default();
-                    let session = if gate.max_session.is_zero() {
+                    let max_session = gate.max_session();
+                    let session = if max_session.is_zero() {
                         token_left
                     } else {
-                        token_left.min(gate.max_session)
+                        token_left.min(max_session)
                     };
                     let answer = SaslAuthenticateResponse::default().with_session_lifetime_ms(
                         i64::try_from(session.as_millis()).unwrap_or(i64::MAX),

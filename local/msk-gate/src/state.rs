@@ -63,9 +63,9 @@ pub struct Gate {
     pub advertised_host: String,
     /// See `advertised_host`.
     pub advertised_port: i32,
-    /// Longest authenticated session; 0 means until the token expires. Clients re-authenticate
-    /// before it ends (KIP-368), as they must with MSK.
-    pub max_session: Duration,
+    /// Longest authenticated session in ms; 0 means until the token expires. Clients
+    /// re-authenticate before it ends (KIP-368), as they must with MSK.
+    max_session_ms: AtomicU64,
     /// Counters.
     pub counters: Counters,
     quotas: RwLock<(Quotas, Arc<DefaultDirectRateLimiter>)>,
@@ -97,7 +97,7 @@ impl Gate {
             broker,
             advertised_host,
             advertised_port,
-            max_session,
+            max_session_ms: AtomicU64::new(u64::try_from(max_session.as_millis()).unwrap_or(u64::MAX)),
             counters: Counters::default(),
             quotas: RwLock::new((quotas, limiter(quotas.max_connects_per_sec))),
             refuse_until: RwLock::new(None),
@@ -125,6 +125,19 @@ impl Gate {
                 .fetch_add(1, Ordering::Relaxed);
             Admission::Admitted
         }
+    }
+
+    /// Longest authenticated session; zero: until the token expires.
+    pub fn max_session(&self) -> Duration {
+        Duration::from_millis(self.max_session_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the longest session for authentications from now on.
+    pub fn set_max_session(&self, max_session: Duration) {
+        self.max_session_ms.store(
+            u64::try_from(max_session.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// The quotas in force.
