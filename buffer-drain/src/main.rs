@@ -20,36 +20,6 @@ fn remaining(context: &lambda_runtime::Context) -> Duration {
     Duration::from_millis(context.deadline.saturating_sub(now))
 }
 
-fn settings(env: &Env<'_>, drain: &DrainConfig) -> Result<PollSettings, ConfigError> {
-    let default_batch = if drain.source == BufferKind::Sqs {
-        10
-    } else {
-        100
-    };
-    Ok(PollSettings {
-        batch_size: env.number("SPILLWAY_BATCH_SIZE", default_batch, 1, 10_000)?,
-        batch_window: env.duration(
-            "SPILLWAY_BATCH_WINDOW",
-            Duration::ZERO,
-            Duration::ZERO,
-            Duration::from_secs(300),
-        )?,
-        visibility_timeout: env.duration(
-            "SPILLWAY_VISIBILITY_TIMEOUT",
-            Duration::from_secs(30),
-            Duration::from_secs(1),
-            Duration::from_secs(43_200),
-        )?,
-        function_timeout: env.duration(
-            "SPILLWAY_FUNCTION_TIMEOUT",
-            Duration::from_secs(30),
-            Duration::from_secs(1),
-            Duration::from_secs(900),
-        )?,
-        deadline_margin: drain.deadline_margin,
-    })
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
@@ -88,7 +58,7 @@ async fn main() -> Result<(), Error> {
         };
     }
 
-    let settings = settings(&env, &config).unwrap_or_else(|e| fail(e));
+    let settings = PollSettings::from_env(&env, &config).unwrap_or_else(|e| fail(e));
     let workers: usize = env
         .number("SPILLWAY_MAX_CONCURRENCY", 2, 1, 1000)
         .unwrap_or_else(|e| fail(e));
@@ -103,15 +73,9 @@ async fn main() -> Result<(), Error> {
         ),
     }
     .unwrap_or_else(|e| fail(e));
-    let tasks = buffer_drain::poller::run_local(
-        &kafka,
-        &config,
-        settings,
-        workers,
-        &queue_or_stream,
-        &sdk,
-    )
-    .await?;
+    let tasks =
+        buffer_drain::poller::run_local(&kafka, &config, settings, workers, &queue_or_stream, &sdk)
+            .await?;
     tracing::info!(workers = tasks.len(), source = ?config.source, "local poller running; Ctrl-C stops it");
     tokio::signal::ctrl_c().await?;
     let mut tasks = tasks;

@@ -382,3 +382,40 @@ pub async fn run_local(
     }
     Ok(tasks)
 }
+
+impl PollSettings {
+    /// Reads `SPILLWAY_BATCH_SIZE`, `SPILLWAY_BATCH_WINDOW`, `SPILLWAY_VISIBILITY_TIMEOUT` and
+    /// `SPILLWAY_FUNCTION_TIMEOUT` (the settings of the event source mapping the poller plays).
+    pub fn from_env(
+        env: &spillway_core::config::Env<'_>,
+        drain: &spillway_core::config::DrainConfig,
+    ) -> Result<Self, spillway_core::config::ConfigError> {
+        let default_batch = if drain.source == spillway_core::limits::BufferKind::Sqs {
+            10
+        } else {
+            100
+        };
+        Ok(Self {
+            batch_size: env.number("SPILLWAY_BATCH_SIZE", default_batch, 1, 10_000)?,
+            batch_window: env.duration(
+                "SPILLWAY_BATCH_WINDOW",
+                Duration::ZERO,
+                Duration::ZERO,
+                Duration::from_secs(300),
+            )?,
+            visibility_timeout: env.duration(
+                "SPILLWAY_VISIBILITY_TIMEOUT",
+                Duration::from_secs(30),
+                Duration::from_secs(1),
+                Duration::from_secs(43_200),
+            )?,
+            function_timeout: env.duration(
+                "SPILLWAY_FUNCTION_TIMEOUT",
+                Duration::from_secs(30),
+                Duration::from_secs(1),
+                Duration::from_secs(900),
+            )?,
+            deadline_margin: drain.deadline_margin,
+        })
+    }
+}

@@ -97,7 +97,9 @@ impl Gate {
             broker,
             advertised_host,
             advertised_port,
-            max_session_ms: AtomicU64::new(u64::try_from(max_session.as_millis()).unwrap_or(u64::MAX)),
+            max_session_ms: AtomicU64::new(
+                u64::try_from(max_session.as_millis()).unwrap_or(u64::MAX),
+            ),
             counters: Counters::default(),
             quotas: RwLock::new((quotas, limiter(quotas.max_connects_per_sec))),
             refuse_until: RwLock::new(None),
