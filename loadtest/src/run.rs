@@ -1,0 +1,192 @@
+//! One run: resources, processes, load, faults, the wait for the backlog to drain, the report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::pipeline::{Gate, Pipeline};
+use crate::report::Summary;
+use crate::scenario::{Fault, Scenario};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a run is done.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The baseline instead of spillway.
+    pub direct: bool,
+    /// Where results go (`<out>/<scenario>[-direct]/`).
+    pub out: PathBuf,
+    /// Longest wait for the backlog to drain after the load ends.
+    pub drain_timeout: Duration,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// Runs `scenario`; returns its summary (also written to `summary.json` with the report).
+pub async fn run(
+    scenario: &Scenario,
+    stack: &BTreeMap<String, String>,
+    options: &Options,
+) -> Result<Summary, Error> {
+    let dir = options.out.join(if options.direct {
+        format!("{}-direct", scenario.name)
+    } else {
+        scenario.name.to_owned()
+    });
+    std::fs::create_dir_all(&dir)?;
+    let get = |k: &str| {
+        stack
+            .get(k)
+            .cloned()
+            .ok_or_else(|| format!("local/up did not export {k}"))
+    };
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let bootstrap = get("SPILLWAY_KAFKA_BOOTSTRAP")?;
+    let resources = crate::pipeline::create(scenario, &sdk, &bootstrap).await?;
+    let gate = Gate::new(get("SPILLWAY_MSK_GATE_ADMIN")?);
+    gate.quotas(3000, scenario.connects_per_sec).await?;
+    gate.session(scenario.session_secs).await?;
+
+    let result = drive(
+        scenario, stack, options, &resources, &gate, &sdk, &bootstrap, &dir,
+    )
+    .await;
+    // Whatever happened, the shared gate goes back to MSK Serverless's defaults.
+    gate.quotas(3000, 100).await?;
+    gate.session(0).await?;
+    let summary = result?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    scenario: &Scenario,
+    stack: &BTreeMap<String, String>,
+    options: &Options,
+    resources: &crate::pipeline::Resources,
+    gate: &Gate,
+    sdk: &aws_config::SdkConfig,
+    bootstrap: &str,
+    dir: &Path,
+) -> Result<Summary, Error> {
+    let mut pipeline = Pipeline::start(scenario, resources, stack, options.direct, dir).await?;
+    // The drain's producers settle before the load starts; the consumer reads from the start of
+    // the topic, so it misses nothing however long its group takes to form.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let start = Instant::now();
+    let (observed, consumer) = crate::observe::spawn(bootstrap, &resources.topic, start)?;
+    let target = crate::generator::Target {
+        url: format!(
+            "http://127.0.0.1:{}/v1/topics/{}/messages",
+            pipeline.port, resources.topic
+        ),
+        message_bytes: scenario.message_bytes,
+        keys: scenario.keys,
+        max_in_flight: 512,
+        timeout: Duration::from_secs(10),
+    };
+    let faults = scenario.faults.clone();
+    let load = crate::generator::run(&scenario.phases, &target, start);
+    let chaos = async {
+        for timed in &faults {
+            tokio::time::sleep_until((start + Duration::from_secs(timed.at_secs)).into()).await;
+            match timed.fault {
+                Fault::BrokerOutage { secs } => {
+                    eprintln!("loadtest: t={}s broker outage for {secs}s", timed.at_secs);
+                    gate.outage(secs).await?;
+                }
+                Fault::KillDrain { restart_after_secs } => {
+                    eprintln!("loadtest: t={}s kill -9 the drain", timed.at_secs);
+                    pipeline.kill_drain().await;
+                    tokio::time::sleep(Duration::from_secs(restart_after_secs)).await;
+                    eprintln!("loadtest: drain restarted");
+                    pipeline.restart_drain()?;
+                }
+            }
+        }
+        Ok::<_, Error>(())
+    };
+    let (sent, chaos) = tokio::join!(load, chaos);
+    chaos?;
+    eprintln!(
+        "loadtest: load done ({} requests); waiting for the backlog to drain",
+        sent.len()
+    );
+    let accepted: Vec<&str> = sent
+        .iter()
+        .filter(|s| (200..300).contains(&s.status))
+        .filter_map(|s| s.id.as_deref())
+        .collect();
+    let waited = Instant::now();
+    loop {
+        let missing = {
+            let o = crate::observe::lock(&observed);
+            accepted
+                .iter()
+                .filter(|id| !o.arrivals.contains_key(**id))
+                .count()
+        };
+        if missing == 0 || waited.elapsed() > options.drain_timeout {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A moment for duplicates still in flight to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    consumer.abort();
+    pipeline.stop().await;
+    let dead_lettered = spillway::status::queue(&aws_sdk_sqs::Client::new(sdk), &resources.dlq_url)
+        .await
+        .map_or(0, |q| q.waiting + q.in_flight);
+    let observed = crate::observe::lock(&observed);
+    let (summary, series) =
+        crate::report::account(scenario, options.direct, &sent, &observed, dead_lettered);
+    let label = format!("{} ({})", scenario.name, summary.mode);
+    let plots = crate::report::register_font()
+        && crate::report::plot(dir, &label, &series)
+            .map_err(|e| eprintln!("loadtest: no plots: {e}"))
+            .is_ok();
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    std::fs::write(
+        dir.join("README.md"),
+        crate::report::markdown(&summary, plots, &options.command),
+    )?;
+    Ok(summary)
+}
+
+/// Writes `<out>/README.md`: one table of every run's `summary.json` found under `out`.
+pub fn index(out: &Path) -> Result<String, Error> {
+    let mut rows = Vec::new();
+    let mut dirs: Vec<_> = std::fs::read_dir(out)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        if let Ok(text) = std::fs::read_to_string(dir.join("summary.json")) {
+            let s: Summary = serde_json::from_str(&text)?;
+            let name = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            rows.push(format!(
+                "{} [report]({name}/README.md) |",
+                crate::report::row(&s)
+            ));
+        }
+    }
+    let text = format!(
+        "# Load test results\n\nEach run: `cargo run --release -p loadtest -- run <scenario> [--direct]`; all of them: `cargo run --release -p loadtest -- all`. lost = accepted − delivered.\n\n{} report |\n{}---|\n{}\n",
+        crate::report::HEADER.lines().next().unwrap_or_default(),
+        crate::report::HEADER.lines().nth(1).unwrap_or_default(),
+        rows.join("\n")
+    );
+    std::fs::write(out.join("README.md"), &text)?;
+    Ok(text)
+}
