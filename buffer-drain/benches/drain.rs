@@ -19,6 +19,8 @@ use spillway_core::kafka::Producer;
 
 const RECORDS: usize = 10_000;
 const VALUE_BYTES: usize = 1024;
+/// Value sizes measured: 1 KiB and 16 KiB.
+const SIZES: [usize; 2] = [1024, 16_384];
 const ROUNDS: usize = 5;
 
 fn kafka(compression: Compression) -> KafkaConfig {
@@ -48,11 +50,11 @@ async fn new_drain(compression: Compression) -> Drain {
     Drain::new(producer, health, None, decoding())
 }
 
-fn batch(topic: &str) -> Vec<SourceRecord> {
+fn batch(topic: &str, value_bytes: usize) -> Vec<SourceRecord> {
     (0..RECORDS)
         .map(|i| {
             let mut value = format!("{{\"order\":{i},\"pad\":\"");
-            while value.len() < VALUE_BYTES - 2 {
+            while value.len() < value_bytes - 2 {
                 value.push('x');
             }
             value.push_str("\"}");
@@ -136,36 +138,49 @@ async fn main() {
     if std::env::var_os("SPILLWAY_BENCH_RSS_ONLY").is_some() {
         // One 10,000 × 1 KiB batch in a fresh process: its peak RSS is the drain's.
         let drain = new_drain(Compression::Lz4).await;
-        let records = batch(&topic);
+        let records = batch(&topic, VALUE_BYTES);
         run_drain(&drain, &records).await;
         println!("{}", peak_rss_kib());
         return;
     }
-    let records = batch(&topic);
-    let mb = (RECORDS * VALUE_BYTES) as f64 / 1e6;
-    println!("drain vs plain rdkafka producer, {RECORDS} × {VALUE_BYTES} B per batch, local broker, median of {ROUNDS} rounds");
-    println!("| compression | drain rec/s | drain MB/s | plain rec/s | plain MB/s | ratio |");
-    println!("|---|---|---|---|---|---|");
-    for compression in [Compression::Lz4, Compression::None] {
-        let drain = new_drain(compression).await;
-        let plain = producer(compression).await;
-        // Warm-up: connections, metadata, producer ids.
-        run_drain(&drain, &records[..100]).await;
-        run_plain(&plain, &records[..100]).await;
-        let (mut d, mut p) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            d.push(RECORDS as f64 / run_drain(&drain, &records).await.as_secs_f64());
-            p.push(RECORDS as f64 / run_plain(&plain, &records).await.as_secs_f64());
+    println!("drain vs plain rdkafka producer, {RECORDS} records per batch, local broker, median of {ROUNDS} rounds");
+    println!(
+        "| value | compression | drain rec/s | drain MB/s | plain rec/s | plain MB/s | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for value_bytes in SIZES {
+        let records = batch(&topic, value_bytes);
+        let per = value_bytes as f64 / 1e6;
+        for compression in [Compression::Lz4, Compression::None] {
+            let drain = new_drain(compression).await;
+            let plain = producer(compression).await;
+            // Warm-up: connections, metadata, producer ids.
+            run_drain(&drain, &records[..100]).await;
+            run_plain(&plain, &records[..100]).await;
+            let (mut d, mut p) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                d.push(RECORDS as f64 / run_drain(&drain, &records).await.as_secs_f64());
+                p.push(RECORDS as f64 / run_plain(&plain, &records).await.as_secs_f64());
+            }
+            let (d, p) = (median(d), median(p));
+            let name = compression.as_librdkafka();
+            println!(
+                "| {} KiB | {name} | {d:.0} | {:.1} | {p:.0} | {:.1} | {:.2} |",
+                value_bytes / 1024,
+                d * per,
+                p * per,
+                d / p
+            );
+            rows.push(serde_json::json!({
+                "row": format!("drain throughput, {RECORDS} × {} KiB, {name}", value_bytes / 1024),
+                "spillway": d, "baseline": p, "unit": "records/s",
+                "baseline_is": "plain rdkafka FutureProducer, same records",
+            }));
         }
-        let (d, p) = (median(d), median(p));
-        let per = mb / RECORDS as f64;
-        println!(
-            "| {} | {d:.0} | {:.1} | {p:.0} | {:.1} | {:.2} |",
-            compression.as_librdkafka(),
-            d * per,
-            p * per,
-            d / p
-        );
+    }
+    for row in rows {
+        println!("ROW {row}");
     }
     let out = std::process::Command::new(std::env::current_exe().expect("exe"))
         .env("SPILLWAY_BENCH_RSS_ONLY", "1")
@@ -173,4 +188,8 @@ async fn main() {
         .expect("rss run");
     let rss = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     println!("peak RSS of one process draining one {RECORDS} × {VALUE_BYTES} B batch: {rss} KiB");
+    println!(
+        "ROW {}",
+        serde_json::json!({"row": format!("drain peak RSS, one {RECORDS} × 1 KiB batch (bench process)"), "spillway": rss.parse::<f64>().unwrap_or(0.0) / 1024.0, "unit": "MiB"})
+    );
 }

@@ -1,5 +1,7 @@
 //! ingest-api's own cost per request, without network: parsing, envelope encoding, the size check
-//! and batch packing, for one 1 KiB message and for a 500-record REST Proxy batch.
+//! and batch packing, for one 1 KiB message and for a 500-record REST Proxy batch — each next to
+//! its baseline, one `serde_json::Value` parse of the same request body (the least a JSON API
+//! does with it).
 //!
 //! `cargo bench -p ingest-api --bench ingest`
 
@@ -42,6 +44,12 @@ fn bench(c: &mut Criterion) {
         });
     });
 
+    group.bench_function("baseline_parse_1KiB", |b| {
+        b.iter(|| {
+            black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).expect("JSON"))
+        });
+    });
+
     let records: Vec<String> = (0..500)
         .map(|i| {
             format!(
@@ -74,6 +82,14 @@ fn bench(c: &mut Criterion) {
                 SQS_BATCH_ENTRIES,
                 262_144,
             ))
+        });
+    });
+    group.bench_function("baseline_parse_batch_500", |b| {
+        b.iter(|| {
+            black_box(
+                serde_json::from_slice::<serde_json::Value>(black_box(batch.as_bytes()))
+                    .expect("JSON"),
+            )
         });
     });
     group.finish();

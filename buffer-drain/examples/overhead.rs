@@ -1,0 +1,105 @@
+//! The drain's own cost per record, without Kafka: an SQS event's records decoded into Kafka
+//! messages (envelope decode, headers) and the report bookkeeping (outcomes, the partial-batch
+//! response, the metrics), side by side with the least any handler does — one `serde_json::Value`
+//! parse of each body.
+//!
+//! Timing: `cargo run --release -p buffer-drain --example overhead -- --rounds 9`
+//! Instructions (callgrind): `overhead --once spillway --records 10000` (and `baseline`).
+
+#![allow(clippy::cast_precision_loss)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use buffer_drain::message::{to_kafka, Decoding};
+use buffer_drain::report::{DrainReport, Outcome};
+use buffer_drain::source::from_sqs;
+use spillway_core::envelope::RawMode;
+
+fn spillway(event: SqsEvent) -> usize {
+    let decoding = Decoding {
+        raw: RawMode::Reject,
+        raw_topic: None,
+    };
+    let (records, _) = from_sqs(event);
+    let mut outcomes = Vec::with_capacity(records.len());
+    for r in &records {
+        let message = to_kafka(r, &decoding).expect("an envelope");
+        black_box(message.owned_headers());
+        black_box(&message.value);
+        outcomes.push(Outcome::Delivered);
+    }
+    let report = DrainReport {
+        outcomes,
+        produce_latencies: vec![Duration::from_millis(3); records.len()],
+        elapsed: Duration::from_millis(50),
+        backoff: None,
+        auth_failures: 0,
+    };
+    black_box(report.sqs_response(&records));
+    black_box(report.metrics("bench").emf()).len()
+}
+
+// By value like `spillway`, which consumes the event: both pay for dropping it.
+#[allow(clippy::needless_pass_by_value)]
+fn baseline(event: SqsEvent) -> usize {
+    event
+        .records
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value =
+                serde_json::from_slice(m.body.as_deref().unwrap_or_default().as_bytes())
+                    .expect("JSON");
+            usize::from(black_box(v).is_object())
+        })
+        .sum()
+}
+
+fn event(records: usize) -> SqsEvent {
+    serde_json::from_str(&spillway_bench::sqs_event(records, 1024, "bench")).expect("an SQS event")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let records: usize = arg("--records")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    if let Some(which) = arg("--once") {
+        let e = event(records);
+        let n = if which == "baseline" {
+            baseline(e)
+        } else {
+            spillway(e)
+        };
+        println!("{n}");
+        return;
+    }
+    let rounds: usize = arg("--rounds").and_then(|n| n.parse().ok()).unwrap_or(9);
+    let (mut s, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        // Events are built outside the timed part; each round times both, side by side.
+        let (e1, e2) = (event(records), event(records));
+        let t = Instant::now();
+        black_box(spillway(e1));
+        s.push(t.elapsed().as_nanos() as f64 / records as f64);
+        let t = Instant::now();
+        black_box(baseline(e2));
+        b.push(t.elapsed().as_nanos() as f64 / records as f64);
+    }
+    println!(
+        "{}",
+        serde_json::json!({"records": records, "rounds": rounds, "spillway_ns_per_record": median(s), "baseline_ns_per_record": median(b)})
+    );
+}
