@@ -4,7 +4,8 @@
 //! parse of each body.
 //!
 //! Timing: `cargo run --release -p buffer-drain --example overhead -- --rounds 9`
-//! Instructions (callgrind): `overhead --once spillway --records 10000` (and `baseline`).
+//! Instructions (callgrind): `overhead --once spillway --records 10000` (and `baseline`, and
+//! `none`, which only builds the event).
 
 #![allow(clippy::cast_precision_loss)]
 
