@@ -269,40 +269,16 @@ fn count(v: Option<i32>) -> Option<u64> {
 }
 
 async fn drain(lambda: &aws_sdk_lambda::Client, function: &str) -> Result<DrainStatus, String> {
-    let function_out = lambda
-        .get_function()
-        .function_name(function)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot read function {function}: {}",
-                aws_sdk_lambda::error::DisplayErrorContext(&e)
-            )
-        })?;
-    let config = function_out
-        .configuration
-        .unwrap_or_else(|| aws_sdk_lambda::types::FunctionConfiguration::builder().build());
-    let mappings = lambda
-        .list_event_source_mappings()
-        .function_name(function)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot list mappings of {function}: {}",
-                aws_sdk_lambda::error::DisplayErrorContext(&e)
-            )
-        })?
-        .event_source_mappings
-        .unwrap_or_default();
+    let crate::tune::DrainFunction {
+        config,
+        reserved_concurrency,
+        mappings,
+    } = crate::tune::read_function(lambda, function).await?;
     Ok(DrainStatus {
         function: function.to_owned(),
         timeout_secs: count(config.timeout),
         memory_mb: count(config.memory_size),
-        reserved_concurrency: function_out
-            .concurrency
-            .and_then(|c| count(c.reserved_concurrent_executions)),
+        reserved_concurrency: count(reserved_concurrency),
         max_connects_per_sec: config
             .environment
             .and_then(|e| e.variables)

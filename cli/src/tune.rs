@@ -187,19 +187,23 @@ fn err<E: std::error::Error>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-/// Reads the function and its mapping, checks the changed settings, and writes them when they are
-/// safe (or `force`).
-pub async fn run(
+/// The drain function as Lambda describes it.
+pub struct DrainFunction {
+    /// Its configuration.
+    pub config: aws_sdk_lambda::types::FunctionConfiguration,
+    /// Its reserved concurrency, when set.
+    pub reserved_concurrency: Option<i32>,
+    /// Its event source mappings.
+    pub mappings: Vec<aws_sdk_lambda::types::EventSourceMappingConfiguration>,
+}
+
+/// Reads `function`'s configuration and event source mappings.
+pub async fn read_function(
     lambda: &aws_sdk_lambda::Client,
-    sqs: &aws_sdk_sqs::Client,
     function: &str,
-    uuid: Option<&str>,
-    connections_per_instance: u64,
-    changes: &Changes,
-    force: bool,
-) -> Result<Outcome, String> {
-    let config = lambda
-        .get_function_configuration()
+) -> Result<DrainFunction, String> {
+    let out = lambda
+        .get_function()
         .function_name(function)
         .send()
         .await
@@ -222,6 +226,31 @@ pub async fn run(
         })?
         .event_source_mappings
         .unwrap_or_default();
+    Ok(DrainFunction {
+        config: out
+            .configuration
+            .unwrap_or_else(|| aws_sdk_lambda::types::FunctionConfiguration::builder().build()),
+        reserved_concurrency: out
+            .concurrency
+            .and_then(|c| c.reserved_concurrent_executions),
+        mappings,
+    })
+}
+
+/// Reads the function and its mapping, checks the changed settings, and writes them when they are
+/// safe (or `force`).
+pub async fn run(
+    lambda: &aws_sdk_lambda::Client,
+    sqs: &aws_sdk_sqs::Client,
+    function: &str,
+    uuid: Option<&str>,
+    connections_per_instance: u64,
+    changes: &Changes,
+    force: bool,
+) -> Result<Outcome, String> {
+    let DrainFunction {
+        config, mappings, ..
+    } = read_function(lambda, function).await?;
     let mapping = match uuid {
         Some(u) => mappings.into_iter().find(|m| m.uuid() == Some(u)),
         None => mappings.into_iter().next(),
@@ -325,7 +354,7 @@ async fn visibility_timeout(
 /// Writes the mapping's new settings and, when asked, the function's connection rate.
 async fn apply(
     lambda: &aws_sdk_lambda::Client,
-    config: &aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput,
+    config: &aws_sdk_lambda::types::FunctionConfiguration,
     function: &str,
     uuid: &str,
     plan: &Plan,

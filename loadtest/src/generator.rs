@@ -64,10 +64,11 @@ pub async fn run(phases: &[Phase], target: &Target, start: Instant) -> Vec<Sent>
             tokio::time::sleep(Duration::from_secs(phase.secs)).await;
             continue;
         };
-        // No burst allowance: requests leave evenly spaced, as the schedule says.
-        let limiter = governor::RateLimiter::direct(
-            governor::Quota::per_second(rate).allow_burst(NonZeroU32::MIN),
-        );
+        // Requests leave evenly spaced, as the schedule says; a burst allowance of 50 ms worth
+        // lets the generator catch up after a short stall instead of losing those slots.
+        let burst = NonZeroU32::new(phase.rate / 20).unwrap_or(NonZeroU32::MIN);
+        let limiter =
+            governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst));
         let ends = phase_start + Duration::from_secs(phase.secs);
         let mut sent = 0u64;
         let quota = u64::from(phase.rate) * phase.secs;
