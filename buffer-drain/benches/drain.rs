@@ -2,6 +2,7 @@
 //! the same records (the limit on this machine), and the drain's peak RSS for one batch.
 //!
 //! `cargo bench -p buffer-drain --bench drain` (needs `local/up`). Prints a table; asserts nothing.
+//! `SPILLWAY_BENCH_PROFILE=30` drains 30 batches and nothing else, for `perf record`.
 
 // Counts here are far below 2^52: converting them to f64 loses nothing.
 #![allow(clippy::cast_precision_loss)]
@@ -16,6 +17,12 @@ use rdkafka::producer::FutureRecord;
 use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
 use spillway_core::envelope::{Envelope, RawMode};
 use spillway_core::kafka::Producer;
+
+// mimalloc: the drain allocates and frees a few small objects per record on several threads
+// (tokio, librdkafka's broker and polling threads); glibc malloc spent about a quarter of the
+// drain's CPU there (bench/PROFILE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RECORDS: usize = 10_000;
 const VALUE_BYTES: usize = 1024;
@@ -135,6 +142,15 @@ fn peak_rss_kib() -> u64 {
 #[tokio::main]
 async fn main() {
     let topic = format!("bench-{}", std::process::id());
+    if let Some(batches) = std::env::var("SPILLWAY_BENCH_PROFILE").ok().and_then(|n| n.parse().ok()) {
+        // Only the drain, batch after batch (10,000 × 1 KiB, lz4): for a sampling profiler.
+        let drain = new_drain(Compression::Lz4).await;
+        let records = batch(&topic, VALUE_BYTES);
+        for _ in 0..batches {
+            run_drain(&drain, &records).await;
+        }
+        return;
+    }
     if std::env::var_os("SPILLWAY_BENCH_RSS_ONLY").is_some() {
         // One 10,000 × 1 KiB batch in a fresh process: its peak RSS is the drain's.
         let drain = new_drain(Compression::Lz4).await;

@@ -13,6 +13,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsEvent;
+
+// The allocator the drain binary runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use buffer_drain::message::{to_kafka, Decoding};
 use buffer_drain::report::{DrainReport, Outcome};
 use buffer_drain::source::from_sqs;

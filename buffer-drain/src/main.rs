@@ -13,6 +13,12 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use spillway_core::config::{ConfigError, DrainConfig, Env, KafkaConfig, ProcessEnv};
 use spillway_core::limits::BufferKind;
 
+// mimalloc: the drain allocates and frees a few small objects per record on several threads
+// (tokio, librdkafka's broker and polling threads); glibc malloc spent about a quarter of the
+// drain's CPU there (bench/PROFILE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn remaining(context: &lambda_runtime::Context) -> Duration {
