@@ -59,6 +59,10 @@ enum Command {
     RoleDirect,
 }
 
+// The drain's allocator (this binary hosts the drain role).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn runtime() -> tokio::runtime::Runtime {
