@@ -177,10 +177,16 @@ async fn role_drain() -> Result<(), Error> {
     let config = DrainConfig::from_env(&env)?;
     let settings = buffer_drain::poller::PollSettings::from_env(&env, &config)?;
     let workers = env.number("SPILLWAY_MAX_CONCURRENCY", 2, 1, 1000)?;
-    let source = env
-        .string("SPILLWAY_SQS_QUEUE_URL")
-        .or_else(|| env.string("SPILLWAY_KINESIS_STREAM"))
-        .ok_or("SPILLWAY_SQS_QUEUE_URL or SPILLWAY_KINESIS_STREAM")?;
+    let source = match config.source {
+        spillway_core::limits::BufferKind::Sqs => env.required(
+            "SPILLWAY_SQS_QUEUE_URL",
+            "the drain role needs the queue to drain",
+        )?,
+        spillway_core::limits::BufferKind::Kinesis => env.required(
+            "SPILLWAY_KINESIS_STREAM",
+            "the drain role needs the stream to drain",
+        )?,
+    };
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     buffer_drain::report::print_emf(false);
     let mut tasks =
