@@ -142,7 +142,10 @@ fn peak_rss_kib() -> u64 {
 #[tokio::main]
 async fn main() {
     let topic = format!("bench-{}", std::process::id());
-    if let Some(batches) = std::env::var("SPILLWAY_BENCH_PROFILE").ok().and_then(|n| n.parse().ok()) {
+    if let Some(batches) = std::env::var("SPILLWAY_BENCH_PROFILE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
         // Only the drain, batch after batch (10,000 × 1 KiB, lz4): for a sampling profiler.
         let drain = new_drain(Compression::Lz4).await;
         let records = batch(&topic, VALUE_BYTES);

@@ -48,6 +48,12 @@ enum Command {
         #[arg(long, default_value = "loadtest/results")]
         out: PathBuf,
     },
+    /// Rewrite the reports under --out from their summary.json files (no load is run).
+    Report {
+        /// Results folder.
+        #[arg(long, default_value = "loadtest/results")]
+        out: PathBuf,
+    },
     /// (internal) ingest-api's local server, from the environment.
     #[command(hide = true)]
     RoleIngest,
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::RoleIngest => runtime().block_on(role_ingest()),
+        Command::Report { out } => loadtest::run::rerender(&out).map(|index| println!("{index}")),
         Command::RoleDrain => runtime().block_on(role_drain()),
         Command::RoleDirect => runtime().block_on(role_direct()),
         Command::Run {
@@ -94,7 +101,7 @@ fn main() -> ExitCode {
                 eprintln!("loadtest: no scenario {scenario}; see --help for the list");
                 return ExitCode::from(2);
             };
-            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let command = loadtest::run::reproduce(&scenario, direct, quick);
             with_stack(|stack| {
                 runtime().block_on(async {
                     let options = Options {
@@ -122,12 +129,7 @@ fn main() -> ExitCode {
                             direct,
                             out: out.clone(),
                             drain_timeout: Duration::from_secs(300),
-                            command: format!(
-                                "cargo run --release -p loadtest -- run {}{}{}",
-                                scenario.name,
-                                if direct { " --direct" } else { "" },
-                                if quick { " --quick" } else { "" }
-                            ),
+                            command: loadtest::run::reproduce(&scenario, direct, quick),
                         };
                         let summary = loadtest::run::run(&scenario, stack, &options).await?;
                         if !direct {

@@ -23,6 +23,16 @@ pub struct Options {
     pub command: String,
 }
 
+/// The command that runs `scenario` again.
+pub fn reproduce(scenario: &Scenario, direct: bool, quick: bool) -> String {
+    format!(
+        "cargo run --release -p loadtest -- run {}{}{}",
+        scenario.name,
+        if direct { " --direct" } else { "" },
+        if quick { " --quick" } else { "" }
+    )
+}
+
 /// Runs `scenario`; returns its summary (also written to `summary.json` with the report).
 pub async fn run(
     scenario: &Scenario,
@@ -84,7 +94,7 @@ async fn drive(
         ),
         message_bytes: scenario.message_bytes,
         keys: scenario.keys,
-        max_in_flight: 512,
+        max_in_flight: crate::report::MAX_IN_FLIGHT,
         timeout: Duration::from_secs(10),
     };
     let faults = scenario.faults.clone();
@@ -157,6 +167,29 @@ async fn drive(
         crate::report::markdown(&summary, plots, &options.command),
     )?;
     Ok(summary)
+}
+
+/// Rewrites every run's README.md under `out` from its `summary.json` (and the plots beside it),
+/// then the index: for when the report's wording changes, without running the load again.
+pub fn rerender(out: &Path) -> Result<String, Error> {
+    for entry in std::fs::read_dir(out)?.filter_map(Result::ok) {
+        let dir = entry.path();
+        let Ok(text) = std::fs::read_to_string(dir.join("summary.json")) else {
+            continue;
+        };
+        let s: Summary = serde_json::from_str(&text)?;
+        let direct = s.mode != "spillway";
+        let quick = s.offered < Scenario::named(&s.scenario, false).map_or(0, |f| f.offered());
+        let command = Scenario::named(&s.scenario, quick)
+            .map(|scenario| reproduce(&scenario, direct, quick))
+            .unwrap_or_default();
+        let plots = dir.join("rates.png").is_file();
+        std::fs::write(
+            dir.join("README.md"),
+            crate::report::markdown(&s, plots, &command),
+        )?;
+    }
+    index(out)
 }
 
 /// Writes `<out>/README.md`: one table of every run's `summary.json` found under `out`.
