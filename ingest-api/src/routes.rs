@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -187,11 +187,12 @@ pub struct Accepted {
 async fn post_topic_message(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    Path(topic): Path<String>,
+    topic: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let Path(topic) = topic.map_err(path_error)?;
     accept_one(&state, &request_id, &topic, query, &headers, body).await
 }
 
@@ -294,10 +295,11 @@ async fn accept_one(
 async fn post_records(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    Path(topic): Path<String>,
+    topic: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(topic) = topic.map_err(path_error)?;
     check_topic(&state, &topic)?;
     let format = EmbeddedFormat::from_content_type(
         headers
@@ -421,6 +423,16 @@ fn check_topic(state: &AppState, topic: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::UnknownTopic(topic.chars().take(249).collect()))
     }
+}
+
+/// A path the router matched but whose topic segment cannot be read (e.g. percent-encoded bytes
+/// that are not UTF-8): a JSON 400 like every other error, not axum's plain-text rejection.
+#[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
+fn path_error(rejection: PathRejection) -> ApiError {
+    ApiError::BadRequest(format!(
+        "the topic in the path could not be read: {}; a topic is 1 to 249 of a-z A-Z 0-9 . _ -",
+        rejection.body_text()
+    ))
 }
 
 #[allow(clippy::needless_pass_by_value)] // shaped for `map_err`

@@ -153,6 +153,25 @@ async fn query_keys_are_percent_decoded_to_exact_bytes() {
 }
 
 #[tokio::test]
+async fn a_topic_that_is_not_utf8_gets_a_json_400() {
+    // Found by `no_input_panics_the_router`: axum's own path rejection answered in plain text.
+    for path in ["/v1/topics/%FF/messages", "/topics/%C3%28"] {
+        let router = app(AppState::new(config(&[]), closed_port_buffer()));
+        let req = Request::post(path).body(Body::from("x")).expect("request");
+        let (status, _, body) = call(router, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        let body = json(&body);
+        assert!(body["error_code"].is_u64(), "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the topic in the path could not be read")),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn unknown_topics_routes_and_methods() {
     let router = app(AppState::new(
         config(&[("SPILLWAY_TOPICS", "orders"), ("SPILLWAY_TOPIC", "")]),
