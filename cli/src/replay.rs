@@ -215,10 +215,25 @@ pub struct Item {
     pub id: String,
     /// The bytes the buffer held.
     pub data: Vec<u8>,
-    /// The Kinesis partition key it had, or gets.
-    pub partition_key: String,
+    /// The Kinesis partition key it had; `None` for a dead letter, whose key is derived only when it
+    /// goes to a stream ([`Item::stream_key`]).
+    pub partition_key: Option<String>,
     /// When the buffer took it, ms since the Unix epoch.
     pub buffered_at_ms: Option<u64>,
+}
+
+impl Item {
+    /// The partition key for a stream: the one it had, else the one ingest-api would give its
+    /// envelope (the Kafka key, else the id). Decodes the envelope only here, where it is needed.
+    pub fn stream_key(&self) -> String {
+        self.partition_key.clone().unwrap_or_else(|| {
+            let key = match decode(&self.data, RawMode::Reject) {
+                Ok(Decoded::Envelope(env)) => env.key,
+                _ => None,
+            };
+            ingest_api::buffer::kinesis::partition_key(&self.id, key.as_deref())
+        })
+    }
 }
 
 fn attribute<'m>(m: &'m Message, name: &str) -> Option<&'m str> {
@@ -241,12 +256,8 @@ fn letter(m: &Message) -> Result<Letter, String> {
         .or(m.message_id())
         .unwrap_or_default()
         .to_owned();
-    let key = match decode(&data, RawMode::Reject) {
-        Ok(Decoded::Envelope(env)) => env.key,
-        _ => None,
-    };
     Ok(Letter::Data(Item {
-        partition_key: ingest_api::buffer::kinesis::partition_key(&id, key.as_deref()),
+        partition_key: None,
         buffered_at_ms: m
             .attributes()
             .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
@@ -535,8 +546,9 @@ async fn to_stream(
     items: &[Item],
 ) -> Vec<Result<(), String>> {
     let mut outcomes = vec![Ok(()); items.len()];
+    let keys: Vec<String> = items.iter().map(Item::stream_key).collect();
     let runs = pack(
-        items.iter().map(|i| i.data.len() + i.partition_key.len()),
+        items.iter().zip(&keys).map(|(i, k)| i.data.len() + k.len()),
         500,
         5 * 1024 * 1024,
     );
@@ -548,7 +560,7 @@ async fn to_stream(
                 .map(|&i| {
                     PutRecordsRequestEntry::builder()
                         .data(Blob::new(items[i].data.clone()))
-                        .partition_key(&items[i].partition_key)
+                        .partition_key(&keys[i])
                         .build()
                         .expect("data and key are set")
                 })

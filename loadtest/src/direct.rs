@@ -85,11 +85,11 @@ async fn produce(
     let received = spillway_core::envelope::now_ms().to_string();
     let headers = OwnedHeaders::new()
         .insert(Header {
-            key: "spillway-id",
+            key: spillway_core::kafka::ID_HEADER,
             value: Some(id.as_str()),
         })
         .insert(Header {
-            key: "spillway-received-at",
+            key: spillway_core::kafka::RECEIVED_AT_HEADER,
             value: Some(received.as_str()),
         });
     let sent = producer

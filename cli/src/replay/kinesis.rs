@@ -117,7 +117,7 @@ pub async fn read(
                 buffered_at_ms: r
                     .approximate_arrival_timestamp
                     .and_then(|t| u64::try_from(t.to_millis().ok()?).ok()),
-                partition_key: r.partition_key.unwrap_or_else(|| r.sequence_number.clone()),
+                partition_key: Some(r.partition_key.unwrap_or_else(|| r.sequence_number.clone())),
                 id: r.sequence_number,
                 data: r.data.into_inner(),
             });
