@@ -4,6 +4,8 @@
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use std::time::Instant;
+
 use spillway_core::batch::pack;
 
 use crate::source::SourceRecord;
@@ -36,16 +38,26 @@ impl DeadLetters {
     }
 
     /// Sends each `(record, reason)`; one outcome per letter, in order. `Err` means the letter is
-    /// not in the queue and the record must be reported failed.
-    pub async fn send(&self, letters: &[(&SourceRecord, String)]) -> Vec<Result<(), String>> {
+    /// not in the queue and the record must be reported failed. A letter counts as written only
+    /// when the queue's answer names it under `Successful` (rule 10). No call starts, or runs,
+    /// past `until` (rule 5: work after the deadline is bounded): letters left then are `Err`.
+    pub async fn send(
+        &self,
+        letters: &[(&SourceRecord, String)],
+        until: Instant,
+    ) -> Vec<Result<(), String>> {
         let bodies: Vec<(String, bool)> = letters.iter().map(|(r, _)| body(&r.data)).collect();
         let fifo = spillway_core::limits::is_fifo_queue(&self.url);
-        let mut outcomes = vec![Ok(()); letters.len()];
+        let mut outcomes: Vec<Result<(), String>> =
+            vec![Err("no time was left to write it to the dead-letter queue".into()); letters.len()];
         for run in pack(
             bodies.iter().map(|(b, _)| b.len() + 256),
             MAX_ENTRIES,
             MAX_BATCH_BYTES,
         ) {
+            if Instant::now() >= until {
+                break;
+            }
             let entries: Vec<_> = run
                 .clone()
                 .map(|i| {
@@ -73,31 +85,44 @@ impl DeadLetters {
                     entry.build().expect("id and body are set")
                 })
                 .collect();
-            match self
+            let call = self
                 .client
                 .send_message_batch()
                 .queue_url(&self.url)
                 .set_entries(Some(entries))
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    for failed in out.failed {
-                        if let Ok(i) = failed.id.parse::<usize>() {
-                            if i < outcomes.len() {
-                                outcomes[i] = Err(format!(
-                                    "the dead-letter queue refused it: {}",
-                                    failed.code
-                                ));
-                            }
+                .send();
+            match tokio::time::timeout_at(until.into(), call).await {
+                Ok(Ok(out)) => {
+                    for i in run.clone() {
+                        outcomes[i] = Err("the dead-letter queue's answer did not name it".into());
+                    }
+                    let in_run = |id: &str| id.parse::<usize>().ok().filter(|i| run.contains(i));
+                    for ok in &out.successful {
+                        if let Some(i) = in_run(&ok.id) {
+                            outcomes[i] = Ok(());
+                        }
+                    }
+                    for failed in &out.failed {
+                        if let Some(i) = in_run(&failed.id) {
+                            outcomes[i] = Err(format!(
+                                "the dead-letter queue refused it: {}",
+                                failed.code
+                            ));
                         }
                     }
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     let detail = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
                     tracing::error!(dlq = %self.url, error = %detail, "dead-letter write failed");
                     for i in run {
                         outcomes[i] = Err("the dead-letter queue could not be written".into());
+                    }
+                }
+                Err(_) => {
+                    tracing::error!(dlq = %self.url, "dead-letter write still unanswered at the deadline");
+                    for i in run {
+                        outcomes[i] =
+                            Err("the dead-letter queue did not answer before the deadline".into());
                     }
                 }
             }

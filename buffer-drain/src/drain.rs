@@ -18,7 +18,28 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use spillway_core::backoff::Backoff;
 use spillway_core::kafka::context::ClientHealth;
-use spillway_core::kafka::{classify, Disposition, Producer};
+use spillway_core::kafka::{classify, is_systemic_when_shared, Disposition, Producer};
+
+/// A record on its way to the dead-letter queue.
+#[derive(Debug)]
+struct Letter {
+    /// Its index in the batch.
+    index: usize,
+    /// The reason the dead letter carries.
+    reason: String,
+    /// Kafka refused it with an error that is systemic when every record shares it (rule 9).
+    systemic_when_shared: bool,
+}
+
+impl Letter {
+    fn poison(index: usize, reason: String) -> Self {
+        Self {
+            index,
+            reason,
+            systemic_when_shared: false,
+        }
+    }
+}
 
 use crate::dlq::DeadLetters;
 use crate::message::{to_kafka, Decoding};
@@ -27,13 +48,36 @@ use crate::source::{Ordering, SourceRecord};
 
 /// The drain: one producer per container, created at init and reused by every invocation.
 pub struct Drain {
-    producer: Producer,
-    health: Arc<ClientHealth>,
+    /// The producer in use; replaced when librdkafka puts it in its fatal state.
+    client: Mutex<Arc<KafkaClient>>,
+    /// Makes a new producer (through the connect limiter) to replace a fatal one.
+    rebuild: Option<Rebuild>,
     dead_letters: Option<DeadLetters>,
     decoding: Decoding,
     auth: Mutex<AuthBackoff>,
     backoffs: std::sync::atomic::AtomicU64,
+    /// Batches that every record failed with one systemic error (rule 9): counted with
+    /// authentication failures, so the next batch backs off the same way.
+    systemic: std::sync::atomic::AtomicU64,
+    rebuilds: std::sync::atomic::AtomicU64,
+    /// How long dead-letter writes may run past the deadline (rule 5: bounded work after it).
+    dead_letter_grace: Duration,
 }
+
+/// A producer and its failure counters.
+struct KafkaClient {
+    producer: Producer,
+    health: Arc<ClientHealth>,
+}
+
+/// Makes a replacement producer: [`spillway_core::kafka::producer`] for the drain's settings.
+pub type Rebuild = Arc<
+    dyn Fn() -> futures::future::BoxFuture<
+            'static,
+            Result<(Producer, Arc<ClientHealth>), spillway_core::kafka::KafkaSetupError>,
+        > + Send
+        + Sync,
+>;
 
 /// Backoff after authentication failures and throttled connections, across invocations.
 #[derive(Debug, Default)]
@@ -48,6 +92,9 @@ struct AuthBackoff {
 /// that fails again, up to [`AUTH_BACKOFF_CAP`].
 const AUTH_BACKOFF_BASE: Duration = Duration::from_millis(250);
 const AUTH_BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Dead-letter writes may run this long past the deadline unless [`Drain::with_dead_letter_grace`]
+/// says otherwise: the Lambda binary gives them half of `SPILLWAY_DEADLINE_MARGIN`.
+const DEFAULT_DEAD_LETTER_GRACE: Duration = Duration::from_secs(1);
 
 impl Drain {
     /// A drain producing with `producer`; poison records go to `dead_letters` when given, else they
@@ -59,13 +106,91 @@ impl Drain {
         decoding: Decoding,
     ) -> Self {
         Self {
-            producer,
-            health,
+            client: Mutex::new(Arc::new(KafkaClient { producer, health })),
+            rebuild: None,
             dead_letters,
             decoding,
             auth: Mutex::default(),
             backoffs: std::sync::atomic::AtomicU64::new(0),
+            systemic: std::sync::atomic::AtomicU64::new(0),
+            rebuilds: std::sync::atomic::AtomicU64::new(0),
+            dead_letter_grace: DEFAULT_DEAD_LETTER_GRACE,
         }
+    }
+
+    /// Dead-letter writes of a batch end at most `grace` after its deadline; what is not written by
+    /// then is reported failed (and comes again), never dropped.
+    #[must_use]
+    pub fn with_dead_letter_grace(mut self, grace: Duration) -> Self {
+        self.dead_letter_grace = grace;
+        self
+    }
+
+    /// A producer in librdkafka's fatal state (an idempotent producer whose sequence numbers
+    /// desynchronised) fails every record from then on; `rebuild` makes its replacement.
+    #[must_use]
+    pub fn with_rebuild(mut self, rebuild: Rebuild) -> Self {
+        self.rebuild = Some(rebuild);
+        self
+    }
+
+    fn current(&self) -> Arc<KafkaClient> {
+        self.client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The producer's fatal error, if librdkafka put it in its fatal state.
+    fn fatal(client: &KafkaClient) -> Option<String> {
+        use rdkafka::producer::Producer as _;
+        client
+            .producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {reason}"))
+    }
+
+    /// Replaces a fatal producer. `false` when there is no way to (no rebuild given) or it failed;
+    /// the next batch tries again.
+    async fn replace_fatal(&self, fatal: &str) -> bool {
+        let Some(rebuild) = &self.rebuild else {
+            tracing::error!(%fatal, "the Kafka producer is in a fatal state and cannot be rebuilt");
+            return false;
+        };
+        tracing::error!(%fatal, "the Kafka producer is in a fatal state: rebuilding it");
+        match rebuild().await {
+            Ok((producer, health)) => {
+                *self
+                    .client
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Arc::new(KafkaClient { producer, health });
+                // The new producer's counters start at zero.
+                self.auth
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .seen = self.systemic.load(std::sync::atomic::Ordering::Relaxed);
+                self.rebuilds
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the replacement Kafka producer could not be made");
+                false
+            }
+        }
+    }
+
+    /// Producers replaced after librdkafka's fatal state, since creation.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Failures that call for a backoff: authentication failures and systemic batch failures.
+    fn backoff_signals(&self) -> u64 {
+        self.current().health.auth_failures()
+            + self.systemic.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Backoffs (waits or handed-back batches) after authentication failures, since creation.
@@ -82,7 +207,7 @@ impl Drain {
                 .auth
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let failures = self.health.auth_failures();
+            let failures = self.backoff_signals();
             if failures > auth.seen {
                 auth.seen = failures;
                 auth.streak = auth.streak.saturating_add(1);
@@ -114,7 +239,7 @@ impl Drain {
             .auth
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.health.auth_failures() == auth.seen {
+        if self.backoff_signals() == auth.seen {
             auth.streak = 0;
         }
     }
@@ -127,6 +252,25 @@ impl Drain {
         deadline: Instant,
     ) -> DrainReport {
         let started = Instant::now();
+        let mut client = self.current();
+        if let Some(fatal) = Self::fatal(&client) {
+            if !self.replace_fatal(&fatal).await {
+                return DrainReport {
+                    outcomes: vec![
+                        Outcome::Failed {
+                            reason: "the Kafka producer is in a fatal state; a new one could not be made yet".into(),
+                            retryable: true,
+                        };
+                        records.len()
+                    ],
+                    produce_latencies: Vec::new(),
+                    elapsed: started.elapsed(),
+                    backoff: None,
+                    auth_failures: client.health.auth_failures(),
+                };
+            }
+            client = self.current();
+        }
         let Ok(backoff) = self.back_off_if_needed(deadline).await else {
             return DrainReport {
                 outcomes: vec![
@@ -141,7 +285,7 @@ impl Drain {
                 produce_latencies: Vec::new(),
                 elapsed: started.elapsed(),
                 backoff: None,
-                auth_failures: self.health.auth_failures(),
+                auth_failures: client.health.auth_failures(),
             };
         };
         // Records are decoded as they are enqueued, so librdkafka's thread sends the first ones while
@@ -153,6 +297,7 @@ impl Drain {
             Ordering::Unordered | Ordering::Shard => {
                 let all: Vec<usize> = (0..records.len()).collect();
                 self.wave(
+                    &client.producer,
                     records,
                     &all,
                     &mut plans,
@@ -164,7 +309,9 @@ impl Drain {
             }
             Ordering::FifoGroups => {
                 // Wave k holds the k-th record of every group still going: a group's next record is
-                // produced only after its previous one was acknowledged, and not at all after a failure.
+                // produced only after its previous one was acknowledged (or dead-lettered), and not
+                // at all after a failure — nor after a record still unsettled at the deadline, which
+                // returns to the queue and must not be overtaken by a later one of its group.
                 let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
                 for (i, r) in records.iter().enumerate() {
                     groups
@@ -177,6 +324,7 @@ impl Drain {
                     let wave: Vec<usize> =
                         groups.values().filter_map(|g| g.get(k).copied()).collect();
                     self.wave(
+                        &client.producer,
                         records,
                         &wave,
                         &mut plans,
@@ -186,10 +334,13 @@ impl Drain {
                     )
                     .await;
                     for g in groups.values() {
-                        let failed = g
-                            .get(k)
-                            .is_some_and(|i| matches!(outcomes[*i], Some(Outcome::Failed { .. })));
-                        if failed {
+                        let blocked = g.get(k).is_some_and(|i| {
+                            !matches!(
+                                outcomes[*i],
+                                Some(Outcome::Delivered | Outcome::DeadLettered(_))
+                            )
+                        });
+                        if blocked {
                             for later in &g[k + 1..] {
                                 outcomes[*later] = Some(Outcome::Failed {
                                     reason: "an earlier record of its message group failed".into(),
@@ -208,6 +359,11 @@ impl Drain {
         {
             self.settle_backoff();
         }
+        // A producer that turned fatal during the batch: what it did not deliver fails retryably
+        // (classify() calls Fatal and purges Retry), and the next batch gets a new producer.
+        if let Some(fatal) = Self::fatal(&client) {
+            self.replace_fatal(&fatal).await;
+        }
         DrainReport {
             outcomes: outcomes
                 .into_iter()
@@ -221,14 +377,16 @@ impl Drain {
             produce_latencies: latencies,
             elapsed: started.elapsed(),
             backoff,
-            auth_failures: self.health.auth_failures(),
+            auth_failures: client.health.auth_failures(),
         }
     }
 
     /// Produces the planned records among `indices` (skipping those already decided), then
     /// dead-letters those Kafka refused for good together with the undecodable ones.
+    #[allow(clippy::too_many_arguments)]
     async fn wave(
         &self,
+        producer: &Producer,
         records: &[SourceRecord],
         indices: &[usize],
         plans: &mut [bool],
@@ -236,7 +394,8 @@ impl Drain {
         latencies: &mut Vec<Duration>,
         deadline: Instant,
     ) {
-        let mut letters: Vec<(usize, String)> = Vec::new();
+        let mut letters: Vec<Letter> = Vec::new();
+        let mut produced: Vec<usize> = Vec::new();
         let mut pending = FuturesUnordered::new();
         for &i in indices {
             if outcomes[i].is_some() {
@@ -246,7 +405,7 @@ impl Drain {
                 continue;
             }
             match to_kafka(&records[i], &self.decoding) {
-                Err(e) => letters.push((i, format!("undecodable: {e}"))),
+                Err(e) => letters.push(Letter::poison(i, format!("undecodable: {e}"))),
                 Ok(message) => {
                     if Instant::now() >= deadline {
                         outcomes[i] = Some(Outcome::Failed {
@@ -266,8 +425,9 @@ impl Drain {
                         record = record.partition(partition);
                     }
                     let enqueued = Instant::now();
+                    produced.push(i);
                     loop {
-                        match self.producer.send_result(record) {
+                        match producer.send_result(record) {
                             Ok(delivery) => {
                                 pending.push(async move { (i, enqueued, delivery.await) });
                                 break;
@@ -314,24 +474,75 @@ impl Drain {
         {
             settle(i, at, result, outcomes, &mut letters, latencies);
         }
-        // Whatever is still pending is reported undelivered by `drain`.
+        // Whatever is still pending is reported undelivered by `drain`, and comes again. What
+        // librdkafka has not sent yet is purged: a container frozen now and thawed later must not
+        // send these stale records after their retries (rule 4's order, rule 5's deadline).
+        if !pending.is_empty() {
+            use rdkafka::producer::{Producer as _, PurgeConfig};
+            producer.purge(PurgeConfig::default().queue().non_blocking());
+        }
         drop(pending);
-        self.dead_letter(records, letters, outcomes).await;
+        let letters = self.systemic_check(&produced, letters, outcomes);
+        self.dead_letter(records, letters, outcomes, deadline + self.dead_letter_grace)
+            .await;
+    }
+
+    /// Rule 9: when every record this wave produced was refused with one and the same error that
+    /// can be the cluster's or IAM's ([`spillway_core::kafka::is_systemic_when_shared`]), the
+    /// records are not poison: they fail retryably (the batch fails, the mapping backs off) and the
+    /// next batch backs off too, instead of the whole stream going to the DLQ.
+    fn systemic_check(
+        &self,
+        produced: &[usize],
+        letters: Vec<Letter>,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Vec<Letter> {
+        let refused: Vec<&Letter> = letters
+            .iter()
+            .filter(|l| produced.contains(&l.index))
+            .collect();
+        let systemic = !produced.is_empty()
+            && refused.len() == produced.len()
+            && refused.first().is_some_and(|first| {
+                first.systemic_when_shared
+                    && refused.iter().all(|l| l.reason == first.reason)
+            });
+        if !systemic {
+            return letters;
+        }
+        self.systemic
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(records = produced.len(), reason = %refused[0].reason, "every record was refused with one error: systemic, backing off");
+        letters
+            .into_iter()
+            .filter(|l| {
+                if produced.contains(&l.index) {
+                    outcomes[l.index] = Some(Outcome::Failed {
+                        reason: format!("kafka (systemic, back off): {}", l.reason),
+                        retryable: true,
+                    });
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect()
     }
 
     async fn dead_letter(
         &self,
         records: &[SourceRecord],
-        letters: Vec<(usize, String)>,
+        letters: Vec<Letter>,
         outcomes: &mut [Option<Outcome>],
+        until: Instant,
     ) {
         if letters.is_empty() {
             return;
         }
         let Some(dlq) = &self.dead_letters else {
-            for (i, reason) in letters {
-                tracing::warn!(item = %records[i].item_id, %reason, "poison record, no SPILLWAY_DLQ_URL: reported failed");
-                outcomes[i] = Some(Outcome::Failed {
+            for Letter { index, reason, .. } in letters {
+                tracing::warn!(item = %records[index].item_id, %reason, "poison record, no SPILLWAY_DLQ_URL: reported failed");
+                outcomes[index] = Some(Outcome::Failed {
                     reason,
                     retryable: false,
                 });
@@ -340,10 +551,12 @@ impl Drain {
         };
         let batch: Vec<(&SourceRecord, String)> = letters
             .iter()
-            .map(|(i, reason)| (&records[*i], reason.clone()))
+            .map(|l| (&records[l.index], l.reason.clone()))
             .collect();
-        for ((i, reason), sent) in letters.into_iter().zip(dlq.send(&batch).await) {
-            outcomes[i] = Some(match sent {
+        for (Letter { index, reason, .. }, sent) in
+            letters.into_iter().zip(dlq.send(&batch, until).await)
+        {
+            outcomes[index] = Some(match sent {
                 Ok(()) => Outcome::DeadLettered(reason),
                 Err(e) => Outcome::Failed {
                     reason: format!("{reason}; {e}"),
@@ -364,7 +577,7 @@ fn settle(
     enqueued: Instant,
     result: Delivery,
     outcomes: &mut [Option<Outcome>],
-    letters: &mut Vec<(usize, String)>,
+    letters: &mut Vec<Letter>,
     latencies: &mut Vec<Duration>,
 ) {
     match result {
@@ -386,10 +599,14 @@ fn decide(
     i: usize,
     error: &KafkaError,
     outcomes: &mut [Option<Outcome>],
-    letters: &mut Vec<(usize, String)>,
+    letters: &mut Vec<Letter>,
 ) {
     match classify(error) {
-        Disposition::DeadLetter(reason) => letters.push((i, format!("kafka: {reason} ({error})"))),
+        Disposition::DeadLetter(reason) => letters.push(Letter {
+            index: i,
+            reason: format!("kafka: {reason} ({error})"),
+            systemic_when_shared: is_systemic_when_shared(error),
+        }),
         Disposition::BackOff => {
             outcomes[i] = Some(Outcome::Failed {
                 reason: format!("kafka (back off): {error}"),

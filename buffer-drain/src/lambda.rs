@@ -47,12 +47,88 @@ pub async fn build_drain(
         raw: config.raw_mode,
         raw_topic: config.raw_topic.clone(),
     };
-    Ok(Drain::new(producer, health, dead_letters, decoding))
+    let rebuild: crate::drain::Rebuild = {
+        let kafka = kafka.clone();
+        std::sync::Arc::new(move || {
+            let kafka = kafka.clone();
+            Box::pin(async move { spillway_core::kafka::producer(&kafka).await })
+        })
+    };
+    Ok(Drain::new(producer, health, dead_letters, decoding)
+        .with_dead_letter_grace(config.deadline_margin / 2)
+        .with_rebuild(rebuild))
 }
 
 /// When to stop producing: `remaining` from now, less `margin` (never in the past).
 pub fn deadline(remaining: Duration, margin: Duration) -> Instant {
     Instant::now() + remaining.saturating_sub(margin)
+}
+
+/// The invocation's time is shorter than `SPILLWAY_DEADLINE_MARGIN`: nothing could be produced.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("SPILLWAY_DEADLINE_MARGIN={margin} leaves no time to produce: the invocation had {remaining} left; set the margin to at most half the function timeout")]
+pub struct NoTimeLeft {
+    /// The margin, as configured.
+    pub margin: String,
+    /// What the invocation had left when it started.
+    pub remaining: String,
+}
+
+impl From<NoTimeLeft> for lambda_runtime::Diagnostic {
+    fn from(e: NoTimeLeft) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "SettingsLeaveNoTime".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Rule 11 in Lambda, where the function timeout is only known from the first invocation: a
+/// margin that leaves no time to produce fails the invocation with an error that names the
+/// variable (nothing is produced or dead-lettered; the records come again) instead of ending every
+/// batch "not produced" until `maxReceiveCount` moves the whole queue to its DLQ.
+pub fn invocation_deadline(remaining: Duration, margin: Duration) -> Result<Instant, NoTimeLeft> {
+    if remaining <= margin {
+        let err = NoTimeLeft {
+            margin: humantime::format_duration(margin).to_string(),
+            remaining: humantime::format_duration(Duration::from_millis(
+                u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+            ))
+            .to_string(),
+        };
+        tracing::error!(error = %err, "the drain's settings leave no time");
+        return Err(err);
+    }
+    Ok(deadline(remaining, margin))
+}
+
+/// The SQS client the drain writes dead letters (and the local poller receives and deletes) with:
+/// every call bounded — 1 s to connect, 3 s per attempt (more than the poller's 1 s long poll),
+/// 5 s in all — so that no call after the deadline can outlast the function (rule 5).
+pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::from(sdk)
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_attempt_timeout(Duration::from_secs(3))
+                .operation_timeout(Duration::from_secs(5))
+                .build(),
+        )
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_margin_as_long_as_the_invocation_is_refused_naming_the_variable() {
+        let err = invocation_deadline(Duration::from_secs(5), Duration::from_secs(5))
+            .expect_err("no time left");
+        assert!(err.to_string().contains("SPILLWAY_DEADLINE_MARGIN=5s"), "{err}");
+        assert!(invocation_deadline(Duration::from_secs(30), Duration::from_secs(5)).is_ok());
+    }
 }
 
 fn verdict(report: &DrainReport) -> Result<(), AllFailed> {

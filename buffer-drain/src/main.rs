@@ -7,9 +7,9 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use buffer_drain::lambda::{build_drain, deadline, handle_kinesis, handle_sqs};
+use buffer_drain::lambda::{build_drain, handle_kinesis, handle_sqs, invocation_deadline};
 use buffer_drain::poller::PollSettings;
-use lambda_runtime::{service_fn, LambdaEvent};
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use spillway_core::config::{ConfigError, DrainConfig, Env, KafkaConfig, ProcessEnv};
 use spillway_core::limits::BufferKind;
 
@@ -43,7 +43,7 @@ async fn main() -> Result<(), Error> {
     let kafka = KafkaConfig::from_env(&env).unwrap_or_else(|e| fail(e));
     let config = DrainConfig::from_env(&env).unwrap_or_else(|e| fail(e));
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sqs = buffer_drain::lambda::sqs_client(&sdk);
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         let drain = build_drain(&kafka, &config, Some(sqs)).await?;
@@ -51,13 +51,15 @@ async fn main() -> Result<(), Error> {
         return match config.source {
             BufferKind::Sqs => {
                 lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| async move {
-                    handle_sqs(drain, e.payload, deadline(remaining(&e.context), margin)).await
+                    let ends = invocation_deadline(remaining(&e.context), margin)?;
+                    handle_sqs(drain, e.payload, ends).await.map_err(Diagnostic::from)
                 }))
                 .await
             }
             BufferKind::Kinesis => {
                 lambda_runtime::run(service_fn(move |e: LambdaEvent<KinesisEvent>| async move {
-                    handle_kinesis(drain, e.payload, deadline(remaining(&e.context), margin)).await
+                    let ends = invocation_deadline(remaining(&e.context), margin)?;
+                    handle_kinesis(drain, e.payload, ends).await.map_err(Diagnostic::from)
                 }))
                 .await
             }

@@ -17,7 +17,8 @@ pub struct KafkaMessage {
     pub partition: Option<i32>,
     /// Value.
     pub value: Vec<u8>,
-    /// Headers: the caller's, then `spillway-id`, `spillway-received-at` and the trace context.
+    /// Headers: the caller's (without any pipeline-owned name), then `spillway-id`,
+    /// `spillway-received-at` and the trace context.
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -66,7 +67,13 @@ pub fn to_kafka(record: &SourceRecord, decoding: &Decoding) -> Result<KafkaMessa
         Decoded::Envelope(env) => {
             spillway_core::topic::validate(&env.topic)?;
             let mut headers = Vec::with_capacity(env.headers.len() + 3);
-            headers.extend(env.headers.into_iter().map(|h| (h.name, h.value)));
+            // Rule 8: names the pipeline sets are its own; a copy from the producer is dropped.
+            headers.extend(
+                env.headers
+                    .into_iter()
+                    .filter(|h| !spillway_core::headers::is_reserved(&h.name))
+                    .map(|h| (h.name, h.value)),
+            );
             headers.push((ID_HEADER.to_owned(), env.id.into_bytes()));
             headers.push((
                 RECEIVED_AT_HEADER.to_owned(),
@@ -101,5 +108,46 @@ pub fn to_kafka(record: &SourceRecord, decoding: &Decoding) -> Result<KafkaMessa
 fn push_trace(headers: &mut Vec<(String, Vec<u8>)>, record: &SourceRecord) {
     if let Some(trace) = &record.trace {
         headers.push((TRACE_HEADER.to_owned(), trace.clone().into_bytes()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spillway_core::envelope::{Envelope, Header as EnvHeader};
+
+    /// Issue 14 item 2 / rule 8: an envelope written by another producer with its own
+    /// `spillway-id`, `spillway-received-at` or trace headers: the drain's are the only ones.
+    #[test]
+    fn caller_copies_of_pipeline_headers_are_dropped() {
+        let mut env = Envelope::new("orders", "v");
+        env.headers = vec![
+            EnvHeader::new("Spillway-Id", "forged"),
+            EnvHeader::new("spillway-received-at", "1"),
+            EnvHeader::new("x-amzn-trace-id", "Root=forged"),
+            EnvHeader::new("traceparent", "00-forged"),
+            EnvHeader::new("source", "web"),
+        ];
+        let record = SourceRecord {
+            item_id: "m-1".into(),
+            group: None,
+            data: env.encode().into_bytes(),
+            buffered_at_ms: None,
+            trace: Some("Root=1-real".into()),
+            source: "arn:aws:sqs:us-east-1:1:q".into(),
+        };
+        let decoding = Decoding {
+            raw: RawMode::Reject,
+            raw_topic: None,
+        };
+        let message = to_kafka(&record, &decoding).expect("an envelope");
+        let names: Vec<&str> = message.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["source", ID_HEADER, RECEIVED_AT_HEADER, TRACE_HEADER],
+            "one of each pipeline header, the drain's"
+        );
+        assert_eq!(message.headers[1].1, env.id.as_bytes());
+        assert_eq!(message.headers[3].1, b"Root=1-real");
     }
 }

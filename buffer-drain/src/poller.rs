@@ -157,27 +157,64 @@ impl SqsPoller {
         for id in &failed {
             handles.remove(id);
         }
-        let done = handles.len();
-        let entries: Vec<_> = handles.into_values().enumerate().collect();
-        for chunk in entries.chunks(10) {
-            let batch = chunk
+        let done = self.delete(handles.into_values().collect()).await;
+        Ok(Invocation { records, done })
+    }
+}
+
+impl SqsPoller {
+    /// Deletes the messages behind `handles` as Lambda does after a report, ten per call; returns how
+    /// many the answers name as deleted (rule 10). A call that fails, or entries it does not name,
+    /// leave their messages in the queue — they come again after the visibility timeout, as
+    /// duplicates with their original `spillway-id` — and never stop the remaining calls.
+    async fn delete(&self, handles: Vec<String>) -> usize {
+        let mut deleted = 0;
+        for chunk in handles.chunks(10) {
+            let entries = chunk
                 .iter()
+                .enumerate()
                 .map(|(i, h)| {
                     DeleteMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .receipt_handle(h)
                         .build()
-                        .expect("set")
+                        .expect("id and receipt handle are set")
                 })
                 .collect();
-            self.client
+            match self
+                .client
                 .delete_message_batch()
                 .queue_url(&self.queue_url)
-                .set_entries(Some(batch))
+                .set_entries(Some(entries))
                 .send()
-                .await?;
+                .await
+            {
+                Ok(out) => {
+                    let named: std::collections::BTreeSet<usize> = out
+                        .successful
+                        .iter()
+                        .filter_map(|e| e.id.parse().ok())
+                        .filter(|i| *i < chunk.len())
+                        .collect();
+                    let failed = out.failed.len();
+                    if named.len() < chunk.len() {
+                        tracing::warn!(
+                            deleted = named.len(),
+                            failed,
+                            of = chunk.len(),
+                            "DeleteMessageBatch left messages in the queue; they come again"
+                        );
+                    }
+                    deleted += named.len();
+                }
+                Err(e) => tracing::warn!(
+                    error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
+                    messages = chunk.len(),
+                    "DeleteMessageBatch failed; the messages come again"
+                ),
+            }
         }
-        Ok(Invocation { records, done })
+        deleted
     }
 }
 
@@ -191,6 +228,9 @@ pub struct KinesisPoller {
     settings: PollSettings,
     /// Where the next batch starts: after this sequence number, at it, or at the trim horizon.
     checkpoint: Checkpoint,
+    /// The iterator to read next, while reading on from the checkpoint: real Kinesis returns empty
+    /// pages inside a shard, and only `NextShardIterator` leads past them.
+    iterator: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +264,7 @@ impl KinesisPoller {
             shard_id,
             settings,
             checkpoint: Checkpoint::TrimHorizon,
+            iterator: None,
         })
     }
 
@@ -241,8 +282,8 @@ impl KinesisPoller {
             .collect())
     }
 
-    /// One invocation: read from the checkpoint, drain, move the checkpoint as Lambda would.
-    pub async fn poll_once(&mut self, drain: &Drain) -> Result<Invocation, aws_sdk_kinesis::Error> {
+    /// An iterator at the checkpoint.
+    async fn iterator_at_checkpoint(&self) -> Result<Option<String>, aws_sdk_kinesis::Error> {
         let request = self
             .client
             .get_shard_iterator()
@@ -257,9 +298,19 @@ impl KinesisPoller {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(seq),
         };
-        let Some(iterator) = request.send().await?.shard_iterator else {
-            return Ok(Invocation::default());
+        Ok(request.send().await?.shard_iterator)
+    }
+
+    /// One invocation: read on (or from the checkpoint), drain, move the checkpoint as Lambda would.
+    pub async fn poll_once(&mut self, drain: &Drain) -> Result<Invocation, aws_sdk_kinesis::Error> {
+        let iterator = match self.iterator.take() {
+            Some(iterator) => iterator,
+            None => match self.iterator_at_checkpoint().await? {
+                Some(iterator) => iterator,
+                None => return Ok(Invocation::default()),
+            },
         };
+        // On an error (an expired iterator among them) the next poll starts again at the checkpoint.
         let out = self
             .client
             .get_records()
@@ -268,6 +319,9 @@ impl KinesisPoller {
             .send()
             .await?;
         if out.records.is_empty() {
+            // An empty page is not the end of the shard: read on from where it points. `None`: the
+            // shard is closed and fully read; the checkpoint stays.
+            self.iterator = out.next_shard_iterator;
             tokio::time::sleep(Duration::from_millis(200)).await;
             return Ok(Invocation::default());
         }
@@ -321,6 +375,7 @@ impl KinesisPoller {
                     done
                 } else {
                     self.checkpoint = Checkpoint::After(last);
+                    self.iterator = out.next_shard_iterator;
                     records
                 }
             }
@@ -333,7 +388,8 @@ impl KinesisPoller {
 
 /// The local poller: `workers` local "Lambda containers", each with its own producer, polling the
 /// SQS queue at `source` (a URL) or, for a Kinesis drain, one shard each of the stream `source`
-/// (at most `workers` shards). Returns the running workers.
+/// (at most `workers` shards). Returns the running workers; settings that cannot work together
+/// ([`PollSettings::check`]) are an error before anything starts.
 pub async fn run_local(
     kafka: &spillway_core::config::KafkaConfig,
     config: &spillway_core::config::DrainConfig,
@@ -342,7 +398,8 @@ pub async fn run_local(
     source: &str,
     sdk: &aws_config::SdkConfig,
 ) -> Result<tokio::task::JoinSet<()>, Box<dyn std::error::Error + Send + Sync>> {
-    let sqs = aws_sdk_sqs::Client::new(sdk);
+    settings.check()?;
+    let sqs = crate::lambda::sqs_client(sdk);
     let mut tasks = tokio::task::JoinSet::new();
     match config.source {
         spillway_core::limits::BufferKind::Sqs => {
@@ -383,9 +440,16 @@ pub async fn run_local(
     Ok(tasks)
 }
 
+/// Time the poller allows itself after an invocation's deadline for the deletes (and the dead-letter
+/// writes' tail): what the visibility timeout must cover beyond the batching window and the
+/// function timeout.
+pub const AFTER_INVOCATION: Duration = Duration::from_secs(5);
+
 impl PollSettings {
     /// Reads `SPILLWAY_BATCH_SIZE`, `SPILLWAY_BATCH_WINDOW`, `SPILLWAY_VISIBILITY_TIMEOUT` and
-    /// `SPILLWAY_FUNCTION_TIMEOUT` (the settings of the event source mapping the poller plays).
+    /// `SPILLWAY_FUNCTION_TIMEOUT` (the settings of the event source mapping the poller plays), then
+    /// [`PollSettings::check`]s them. The visibility timeout defaults to 6 × the function timeout,
+    /// what AWS asks of a queue a Lambda function drains.
     pub fn from_env(
         env: &spillway_core::config::Env<'_>,
         drain: &spillway_core::config::DrainConfig,
@@ -395,7 +459,13 @@ impl PollSettings {
         } else {
             100
         };
-        Ok(Self {
+        let function_timeout = env.duration(
+            "SPILLWAY_FUNCTION_TIMEOUT",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_secs(900),
+        )?;
+        let settings = Self {
             batch_size: env.number("SPILLWAY_BATCH_SIZE", default_batch, 1, 10_000)?,
             batch_window: env.duration(
                 "SPILLWAY_BATCH_WINDOW",
@@ -405,17 +475,83 @@ impl PollSettings {
             )?,
             visibility_timeout: env.duration(
                 "SPILLWAY_VISIBILITY_TIMEOUT",
-                Duration::from_secs(30),
+                (function_timeout * 6).min(Duration::from_secs(43_200)),
                 Duration::from_secs(1),
                 Duration::from_secs(43_200),
             )?,
-            function_timeout: env.duration(
-                "SPILLWAY_FUNCTION_TIMEOUT",
-                Duration::from_secs(30),
-                Duration::from_secs(1),
-                Duration::from_secs(900),
-            )?,
+            function_timeout,
             deadline_margin: drain.deadline_margin,
-        })
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rule 11: settings that cannot work together stop the poller at start instead of
+    /// dead-lettering everything. The deadline margin must leave at least half of each invocation
+    /// for producing (a margin as long as the timeout ends every batch "not produced", and after
+    /// `maxReceiveCount` the whole queue is in the DLQ); the visibility timeout must cover the
+    /// batching window, the invocation and [`AFTER_INVOCATION`], or a batch still being worked on
+    /// reappears and a second worker produces it again.
+    pub fn check(&self) -> Result<(), spillway_core::config::ConfigError> {
+        use spillway_core::config::ConfigError;
+        if self.deadline_margin * 2 > self.function_timeout {
+            return Err(ConfigError::Conflict {
+                vars: "SPILLWAY_DEADLINE_MARGIN and SPILLWAY_FUNCTION_TIMEOUT",
+                why: format!(
+                    "a margin of {} leaves less than half of a {} invocation for producing; make the margin at most half the timeout",
+                    humantime::format_duration(self.deadline_margin),
+                    humantime::format_duration(self.function_timeout)
+                ),
+            });
+        }
+        let needed = self.batch_window + self.function_timeout + AFTER_INVOCATION;
+        if self.visibility_timeout < needed {
+            return Err(ConfigError::Conflict {
+                vars: "SPILLWAY_VISIBILITY_TIMEOUT, SPILLWAY_BATCH_WINDOW and SPILLWAY_FUNCTION_TIMEOUT",
+                why: format!(
+                    "a visibility timeout of {} is shorter than window + timeout + {} for deletes ({}); a batch would reappear while it is being produced",
+                    humantime::format_duration(self.visibility_timeout),
+                    humantime::format_duration(AFTER_INVOCATION),
+                    humantime::format_duration(needed)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spillway_core::config::{DrainConfig, Env};
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<PollSettings, String> {
+        let map: std::collections::BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let env = Env::new(&map);
+        let drain = DrainConfig::from_env(&env).map_err(|e| e.to_string())?;
+        PollSettings::from_env(&env, &drain).map_err(|e| e.to_string())
+    }
+
+    /// Issue 14 item 3: a 5 s function timeout with the default 5 s margin used to start and then
+    /// dead-letter all 20,000 messages of a test; now it stops at start naming both variables.
+    #[test]
+    fn contradictory_settings_stop_the_poller_naming_the_variables() {
+        let err = settings(&[("SPILLWAY_FUNCTION_TIMEOUT", "5s")]).expect_err("no time left");
+        assert!(
+            err.contains("SPILLWAY_DEADLINE_MARGIN") && err.contains("SPILLWAY_FUNCTION_TIMEOUT"),
+            "{err}"
+        );
+        let err = settings(&[
+            ("SPILLWAY_FUNCTION_TIMEOUT", "30s"),
+            ("SPILLWAY_VISIBILITY_TIMEOUT", "30s"),
+        ])
+        .expect_err("visibility shorter than an invocation");
+        assert!(err.contains("SPILLWAY_VISIBILITY_TIMEOUT"), "{err}");
+        let ok = settings(&[("SPILLWAY_FUNCTION_TIMEOUT", "10s")]).expect("default margin fits");
+        assert_eq!(ok.visibility_timeout, Duration::from_secs(60), "6 × the timeout");
+        settings(&[]).expect("the defaults work together");
     }
 }

@@ -32,6 +32,16 @@ fn producer(
     spillway_core::kafka::Producer,
     std::sync::Arc<spillway_core::kafka::context::ClientHealth>,
 ) {
+    producer_with(bootstrap, &[])
+}
+
+fn producer_with(
+    bootstrap: &str,
+    settings: &[(&str, &str)],
+) -> (
+    spillway_core::kafka::Producer,
+    std::sync::Arc<spillway_core::kafka::context::ClientHealth>,
+) {
     let config = KafkaConfig {
         bootstrap: bootstrap.to_owned(),
         auth: KafkaAuth::Plaintext,
@@ -44,6 +54,9 @@ fn producer(
     let mut client = spillway_core::kafka::producer_config(&config).expect("settings");
     // Undeliverable records fail within 2 s here instead of 2 minutes.
     client.set("message.timeout.ms", "2000");
+    for (k, v) in settings {
+        client.set(*k, *v);
+    }
     let context = spillway_core::kafka::context::SpillwayContext::plain();
     let health = context.health();
     (
@@ -173,10 +186,15 @@ async fn rule_3_the_invocation_fails_when_every_record_failed_retryably() {
     assert_eq!(err.records, 2);
 }
 
+/// Two transient produce errors, then success: librdkafka's idempotent retries deliver every
+/// record exactly once. The test proves the errors fired (with a 500 ms retry backoff the first
+/// acknowledgement cannot come before the retries: a clean produce here takes milliseconds) and
+/// reads the topic back to prove nothing was written twice.
 #[tokio::test]
 async fn rule_3_retryable_produce_errors_injected_by_the_broker_are_retried_by_librdkafka() {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::{Headers as _, Message as _};
     let cluster = cluster();
-    // Two transient produce errors, then success: idempotent retries deliver without duplicates.
     cluster.request_errors(
         rdkafka::types::RDKafkaApiKey::Produce,
         &[
@@ -184,7 +202,19 @@ async fn rule_3_retryable_produce_errors_injected_by_the_broker_are_retried_by_l
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
         ],
     );
-    let drain = drain(&cluster.bootstrap_servers(), None, RawMode::Reject);
+    let (producer, health) = producer_with(
+        &cluster.bootstrap_servers(),
+        &[("retry.backoff.ms", "500"), ("retry.backoff.max.ms", "1000")],
+    );
+    let drain = Drain::new(
+        producer,
+        health,
+        None,
+        Decoding {
+            raw: RawMode::Reject,
+            raw_topic: None,
+        },
+    );
     let event = sqs_event(
         &[
             ("m-1", envelope("a", Some(1))),
@@ -192,8 +222,42 @@ async fn rule_3_retryable_produce_errors_injected_by_the_broker_are_retried_by_l
         ],
         None,
     );
-    let response = handle_sqs(&drain, event, soon()).await.expect("delivered");
-    assert!(response.batch_item_failures.is_empty());
+    let (records, ordering) = buffer_drain::source::from_sqs(event);
+    let report = drain.drain(&records, ordering, soon()).await;
+    assert_eq!(report.failed().count(), 0, "{:?}", report.outcomes);
+    let fastest = report.produce_latencies.iter().min().copied().unwrap_or_default();
+    assert!(
+        fastest >= Duration::from_millis(400),
+        "acknowledged after {fastest:?}: the injected errors did not fire"
+    );
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "rule-3-check")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let mut ids = Vec::new();
+    let ends = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < ends && ids.len() < 3 {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
+            let id = message
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "spillway-id"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .expect("spillway-id");
+            ids.push(id);
+        } else if ids.len() == 2 {
+            break;
+        }
+    }
+    ids.sort();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids.len(), 2, "each record once, no duplicates: {ids:?}");
+    assert_eq!(unique, ids);
 }
 
 #[tokio::test]
@@ -226,6 +290,133 @@ async fn rule_4_fifo_a_failed_record_stops_its_group_and_nothing_later_of_it_is_
             );
         }
         other => panic!("a-3: {other:?}"),
+    }
+}
+
+/// Issue 14 item 7: a record whose acknowledgement had not come by the deadline returns to the
+/// queue, so no later record of its group may leave it — not even as a dead letter in the next
+/// wave (it used to be dead-lettered and deleted while the earlier one came again).
+#[tokio::test]
+async fn rule_4_fifo_a_record_unsettled_at_the_deadline_blocks_its_group() {
+    let cluster = cluster();
+    cluster
+        .partition_leader(TOPIC, 0, None)
+        .expect("leaderless");
+    let (client, url) = dlq().await;
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client.clone(), url.clone())),
+        RawMode::Reject,
+    );
+    let event = sqs_event(
+        &[
+            ("a-1", envelope("a1", Some(0))), // unacknowledged at the deadline
+            ("a-2", "garbage".to_owned()),    // poison, but after a-1 in its group
+            ("b-1", envelope("b1", Some(1))),
+        ],
+        Some(&["A", "A", "B"]),
+    );
+    let (records, ordering) = buffer_drain::source::from_sqs(event);
+    // message.timeout.ms is 2 s: a-1 is still unsettled at this deadline.
+    let report = drain
+        .drain(&records, ordering, Instant::now() + Duration::from_millis(1200))
+        .await;
+    assert_eq!(failed_ids(&report.sqs_response(&records)), ["a-1", "a-2"]);
+    assert_eq!(
+        spillway_tests::queue_depth(&client, &url).await,
+        0,
+        "a-2 was not dead-lettered ahead of a-1"
+    );
+}
+
+/// Issue 14 item 10 (rule 9): when every record of a batch is refused with the same
+/// authorization error, that is IAM or the cluster, not the records: the batch fails (the mapping
+/// backs off), nothing is dead-lettered, and the next batch backs off too. A record refused alone
+/// is still poison (rule 6, above).
+#[tokio::test]
+async fn rule_9_a_batch_refused_whole_with_one_authorization_error_is_systemic() {
+    let cluster = cluster();
+    cluster.create_topic("forbidden", 1, 1).expect("topic");
+    cluster
+        .topic_error(
+            "forbidden",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .expect("topic error");
+    let (client, url) = dlq().await;
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client.clone(), url.clone())),
+        RawMode::Reject,
+    );
+    let forbidden = |n: &str| (n.to_owned(), Envelope::new("forbidden", n).encode());
+    let bodies: Vec<(String, String)> = ["m-1", "m-2", "m-3"].iter().map(|n| forbidden(n)).collect();
+    let refs: Vec<(&str, String)> = bodies.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let err = handle_sqs(&drain, sqs_event(&refs, None), soon())
+        .await
+        .expect_err("the whole batch fails: back off");
+    assert_eq!(err.records, 3);
+    assert!(err.first.contains("systemic"), "{}", err.first);
+    assert_eq!(
+        spillway_tests::queue_depth(&client, &url).await,
+        0,
+        "nothing was dead-lettered"
+    );
+    let (records, ordering) =
+        buffer_drain::source::from_sqs(sqs_event(&[("m-4", envelope("ok", Some(1)))], None));
+    let next = drain.drain(&records, ordering, soon()).await;
+    assert!(next.backoff.is_some(), "the next batch backs off first");
+    assert_eq!(next.failed().count(), 0);
+}
+
+/// Issue 14 item 9: an idempotent producer whose sequence numbers desynchronise enters
+/// librdkafka's fatal state and refuses every record from then on. The batch it failed comes
+/// again (retryable), and the drain replaces the producer — through the rebuild, as the Lambda
+/// binary does through the connect limiter — so a warm container does not fail forever.
+#[tokio::test]
+async fn a_fatal_producer_fails_its_batch_retryably_and_is_replaced() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let (first, health) = producer(&bootstrap);
+    let rebuild: buffer_drain::drain::Rebuild = {
+        let bootstrap = bootstrap.clone();
+        std::sync::Arc::new(move || {
+            let bootstrap = bootstrap.clone();
+            Box::pin(async move { Ok(producer(&bootstrap)) })
+        })
+    };
+    let drain = Drain::new(
+        first,
+        health,
+        None,
+        Decoding {
+            raw: RawMode::Reject,
+            raw_topic: None,
+        },
+    )
+    .with_rebuild(rebuild);
+    let batch = |id: &str| {
+        buffer_drain::source::from_sqs(sqs_event(&[(id, envelope(id, Some(1)))], None))
+    };
+    let (warm, ordering) = batch("m-warm");
+    assert_eq!(drain.drain(&warm, ordering, soon()).await.failed().count(), 0);
+
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    let (records, ordering) = batch("m-1");
+    let failed = drain.drain(&records, ordering, soon()).await;
+    assert!(
+        failed.every_record_failed_retryably(),
+        "{:?}",
+        failed.outcomes
+    );
+    assert_eq!(drain.rebuilds(), 1, "the fatal producer was replaced");
+    for id in ["m-1", "m-2"] {
+        let (records, ordering) = batch(id);
+        let report = drain.drain(&records, ordering, soon()).await;
+        assert_eq!(report.failed().count(), 0, "{id}: {:?}", report.outcomes);
     }
 }
 

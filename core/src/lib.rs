@@ -4,6 +4,7 @@
 //!
 //! * [`envelope`] — the versioned, binary-safe message format that ingest-api writes to the buffer
 //!   and the drain reads, with exact size accounting and raw mode for other producers' messages.
+//! * [`headers`] — the Kafka header names that belong to the pipeline (rule 8).
 //! * [`limits`] — the buffers' per-message size limits.
 //! * [`topic`] — Kafka topic name rules.
 //! * [`config`] — typed configuration from `SPILLWAY_*` environment variables.
@@ -20,6 +21,7 @@ pub mod backoff;
 pub mod batch;
 pub mod config;
 pub mod envelope;
+pub mod headers;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod limits;

@@ -43,9 +43,21 @@ pub struct IngestConfig {
     /// before the caller gets 429/503. Short enough for API Gateway's 29 s limit and a caller's own
     /// retry; long enough to ride out a throttling blip.
     pub retry_budget: Duration,
+    /// `SPILLWAY_MAX_REQUEST_BYTES`: the largest request body read, answered 413 above it. Default
+    /// and ceiling are the host's own limit, so a request the host would cut off is refused here
+    /// with a JSON 413 that names the limit: in Lambda (`AWS_LAMBDA_RUNTIME_API` set) the 6 MB an
+    /// API Gateway → Lambda invocation carries ([`LAMBDA_MAX_REQUEST_BYTES`]); as a server, API
+    /// Gateway's 10 MB ([`SERVER_MAX_REQUEST_BYTES`]).
+    pub max_request_bytes: usize,
     /// The buffer (see [`BufferConfig`]).
     pub buffer: BufferConfig,
 }
+
+/// Lambda's synchronous invocation payload limit (6 MB): the most an API Gateway → Lambda request
+/// can carry.
+pub const LAMBDA_MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+/// API Gateway's payload limit (10 MB): the most a request through it can carry.
+pub const SERVER_MAX_REQUEST_BYTES: usize = 10 * 1000 * 1000;
 
 impl IngestConfig {
     /// Reads and checks the settings.
@@ -100,6 +112,14 @@ impl IngestConfig {
                 Duration::ZERO,
                 Duration::from_secs(25),
             )?,
+            max_request_bytes: {
+                let ceiling = if env.string("AWS_LAMBDA_RUNTIME_API").is_some() {
+                    LAMBDA_MAX_REQUEST_BYTES
+                } else {
+                    SERVER_MAX_REQUEST_BYTES
+                };
+                env.number("SPILLWAY_MAX_REQUEST_BYTES", ceiling, 1024, ceiling)?
+            },
             buffer: BufferConfig::from_env(env)?,
         })
     }

@@ -24,11 +24,9 @@ pub enum ApiError {
     BadRequest(String),
     /// A batch with more records than allowed.
     #[error(
-        "{got} records in one request; at most {max} are accepted (SPILLWAY_MAX_BATCH_RECORDS)"
+        "more than {max} records in one request; at most {max} are accepted (SPILLWAY_MAX_BATCH_RECORDS)"
     )]
     TooManyRecords {
-        /// Records sent.
-        got: usize,
         /// The limit.
         max: usize,
     },
@@ -50,7 +48,7 @@ pub enum ApiError {
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
     /// The HTTP body itself is over the request limit.
-    #[error("request body is over {limit} bytes, the most one request may carry")]
+    #[error("request body is over {limit} bytes, the most one request may carry (SPILLWAY_MAX_REQUEST_BYTES)")]
     BodyTooLarge {
         /// The limit in bytes.
         limit: usize,

@@ -22,7 +22,7 @@ pub mod error;
 pub mod records;
 mod routes;
 
-pub use routes::{app, Accepted, ApiDoc, AppState, RequestId, MAX_REQUEST_BYTES};
+pub use routes::{app, Accepted, ApiDoc, AppState, RequestId};
 
 use std::time::Duration;
 

@@ -3,7 +3,9 @@
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use spillway_core::envelope::{Envelope, Header};
 use utoipa::ToSchema;
 
@@ -62,9 +64,10 @@ pub fn single(
         .iter()
         .filter_map(|(name, value)| {
             let name = name.as_str().strip_prefix(KAFKA_HEADER_PREFIX)?;
-            Some(Header::new(name, value.as_bytes()))
+            Some(reserved_check(name).map(|()| Header::new(name, value.as_bytes())))
         })
-        .collect();
+        .collect::<Result<_, String>>()
+        .map_err(ApiError::BadRequest)?;
     if let Some(value) = headers.get(IDEMPOTENCY_HEADER) {
         let key = value
             .to_str()
@@ -82,6 +85,19 @@ pub fn single(
         set_idempotency_key(&mut env, key);
     }
     Ok(env)
+}
+
+/// Rule 8: header names the pipeline sets (`spillway-*`, the trace context) are refused, so no
+/// caller can forge the id or receive time readers deduplicate and measure by.
+fn reserved_check(name: &str) -> Result<(), String> {
+    if spillway_core::headers::is_reserved(name) {
+        Err(format!(
+            "Kafka header `{}` is reserved for the pipeline (spillway-*, x-amzn-trace-id, traceparent, tracestate are set by spillway); rename it",
+            name.chars().take(100).collect::<String>()
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// Retries of one request carry the same idempotency key; giving them the same id makes them
@@ -131,7 +147,7 @@ impl EmbeddedFormat {
 }
 
 /// A REST Proxy v2 produce request.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, ToSchema)]
 pub struct ProduceRequest {
     /// The records, produced in this order.
     pub records: Vec<ProduceRecord>,
@@ -142,10 +158,12 @@ pub struct ProduceRequest {
 pub struct ProduceRecord {
     /// The key: any JSON (json formats) or a base64 string (binary format); absent or null for none.
     #[serde(default)]
-    pub key: Option<serde_json::Value>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub key: Option<Box<RawValue>>,
     /// The value: any JSON (json formats) or a base64 string (binary format).
     #[serde(default)]
-    pub value: Option<serde_json::Value>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub value: Option<Box<RawValue>>,
     /// Kafka partition to write to; absent for the partitioner's choice.
     #[serde(default)]
     pub partition: Option<i32>,
@@ -191,29 +209,40 @@ pub struct RecordOffset {
     pub error: Option<String>,
 }
 
-/// Envelopes from a parsed produce request; any malformed record fails the whole request.
+/// Envelopes from a produce request; any malformed record fails the whole request.
+///
+/// Memory stays a small multiple of the body: parsing stops at the first record past
+/// `max_records` (a 10 MB body of `{}` records costs no more than `max_records` of them), and
+/// embedded JSON keys and values are kept as their text, never as a tree of values.
 pub fn batch(
     topic: &str,
     format: EmbeddedFormat,
     body: &[u8],
     max_records: usize,
 ) -> Result<Vec<Envelope>, ApiError> {
-    let request: ProduceRequest = serde_json::from_slice(body).map_err(|e| {
-        ApiError::BadRequest(format!("the body is not a valid produce request: {e}"))
-    })?;
-    if request.records.is_empty() {
+    let too_many = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let records = RequestSeed {
+        max: max_records,
+        too_many: &too_many,
+    }
+    .deserialize(&mut de)
+    .and_then(|records| de.end().map(|()| records));
+    let records = match records {
+        Ok(records) => records,
+        Err(_) if too_many.get() => return Err(ApiError::TooManyRecords { max: max_records }),
+        Err(e) => {
+            return Err(ApiError::BadRequest(format!(
+                "the body is not a valid produce request: {e}"
+            )))
+        }
+    };
+    if records.is_empty() {
         return Err(ApiError::BadRequest(
             "`records` is empty; send at least one record".into(),
         ));
     }
-    if request.records.len() > max_records {
-        return Err(ApiError::TooManyRecords {
-            got: request.records.len(),
-            max: max_records,
-        });
-    }
-    request
-        .records
+    records
         .into_iter()
         .enumerate()
         .map(|(i, record)| {
@@ -223,21 +252,92 @@ pub fn batch(
         .collect()
 }
 
+/// Reads `{"records": [...]}`, other members ignored, stopping past `max` records.
+struct RequestSeed<'a> {
+    max: usize,
+    too_many: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = Vec<ProduceRecord>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed<'_> {
+    type Value = Vec<ProduceRecord>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(r#"an object {"records": [...]}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut records = None;
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if name == "records" {
+                if records.is_some() {
+                    return Err(de::Error::duplicate_field("records"));
+                }
+                records = Some(map.next_value_seed(RecordsSeed {
+                    max: self.max,
+                    too_many: self.too_many,
+                })?);
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        records.ok_or_else(|| de::Error::missing_field("records"))
+    }
+}
+
+struct RecordsSeed<'a> {
+    max: usize,
+    too_many: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordsSeed<'_> {
+    type Value = Vec<ProduceRecord>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordsSeed<'_> {
+    type Value = Vec<ProduceRecord>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut records = Vec::new();
+        while let Some(record) = seq.next_element::<ProduceRecord>()? {
+            if records.len() == self.max {
+                self.too_many.set(true);
+                return Err(de::Error::custom("too many records"));
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+}
+
 fn envelope(
     topic: &str,
     format: EmbeddedFormat,
     record: ProduceRecord,
 ) -> Result<Envelope, String> {
-    let value = match record.value {
-        None | Some(serde_json::Value::Null) => {
-            return Err("`value` is required (null values are not supported)".into())
-        }
-        Some(v) => embedded(format, &v, "value")?,
+    let value = match record.value.as_deref().map(RawValue::get) {
+        None | Some("null") => return Err("`value` is required (null values are not supported)".into()),
+        Some(v) => embedded(format, v, "value")?,
     };
     let mut env = Envelope::new(topic, value);
-    env.key = match record.key {
-        None | Some(serde_json::Value::Null) => None,
-        Some(k) => Some(embedded(format, &k, "key")?),
+    env.key = match record.key.as_deref().map(RawValue::get) {
+        None | Some("null") => None,
+        Some(k) => Some(embedded(format, k, "key")?),
     };
     env.partition = match record.partition {
         Some(p) if p < 0 => return Err(format!("`partition` must be 0 or more, not {p}")),
@@ -247,6 +347,7 @@ fn envelope(
         .headers
         .into_iter()
         .map(|h| {
+            reserved_check(&h.name)?;
             let value = match (format, h.value) {
                 (_, None) => Vec::new(),
                 (EmbeddedFormat::Json, Some(v)) => v.into_bytes(),
@@ -260,16 +361,54 @@ fn envelope(
     Ok(env)
 }
 
-fn embedded(format: EmbeddedFormat, v: &serde_json::Value, field: &str) -> Result<Vec<u8>, String> {
+/// An embedded key or value from its JSON text: in the JSON formats, the text without the
+/// whitespace between tokens (members keep the caller's order); in the binary format, the bytes
+/// of a base64 string.
+fn embedded(format: EmbeddedFormat, json: &str, field: &str) -> Result<Vec<u8>, String> {
     match format {
-        EmbeddedFormat::Json => Ok(serde_json::to_vec(v).expect("a JSON value serialises")),
-        EmbeddedFormat::Binary => match v {
-            serde_json::Value::String(s) => STANDARD
+        EmbeddedFormat::Json => Ok(compact(json)),
+        EmbeddedFormat::Binary => match serde_json::from_str::<std::borrow::Cow<'_, str>>(json) {
+            Ok(s) => STANDARD
                 .decode(s.as_bytes())
                 .map_err(|e| format!("`{field}` is not valid base64: {e}")),
-            _ => Err(format!(
+            Err(_) => Err(format!(
                 "`{field}` must be a base64 string in the binary format"
             )),
         },
+    }
+}
+
+/// Valid JSON text without the whitespace outside its strings.
+fn compact(json: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_json_is_compacted_outside_strings_only() {
+        assert_eq!(
+            compact("{ \"a b\" : [1, 2],\n \"c\":\"x \\\" y\" }"),
+            br#"{"a b":[1,2],"c":"x \" y"}"#.to_vec()
+        );
     }
 }

@@ -22,9 +22,6 @@ use crate::config::IngestConfig;
 use crate::error::{ApiError, ErrorBody};
 use crate::records::{self, EmbeddedFormat, MessageQuery, ProduceResponse, RecordOffset};
 
-/// The most one request body may carry: API Gateway's own payload limit (10 MB).
-pub const MAX_REQUEST_BYTES: usize = 10 * 1000 * 1000;
-
 /// Everything handlers share: configuration and the buffer writer, built once at start.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -97,6 +94,7 @@ fn strip_api_gateway_stage<B>(mut req: Request<B>) -> Request<B> {
 }
 
 fn routes(state: AppState) -> Router {
+    let max_request_bytes = state.inner.config.max_request_bytes;
     Router::new()
         .route("/v1/topics/{topic}/messages", post(post_topic_message))
         .route("/messages", post(post_default_message))
@@ -105,7 +103,7 @@ fn routes(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -244,7 +242,7 @@ async fn accept_one(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     check_topic(state, topic)?;
     let query = MessageQuery::parse(query.as_deref());
-    let body = body.map_err(body_error)?;
+    let body = body.map_err(|r| body_error(state, r))?;
     let env = records::single(topic, &query, headers, &body)?;
     let outgoing = prepare(state, &env)?;
     let deadline = Instant::now() + state.inner.config.retry_budget;
@@ -306,7 +304,7 @@ async fn post_records(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     )?;
-    let body = body.map_err(body_error)?;
+    let body = body.map_err(|r| body_error(&state, r))?;
     let envelopes = records::batch(&topic, format, &body, state.inner.config.max_batch_records)?;
 
     let mut results: Vec<Result<(), ApiError>> = Vec::with_capacity(envelopes.len());
@@ -436,10 +434,10 @@ fn path_error(rejection: PathRejection) -> ApiError {
 }
 
 #[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
-fn body_error(rejection: BytesRejection) -> ApiError {
+fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::BodyTooLarge {
-            limit: MAX_REQUEST_BYTES,
+            limit: state.inner.config.max_request_bytes,
         }
     } else {
         ApiError::BadRequest(format!(
@@ -460,7 +458,6 @@ fn prepare(state: &AppState, env: &Envelope) -> Result<Outgoing, ApiError> {
         id: env.id.clone(),
         body,
         key: env.key.clone(),
-        idempotency_key: env.idempotency_key.clone(),
     })
 }
 

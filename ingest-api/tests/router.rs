@@ -101,7 +101,7 @@ async fn bad_requests_get_400_with_the_problem_named() {
         (
             r#"{"records":[{"value":1},{"value":2},{"value":3},{"value":4}]}"#,
             "application/json",
-            "4 records in one request; at most 3",
+            "more than 3 records in one request; at most 3",
         ),
         (
             r#"{"records":[{"value":"!!"}]}"#,
@@ -133,6 +133,46 @@ async fn bad_requests_get_400_with_the_problem_named() {
             .expect("message")
             .to_owned();
         assert!(message.contains(expected), "{body}: {message}");
+    }
+}
+
+/// Issue 14 item 2 / rule 8: a caller cannot set the headers the pipeline owns — a forged
+/// `spillway-id` would make readers count an accepted message as never delivered.
+#[tokio::test]
+async fn reserved_header_names_are_refused_with_the_header_named() {
+    let router = app(AppState::new(config(&[]), closed_port_buffer()));
+    for name in [
+        "Spillway-Id",
+        "spillway-received-at",
+        "x-amzn-trace-id",
+        "traceparent",
+    ] {
+        let req = Request::post("/v1/topics/orders/messages")
+            .header(format!("kafka-header-{name}"), "forged")
+            .body(Body::from("x"))
+            .expect("request");
+        let (status, _, body) = call(router.clone(), req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}");
+        let message = json(&body)["message"].as_str().expect("message").to_owned();
+        assert!(
+            message.contains(&name.to_ascii_lowercase()) && message.contains("reserved"),
+            "{name}: {message}"
+        );
+    }
+    for (format, value) in [
+        ("application/json", "\"forged\""),
+        ("application/vnd.kafka.binary.v2+json", "\"Zm9yZ2Vk\""),
+    ] {
+        let batch = format!(
+            r#"{{"records":[{{"value":"AA==","headers":[{{"name":"spillway-id","value":{value}}}]}}]}}"#
+        );
+        let (status, _, body) = call(router.clone(), post("/topics/orders", format, batch)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{format}");
+        let message = json(&body)["message"].as_str().expect("message").to_owned();
+        assert!(
+            message.contains("record 0") && message.contains("`spillway-id` is reserved"),
+            "{message}"
+        );
     }
 }
 
@@ -243,13 +283,39 @@ async fn too_large_for_the_buffer_is_413_with_size_and_limit() {
     );
     assert_eq!(json(&body)["error_code"], 41301);
 
-    let huge = vec![b'x'; ingest_api::MAX_REQUEST_BYTES + 1];
+    let huge = vec![b'x'; ingest_api::config::SERVER_MAX_REQUEST_BYTES + 1];
     let (status, _, body) = call(router, post("/messages", "text/plain", huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(json(&body)["message"]
         .as_str()
         .expect("message")
         .contains("10000000 bytes"));
+}
+
+/// Issue 14 item 5: in Lambda the body limit is the 6 MB an invocation carries, answered with a
+/// JSON 413 naming it (not a gateway error after the host cut the request off).
+#[tokio::test]
+async fn in_lambda_the_body_limit_is_the_invocation_payload_limit() {
+    let lambda = config(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]);
+    assert_eq!(
+        lambda.max_request_bytes,
+        ingest_api::config::LAMBDA_MAX_REQUEST_BYTES
+    );
+    let router = app(AppState::new(lambda, closed_port_buffer()));
+    let body = vec![b'x'; ingest_api::config::LAMBDA_MAX_REQUEST_BYTES + 1];
+    let (status, _, body) = call(router, post("/messages", "text/plain", body)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let message = json(&body)["message"].as_str().expect("message").to_owned();
+    assert!(message.contains("6291456 bytes"), "{message}");
+    let over = [
+        ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+        ("SPILLWAY_MAX_REQUEST_BYTES", "10000000"),
+        ("SPILLWAY_SQS_QUEUE_URL", "http://unused"),
+        ("SPILLWAY_TOPIC", "events"),
+    ];
+    let err = ingest_api::config::IngestConfig::from_env(&spillway_core::config::Env::new(&over))
+        .expect_err("more than Lambda can carry");
+    assert!(err.to_string().contains("SPILLWAY_MAX_REQUEST_BYTES"), "{err}");
 }
 
 #[tokio::test]
@@ -500,3 +566,134 @@ proptest! {
         prop_assert!(json(&body)["error_code"].is_u64() || json(&body)["offsets"].is_array());
     }
 }
+
+/// An SQS client whose every call gets `answer(target)` (the `X-Amz-Target` operation name):
+/// the SDK's own test HTTP client, for answers no local server gives.
+fn scripted_sqs(answer: fn(&str) -> (u16, &'static str)) -> aws_sdk_sqs::Client {
+    use aws_smithy_http_client::test_util::infallible_client_fn;
+    let http = infallible_client_fn(move |req| {
+        let target = req
+            .headers()
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let (status, body) = answer(&target);
+        axum::http::Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(body)
+            .expect("response")
+    });
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .http_client(http)
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// Issue 14 item 6 (rule 10): a `SendMessageBatch` answer that names neither success nor failure
+/// for an entry, or names ids that were never sent, is not a write; the caller must not get 202.
+#[tokio::test]
+async fn sqs_entries_missing_from_the_answer_are_not_accepted() {
+    // `SendMessage` (the single retries) answers without a `MessageId` in both.
+    let nothing_named: fn(&str) -> (u16, &'static str) = |t| match t {
+        "AmazonSQS.SendMessageBatch" => (200, r#"{"Successful":[],"Failed":[]}"#),
+        _ => (200, "{}"),
+    };
+    let strangers_named: fn(&str) -> (u16, &'static str) = |t| match t {
+        "AmazonSQS.SendMessageBatch" => (
+            200,
+            r#"{"Successful":[{"Id":"77","MessageId":"m","MD5OfMessageBody":"x"}],"Failed":[{"Id":"78","Code":"InternalError","SenderFault":false}]}"#,
+        ),
+        _ => (200, "{}"),
+    };
+    for (batch_answer, answer) in [("nothing named", nothing_named), ("strangers named", strangers_named)] {
+        let buffer = Buffer::Sqs(SqsBuffer::new(
+            scripted_sqs(answer),
+            "https://sqs.us-east-1.amazonaws.com/1/q".into(),
+            false,
+            262_144,
+        ));
+        let router = app(AppState::new(
+            config(&[("SPILLWAY_BUFFER_RETRY_BUDGET", "100ms")]),
+            buffer,
+        ));
+        let (status, _, body) = call(
+            router.clone(),
+            post("/v1/topics/orders/messages", "text/plain", "x"),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{batch_answer}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let batch = r#"{"records":[{"value":1},{"value":2}]}"#;
+        let (status, _, body) =
+            call(router, post("/topics/orders", "application/json", batch)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{batch_answer}");
+        assert!(json(&body)["offsets"]
+            .as_array()
+            .expect("offsets")
+            .iter()
+            .all(|o| o["id"].is_null()));
+    }
+}
+
+/// Issue 14 item 6 (rule 10): a `PutRecords` answer whose `Records` list is shorter than the
+/// request leaves the records it does not reach unwritten.
+#[tokio::test]
+async fn kinesis_records_missing_from_a_short_answer_are_not_accepted() {
+    use aws_smithy_http_client::test_util::infallible_client_fn;
+    let http = infallible_client_fn(|req| {
+        let target = req
+            .headers()
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let body = if target.ends_with("PutRecords") {
+            r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1","ShardId":"shardId-0"}]}"#
+        } else {
+            r#"{"ShardId":"shardId-0","SequenceNumber":""}"#
+        };
+        axum::http::Response::builder()
+            .status(200)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(body)
+            .expect("response")
+    });
+    let kinesis_config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .http_client(http)
+        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+        .build();
+    let buffer = Buffer::Kinesis(ingest_api::buffer::KinesisBuffer::new(
+        aws_sdk_kinesis::Client::from_conf(kinesis_config),
+        "s".into(),
+    ));
+    let router = app(AppState::new(
+        config(&[("SPILLWAY_BUFFER_RETRY_BUDGET", "100ms")]),
+        buffer,
+    ));
+    let batch = r#"{"records":[{"value":1},{"value":2},{"value":3}]}"#;
+    let (status, _, body) = call(router, post("/topics/orders", "application/json", batch)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let offsets = json(&body)["offsets"].as_array().expect("offsets").clone();
+    assert!(offsets[0]["id"].is_string(), "the one the answer named");
+    assert!(
+        offsets[1..].iter().all(|o| o["id"].is_null() && o["error_code"] == 50300),
+        "{offsets:?}"
+    );
+}
+

@@ -265,3 +265,43 @@ async fn curl_posts_the_aws_sample_request_to_the_running_server_and_gets_202() 
         Some(true)
     );
 }
+
+/// Issue 14 item 1: on a FIFO buffer, one `Idempotency-Key` used on two topics is two messages
+/// (both answered 202, both in the queue); a retry to the same topic is one.
+#[tokio::test]
+async fn fifo_one_idempotency_key_on_two_topics_keeps_both_messages() {
+    let (client, url) = sqs_queue(true).await;
+    let router = sqs_app(&client, &url, true, &[("SPILLWAY_TOPICS", "*")]);
+    let post = |topic: &str| {
+        Request::post(format!("/v1/topics/{topic}/messages"))
+            .header("idempotency-key", "k1")
+            .body(Body::from(format!("for {topic}")))
+            .expect("request")
+    };
+    let mut ids = Vec::new();
+    for topic in ["orders", "payments", "orders"] {
+        let (status, _, body) = call(router.clone(), post(topic)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{topic}");
+        ids.push(json(&body)["id"].as_str().expect("id").to_owned());
+    }
+    assert_ne!(ids[0], ids[1], "ids are scoped by topic");
+    assert_eq!(ids[0], ids[2], "a retry to the same topic shares the id");
+    let mut got: Vec<(String, Vec<u8>)> = receive(&client, &url, 2)
+        .await
+        .into_iter()
+        .map(|e| (e.topic, e.value))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("orders".to_owned(), b"for orders".to_vec()),
+            ("payments".to_owned(), b"for payments".to_vec())
+        ]
+    );
+    assert_eq!(
+        spillway_tests::queue_depth(&client, &url).await,
+        0,
+        "the retry to orders was deduplicated"
+    );
+}

@@ -39,6 +39,14 @@ pub enum ConfigError {
         /// What the variable accepts.
         expected: String,
     },
+    /// Settings that are each valid but cannot work together.
+    #[error("{vars} do not work together: {why}")]
+    Conflict {
+        /// The variables involved.
+        vars: &'static str,
+        /// Why, with the values and what would work.
+        why: String,
+    },
 }
 
 /// Where settings come from.

@@ -25,10 +25,12 @@
 //!
 //! # Raw mode
 //!
-//! A message that does not start with `{"spillway":` was written by some other producer. In raw
-//! mode the drain forwards its bytes unchanged as the Kafka value; otherwise it is undecodable. A
-//! message that starts with the prefix but does not parse is always undecodable (poison), so a
-//! damaged envelope is never forwarded as if it were someone's payload.
+//! A message that is not a JSON object with a `spillway` member was written by some other producer.
+//! In raw mode the drain forwards its bytes unchanged as the Kafka value; otherwise it is
+//! undecodable. Readers accept any valid JSON form of an envelope (whitespace, member order), not
+//! only the compact one written here. A message that starts like an envelope (`{`, whitespace,
+//! `"spillway"`) but does not parse is always undecodable (poison), so a damaged envelope is never
+//! forwarded as if it were someone's payload.
 //!
 //! # Size accounting
 //!
@@ -149,7 +151,7 @@ pub enum RawMode {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
     /// Not an envelope, and raw mode is off.
-    #[error("not a spillway envelope (it does not start with {{\"spillway\":) and raw mode is off (SPILLWAY_RAW_MODE=on accepts plain messages)")]
+    #[error("not a spillway envelope (not a JSON object with a \"spillway\" version member) and raw mode is off (SPILLWAY_RAW_MODE=on accepts plain messages)")]
     NotAnEnvelope,
     /// An envelope of a version this build does not read.
     #[error("envelope version {found} is not supported; this build reads version {VERSION}")]
@@ -164,25 +166,41 @@ pub enum DecodeError {
 
 /// Decodes a buffer message (an SQS body or a Kinesis record's data).
 ///
+/// An envelope is any valid JSON object whose `spillway` member is the format version: the compact
+/// form this crate writes (`{"spillway":1,…}`, recognised by its prefix without a second look) and
+/// the same object written by another producer with whitespace or its members in another order
+/// (`{"spillway": 1, …}` from Python's `json.dumps`). A message that starts like an envelope —
+/// `{`, optional whitespace, `"spillway"` — but is not a valid one is always undecodable, in raw
+/// mode too: a damaged envelope is never forwarded as if it were someone's payload.
+///
 /// Never panics, whatever the input; memory use is bounded by a small multiple of the input size.
 pub fn decode(body: &[u8], raw: RawMode) -> Result<Decoded<'_>, DecodeError> {
-    let Some(rest) = body.strip_prefix(PREFIX) else {
-        return match raw {
+    if let Some(rest) = body.strip_prefix(PREFIX) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let version = &rest[..digits];
+        if version != VERSION.to_string().as_bytes() {
+            let shown = if version.is_empty() { rest } else { version };
+            return Err(DecodeError::UnsupportedVersion {
+                found: String::from_utf8_lossy(&shown[..shown.len().min(16)]).into_owned(),
+            });
+        }
+        return wire::read(body).map(Decoded::Envelope);
+    }
+    match wire::probe_version(body) {
+        wire::Probe::Envelope(Some(v)) if v == u64::from(VERSION) => {
+            wire::read(body).map(Decoded::Envelope)
+        }
+        wire::Probe::Envelope(found) => Err(DecodeError::UnsupportedVersion {
+            found: found.map_or_else(|| "(not a number)".to_owned(), |v| v.to_string()),
+        }),
+        wire::Probe::Damaged => Err(DecodeError::Malformed(
+            "it starts like an envelope ({\"spillway\") but is not valid JSON".into(),
+        )),
+        wire::Probe::NotAnEnvelope => match raw {
             RawMode::Accept => Ok(Decoded::Raw(body)),
             RawMode::Reject => Err(DecodeError::NotAnEnvelope),
-        };
-    };
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let version = &rest[..digits];
-    if version != VERSION.to_string().as_bytes() {
-        let shown = if version.is_empty() {
-            String::from_utf8_lossy(&rest[..rest.len().min(16)]).into_owned()
-        } else {
-            String::from_utf8_lossy(&version[..version.len().min(16)]).into_owned()
-        };
-        return Err(DecodeError::UnsupportedVersion { found: shown });
+        },
     }
-    wire::read(body).map(Decoded::Envelope)
 }
 
 /// Milliseconds since the Unix epoch, now.

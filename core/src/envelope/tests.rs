@@ -251,3 +251,55 @@ proptest! {
         prop_assert_eq!(decode(&body, RawMode::Accept), Ok(Decoded::Raw(&body[..])));
     }
 }
+
+/// Issue 14 item 4: another producer's `json.dumps` of a valid envelope (spaces after `:` and `,`,
+/// members in another order) is an envelope, not "not a spillway envelope".
+#[test]
+fn any_valid_json_form_of_an_envelope_is_read() {
+    let spaced = br#"{"spillway": 1, "id": "py-1", "topic": "orders", "received_at_ms": 7, "value": "hi"}"#;
+    let reordered = br#"{"id": "py-2", "value": {"b64": "SGk="}, "topic": "orders", "received_at_ms": 7, "spillway": 1}"#;
+    let indented = b"\n  {\n  \"spillway\" : 1,\n  \"id\": \"py-3\",\n  \"topic\": \"orders\",\n  \"received_at_ms\": 7,\n  \"value\": \"hi\"\n}\n";
+    for (body, id) in [
+        (&spaced[..], "py-1"),
+        (&reordered[..], "py-2"),
+        (&indented[..], "py-3"),
+    ] {
+        for raw in [RawMode::Reject, RawMode::Accept] {
+            match decode(body, raw) {
+                Ok(Decoded::Envelope(env)) => assert_eq!(env.id, id),
+                other => panic!("{id} ({raw:?}): {other:?}"),
+            }
+        }
+    }
+    // A spaced-out envelope of an unknown version is refused as such, not forwarded.
+    assert!(matches!(
+        decode(br#"{"spillway": 2, "id": "x"}"#, RawMode::Accept),
+        Err(DecodeError::UnsupportedVersion { found }) if found == "2"
+    ));
+}
+
+/// Still never forward a damaged envelope as raw, whatever its whitespace; other JSON stays raw.
+#[test]
+fn a_damaged_spaced_envelope_is_poison_and_plain_json_stays_raw() {
+    for damaged in [
+        &br#"{ "spillway": 1, "id": "py-1", "topic": "orders", "value": "#[..],
+        br#"{"spillway" : 1, "id": "py-1", "topic": "orders"}"#, // missing fields
+        br#"  {"spillway": null}"#,
+    ] {
+        assert!(
+            matches!(
+                decode(damaged, RawMode::Accept),
+                Err(DecodeError::Malformed(_) | DecodeError::UnsupportedVersion { .. })
+            ),
+            "{}",
+            String::from_utf8_lossy(damaged)
+        );
+    }
+    let plain = br#"{"payload": "Hello World", "spillway_like": 1}"#;
+    assert_eq!(decode(plain, RawMode::Accept), Ok(Decoded::Raw(&plain[..])));
+    let broken_plain = br#"{"payload": "#;
+    assert_eq!(
+        decode(broken_plain, RawMode::Accept),
+        Ok(Decoded::Raw(&broken_plain[..]))
+    );
+}

@@ -50,6 +50,41 @@ pub(super) fn read(body: &[u8]) -> Result<Envelope, DecodeError> {
     })
 }
 
+/// What a message that lacks the compact prefix turned out to be.
+pub(super) enum Probe {
+    /// A valid JSON object with a `spillway` member: its value when that is a whole number.
+    Envelope(Option<u64>),
+    /// Starts like an envelope (`{`, whitespace, `"spillway"`) but is not valid JSON.
+    Damaged,
+    /// Anything else: another producer's message.
+    NotAnEnvelope,
+}
+
+/// Looks at a message that lacks the compact prefix. Only messages that start with `{` are parsed
+/// (once, without keeping anything but the version), so other producers' plain text costs nothing.
+pub(super) fn probe_version(body: &[u8]) -> Probe {
+    #[derive(Deserialize)]
+    struct Version {
+        spillway: Option<serde_json::Value>,
+    }
+    let trimmed = body.trim_ascii_start();
+    if trimmed.first() != Some(&b'{') {
+        return Probe::NotAnEnvelope;
+    }
+    let looks_like = trimmed[1..]
+        .trim_ascii_start()
+        .starts_with(b"\"spillway\"");
+    match serde_json::from_slice::<Version>(body) {
+        Ok(Version {
+            spillway: Some(version),
+        }) => Probe::Envelope(version.as_u64()),
+        Ok(_) if looks_like => Probe::Damaged,
+        Ok(_) => Probe::NotAnEnvelope,
+        Err(_) if looks_like => Probe::Damaged,
+        Err(_) => Probe::NotAnEnvelope,
+    }
+}
+
 /// A parse error described without quoting the message: serde_json's own text can contain
 /// field values, and decode errors end up in DLQ reason attributes and logs.
 fn describe(e: &serde_json::Error) -> String {

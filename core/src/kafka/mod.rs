@@ -10,12 +10,7 @@ use thiserror::Error;
 
 use crate::config::{KafkaAuth, KafkaConfig};
 
-/// Header carrying the envelope id; duplicates carry the same one (delivery rule 7).
-pub const ID_HEADER: &str = "spillway-id";
-/// Header carrying when the buffer writer accepted the message, ms since the Unix epoch.
-pub const RECEIVED_AT_HEADER: &str = "spillway-received-at";
-/// Header carrying the AWS X-Ray trace context of the buffered message, when it had one.
-pub const TRACE_HEADER: &str = "x-amzn-trace-id";
+pub use crate::headers::{ID_HEADER, RECEIVED_AT_HEADER, TRACE_HEADER};
 
 /// A Kafka client that could not be set up.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -196,7 +191,16 @@ impl Disposition {
     }
 }
 
-/// Classifies a produce error.
+/// Classifies a produce error, one record at a time.
+///
+/// The rule (delivery rules 6 and 9): an error that belongs to the record — too large, invalid,
+/// refused by policy — dead-letters it. An error that belongs to the connection — authentication,
+/// throttling — backs off. Anything else is transient and retried. Two per-record verdicts depend
+/// on the batch: "unknown topic" and "not authorised" dead-letter a record when only some records
+/// of a batch get them, but when *every* record of a batch is refused with the same one
+/// ([`is_systemic_when_shared`]), it is the cluster or IAM (a missing policy, a topic not yet
+/// created), not the records: the drain fails the batch retryably and backs off instead of
+/// dead-lettering the whole stream.
 pub fn classify(error: &KafkaError) -> Disposition {
     use RDKafkaErrorCode as C;
     let Some(code) = error.rdkafka_error_code() else {
@@ -218,8 +222,25 @@ pub fn classify(error: &KafkaError) -> Disposition {
         C::SaslAuthenticationFailed | C::Authentication | C::ThrottlingQuotaExceeded => {
             Disposition::BackOff
         }
+        // Everything else is transient — including `Fatal` and the purges: the producer's fault,
+        // not the record's (the drain replaces a fatal producer, and purged records were never
+        // sent), so the record comes again.
         _ => Disposition::Retry,
     }
+}
+
+/// Whether `error`, when every record of a batch shares it, is systemic (see [`classify`]).
+pub fn is_systemic_when_shared(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::UnknownTopicOrPartition
+                | C::UnknownTopic
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+        )
+    )
 }
 
 #[cfg(test)]
@@ -301,6 +322,8 @@ mod tests {
             C::NotLeaderForPartition,
             C::NotEnoughReplicas,
             C::RequestTimedOut,
+            C::Fatal,
+            C::PurgeQueue,
         ] {
             assert_eq!(classify(&produce(code)), Disposition::Retry, "{code:?}");
         }

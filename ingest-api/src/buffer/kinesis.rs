@@ -105,16 +105,13 @@ impl KinesisBuffer {
         let mut outcomes = vec![Ok(()); run.len()];
         let mut retry = Vec::new();
         match request.send().await {
-            // Results come back in request order, one per record.
             Ok(out) => {
-                for (i, record) in out.records.iter().enumerate().take(run.len()) {
-                    if let Some(code) = record.error_code() {
-                        let failure = if is_throttling_code(code) {
-                            Failure::Throttled
-                        } else {
-                            Failure::Transient
-                        };
-                        retry.push((i, failure.into_error(code.to_owned())));
+                for (i, settled) in settle_records(&out.records, run.len())
+                    .into_iter()
+                    .enumerate()
+                {
+                    if let Err((failure, code)) = settled {
+                        retry.push((i, failure.into_error(code)));
                     }
                 }
             }
@@ -158,7 +155,10 @@ impl KinesisBuffer {
                 request.stream_name(&self.stream)
             };
             match request.send().await {
-                Ok(_) => return Ok(()),
+                Ok(out) if !out.sequence_number.is_empty() => return Ok(()),
+                Ok(_) => {
+                    last = WriteError::Unavailable("PutRecord answered without a sequence number".into());
+                }
                 Err(err) => {
                     let (failure, detail) = classify(&err);
                     tracing::warn!(attempt = backoff.attempts(), %detail, "PutRecord retry failed");
@@ -173,9 +173,62 @@ impl KinesisBuffer {
     }
 }
 
+/// Each record of a `PutRecords` answer, which lists results in request order: `Ok` only for a
+/// result with a sequence number and no error code (rule 10). A short `Records` list leaves the
+/// records it does not reach failed (retried alone), never accepted.
+fn settle_records(
+    results: &[aws_sdk_kinesis::types::PutRecordsResultEntry],
+    len: usize,
+) -> Vec<Result<(), (Failure, String)>> {
+    (0..len)
+        .map(|i| match results.get(i) {
+            None => Err((
+                Failure::Transient,
+                "not named in the PutRecords answer".to_owned(),
+            )),
+            Some(r) => match (r.error_code(), r.sequence_number()) {
+                (Some(code), _) => Err((
+                    if is_throttling_code(code) {
+                        Failure::Throttled
+                    } else {
+                        Failure::Transient
+                    },
+                    code.to_owned(),
+                )),
+                (None, Some(seq)) if !seq.is_empty() => Ok(()),
+                (None, _) => Err((
+                    Failure::Transient,
+                    "a PutRecords result without a sequence number".to_owned(),
+                )),
+            },
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_kinesis::types::PutRecordsResultEntry;
+
+    /// Issue 14 item 6: a short `Records` list or a result without a sequence number is not a write.
+    #[test]
+    fn only_results_with_a_sequence_number_count_as_written() {
+        let results = [
+            PutRecordsResultEntry::builder()
+                .sequence_number("1")
+                .shard_id("s")
+                .build(),
+            PutRecordsResultEntry::builder()
+                .error_code("ProvisionedThroughputExceededException")
+                .build(),
+            PutRecordsResultEntry::builder().build(),
+        ];
+        let settled = settle_records(&results, 4);
+        assert_eq!(settled[0], Ok(()));
+        assert!(matches!(settled[1], Err((Failure::Throttled, _))));
+        assert!(settled[2].is_err(), "no sequence number");
+        assert!(settled[3].is_err(), "missing from the answer");
+    }
 
     #[test]
     fn partition_keys_follow_the_kafka_key() {

@@ -32,14 +32,13 @@ const RETRY_CAP: Duration = Duration::from_secs(1);
 /// A message ready for the buffer: encoded once, its size already checked.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    /// The envelope id.
+    /// The envelope id; also the FIFO deduplication id. With an `Idempotency-Key` it is derived
+    /// from the topic and the key, so retries share it and the same key on two topics does not.
     pub id: String,
     /// The encoded envelope.
     pub body: String,
     /// The Kafka key: the FIFO message group and the Kinesis partition key.
     pub key: Option<Vec<u8>>,
-    /// The caller's idempotency key: the FIFO deduplication id.
-    pub idempotency_key: Option<String>,
 }
 
 /// Why the buffer did not take a message.

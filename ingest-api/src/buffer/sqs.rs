@@ -57,8 +57,10 @@ impl SqsBuffer {
     }
 
     /// FIFO: the group is the Kafka key (so one key's messages stay in order) or, without a key, the
-    /// message id (no ordering asked for, no head-of-line blocking); deduplication uses the
-    /// idempotency key, else the message id.
+    /// message id (no ordering asked for, no head-of-line blocking). Deduplication uses the message
+    /// id, never the raw idempotency key: the id of a message with an `Idempotency-Key` is derived
+    /// from its topic and key, so the same key on two topics is two messages (SQS deduplicates per
+    /// queue, across groups), while retries to one topic share the id and are dropped.
     fn fifo_ids(&self, msg: &Outgoing) -> (Option<String>, Option<String>) {
         if !self.fifo {
             return (None, None);
@@ -68,11 +70,7 @@ impl SqsBuffer {
             MAX_FIFO_ID,
             fifo_id_char,
         );
-        let dedup = id_or_digest(
-            msg.idempotency_key.as_deref().unwrap_or(&msg.id).as_bytes(),
-            MAX_FIFO_ID,
-            fifo_id_char,
-        );
+        let dedup = id_or_digest(msg.id.as_bytes(), MAX_FIFO_ID, fifo_id_char);
         (Some(group), Some(dedup))
     }
 
@@ -129,25 +127,13 @@ impl SqsBuffer {
         let mut retry = Vec::new();
         match sent {
             Ok(out) => {
-                for failed in out.failed {
-                    let Some(i) = failed
-                        .id
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| i.checked_sub(first))
-                        .filter(|i| *i < run.len())
-                    else {
-                        continue;
-                    };
-                    if failed.sender_fault {
-                        outcomes[i] = Err(WriteError::Refused(failed.code));
-                    } else {
-                        let failure = if super::is_throttling_code(&failed.code) {
-                            Failure::Throttled
-                        } else {
-                            Failure::Transient
-                        };
-                        retry.push((i, failure.into_error(failed.code)));
+                for (i, settled) in settle_batch(&out, first, run.len()).into_iter().enumerate() {
+                    match settled {
+                        Ok(()) => {}
+                        Err((Failure::Permanent, code)) => {
+                            outcomes[i] = Err(WriteError::Refused(code));
+                        }
+                        Err((failure, code)) => retry.push((i, failure.into_error(code))),
                     }
                 }
             }
@@ -191,7 +177,12 @@ impl SqsBuffer {
                 .send()
                 .await;
             match sent {
-                Ok(_) => return Ok(()),
+                Ok(out) if out.message_id.as_deref().is_some_and(|id| !id.is_empty()) => {
+                    return Ok(())
+                }
+                Ok(_) => {
+                    last = WriteError::Unavailable("SendMessage answered without a message id".into());
+                }
                 Err(err) => {
                     let (failure, detail) = classify(&err);
                     tracing::warn!(attempt = backoff.attempts(), %detail, "SendMessage retry failed");
@@ -203,5 +194,101 @@ impl SqsBuffer {
             }
         }
         Err(last)
+    }
+}
+
+/// Each entry of a `SendMessageBatch` answer for a run starting at request id `first`: `Ok` only
+/// when the answer lists it under `Successful` (rule 10); listed under `Failed`, the failure as
+/// SQS gave it (sender faults are permanent); named nowhere — or both written and failed — a
+/// transient failure, so it is retried alone rather than reported accepted.
+fn settle_batch(
+    out: &aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput,
+    first: usize,
+    len: usize,
+) -> Vec<Result<(), (Failure, String)>> {
+    let index = |id: &str| {
+        id.parse::<usize>()
+            .ok()
+            .and_then(|i| i.checked_sub(first))
+            .filter(|i| *i < len)
+    };
+    let missing = || (Failure::Transient, "not named in the SendMessageBatch answer".to_owned());
+    let mut settled: Vec<Result<(), (Failure, String)>> = vec![Err(missing()); len];
+    for ok in &out.successful {
+        if let Some(i) = index(&ok.id) {
+            settled[i] = Ok(());
+        }
+    }
+    for failed in &out.failed {
+        let Some(i) = index(&failed.id) else {
+            continue;
+        };
+        let failure = if failed.sender_fault {
+            Failure::Permanent
+        } else if super::is_throttling_code(&failed.code) {
+            Failure::Throttled
+        } else {
+            Failure::Transient
+        };
+        settled[i] = Err((failure, failed.code.clone()));
+    }
+    settled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+    use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
+
+    fn written(id: &str) -> SendMessageBatchResultEntry {
+        SendMessageBatchResultEntry::builder()
+            .id(id)
+            .message_id(format!("m-{id}"))
+            .md5_of_message_body("x")
+            .build()
+            .expect("entry")
+    }
+
+    fn failed(id: &str, code: &str, sender_fault: bool) -> BatchResultErrorEntry {
+        BatchResultErrorEntry::builder()
+            .id(id)
+            .code(code)
+            .sender_fault(sender_fault)
+            .build()
+            .expect("entry")
+    }
+
+    /// Issue 14 item 6: an entry counts as written only when the answer names it as written. An
+    /// answer that leaves entries out, or names ids that are not in the request, leaves those
+    /// entries to be retried — never 202.
+    #[test]
+    fn only_entries_named_successful_count_as_written() {
+        let out = SendMessageBatchOutput::builder()
+            .successful(written("10"))
+            .failed(failed("12", "RequestThrottled", false))
+            .failed(failed("13", "InvalidMessageContents", true))
+            .failed(failed("99", "InternalError", false)) // not in this run
+            .build()
+            .expect("output");
+        let settled = settle_batch(&out, 10, 5);
+        assert_eq!(settled[0], Ok(()));
+        assert!(
+            matches!(&settled[1], Err((Failure::Transient, why)) if why.contains("not named")),
+            "missing from the answer: {:?}",
+            settled[1]
+        );
+        assert_eq!(settled[2], Err((Failure::Throttled, "RequestThrottled".into())));
+        assert_eq!(
+            settled[3],
+            Err((Failure::Permanent, "InvalidMessageContents".into()))
+        );
+        assert!(settled[4].is_err(), "missing from the answer");
+        let empty = SendMessageBatchOutput::builder()
+            .set_successful(Some(Vec::new()))
+            .set_failed(Some(Vec::new()))
+            .build()
+            .expect("output");
+        assert!(settle_batch(&empty, 0, 3).iter().all(Result::is_err));
     }
 }

@@ -24,18 +24,30 @@ use crate::state::{Admission, Gate};
 const SASL_AUTHENTICATION_FAILED: i16 = 58;
 /// Kafka's error code for an unsupported SASL mechanism.
 const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-/// Largest frame accepted from either side.
+/// Largest frame accepted once a client is authenticated, and from the broker.
 const MAX_FRAME: usize = 100 * 1024 * 1024;
+/// Largest frame accepted before authentication: ApiVersions and the SASL exchange (a token is
+/// about 1.5 KB). A stranger cannot make the gate allocate more than this per frame.
+pub const MAX_UNAUTHENTICATED_FRAME: usize = 64 * 1024;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Bytes>, Error> {
+    read_frame_up_to(r, MAX_FRAME).await
+}
+
+/// One length-prefixed frame of at most `max` bytes; the length is checked before anything is
+/// allocated.
+pub async fn read_frame_up_to<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, Error> {
     let len = match r.read_i32().await {
         Ok(n) => usize::try_from(n).map_err(|_| "negative frame size")?,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if len > MAX_FRAME {
+    if len > max {
         return Err(format!("frame of {len} bytes is over the limit").into());
     }
     let mut buf = vec![0; len];
@@ -298,14 +310,18 @@ async fn serve(
 
 /// Before authentication: ApiVersions (forwarded, with SASL added), SaslHandshake and
 /// SaslAuthenticate. Returns when the session ends, or `None` when the connection must close.
-async fn authenticate(
+async fn authenticate<C, U>(
     gate: &Gate,
-    client: &mut tokio_rustls::server::TlsStream<TcpStream>,
-    upstream: &mut TcpStream,
+    client: &mut C,
+    upstream: &mut U,
     admission: Admission,
-) -> Result<Option<Instant>, Error> {
+) -> Result<Option<Instant>, Error>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
-        let Some(frame) = read_frame(client).await? else {
+        let Some(frame) = read_frame_up_to(client, MAX_UNAUTHENTICATED_FRAME).await? else {
             return Ok(None);
         };
         let (header, mut body) = request_header(&frame)?;
@@ -432,5 +448,52 @@ async fn forward(
         r = requests => r,
         r = responses => r,
         _ = dropped.changed() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Quotas;
+    use crate::token::Verifier;
+
+    fn gate() -> Gate {
+        Gate::new(
+            Verifier::new("test", "test", "us-east-1"),
+            "127.0.0.1:9".into(),
+            "127.0.0.1".into(),
+            9098,
+            Quotas {
+                max_connections: 10,
+                max_connects_per_sec: 10,
+            },
+            std::time::Duration::ZERO,
+        )
+    }
+
+    /// Issue 14 item 12: before authentication a client that announces a 100 MiB frame is cut off
+    /// at once; the gate used to allocate the whole frame and wait for it.
+    #[tokio::test]
+    async fn an_unauthenticated_client_cannot_announce_a_huge_frame() {
+        let (mut stranger, mut client_side) = tokio::io::duplex(1024);
+        let (mut upstream, _broker) = tokio::io::duplex(1024);
+        stranger
+            .write_i32(100 * 1024 * 1024)
+            .await
+            .expect("announce");
+        let gate = gate();
+        let outcome = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            authenticate(&gate, &mut client_side, &mut upstream, Admission::Admitted),
+        )
+        .await
+        .expect("answered at once, not waiting for 100 MiB");
+        let err = outcome.expect_err("refused");
+        assert!(err.to_string().contains("over the limit"), "{err}");
+        // A frame of the allowed size is still read.
+        let small = read_frame_up_to(&mut &[0u8, 0, 0, 2, 7, 7][..], MAX_UNAUTHENTICATED_FRAME)
+            .await
+            .expect("read");
+        assert_eq!(small.as_deref(), Some(&[7u8, 7][..]));
     }
 }

@@ -165,7 +165,12 @@ impl Gate {
             .refuse_until
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(Instant::now() + for_how_long);
+            // Saturating: no duration can overflow the clock (the admin API also caps it).
+            Some(
+                Instant::now()
+                    .checked_add(for_how_long)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
+            );
     }
 
     /// Whether authentications are being refused by the chaos switch.

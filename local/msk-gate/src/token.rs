@@ -24,6 +24,8 @@ pub const CONNECT_ACTION: &str = "kafka-cluster:Connect";
 pub const SERVICE: &str = "kafka-cluster";
 /// Clock skew tolerated for tokens dated in the future, as AWS allows.
 const MAX_SKEW: Duration = Duration::from_secs(300);
+/// The longest validity MSK accepts for a token (`X-Amz-Expires`), and what the AWS signer asks for.
+pub const MAX_EXPIRES_SECS: u64 = 900;
 
 /// Why a token is refused. The client only ever sees "Access denied"; the reason is logged.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -90,6 +92,14 @@ impl Verifier {
         let text = String::from_utf8(bytes).map_err(|_| TokenError::Garbage)?;
         let url = url::Url::parse(&text).map_err(|_| TokenError::Garbage)?;
         let host = url.host_str().ok_or(TokenError::Garbage)?.to_owned();
+        // A parameter given twice is refused: which copy a signer, a verifier or MSK reads would
+        // differ, and a token is either exactly one presigned URL or nothing.
+        let mut names: Vec<_> = url.query_pairs().map(|(k, _)| k).collect();
+        names.sort();
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            tracing::debug!(parameter = %twice[0], "a token names a parameter twice");
+            return Err(TokenError::Malformed("a query parameter (given twice)"));
+        }
         let param = |name: &'static str| {
             url.query_pairs()
                 .find(|(k, _)| k == name)
@@ -123,7 +133,9 @@ impl Verifier {
         let signed_at = parse_amz_date(&date).ok_or(TokenError::Malformed("X-Amz-Date"))?;
         let expires_in: u64 = param("X-Amz-Expires")?
             .parse()
-            .map_err(|_| TokenError::Malformed("X-Amz-Expires"))?;
+            .ok()
+            .filter(|secs| (1..=MAX_EXPIRES_SECS).contains(secs))
+            .ok_or(TokenError::Malformed("X-Amz-Expires (1 to 900 seconds)"))?;
         let signature = param("X-Amz-Signature")?;
         let session_token = param("X-Amz-Security-Token").ok();
 
@@ -133,8 +145,11 @@ impl Verifier {
         if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
             return Err(TokenError::BadSignature);
         }
-        let expires_at = signed_at + Duration::from_secs(expires_in);
-        if now > expires_at || signed_at > now + MAX_SKEW {
+        let expires_at = signed_at
+            .checked_add(Duration::from_secs(expires_in))
+            .ok_or(TokenError::Malformed("X-Amz-Date"))?;
+        let too_early = now.checked_add(MAX_SKEW).is_none_or(|late| signed_at > late);
+        if now > expires_at || too_early {
             return Err(TokenError::Expired);
         }
         Ok(Accepted { expires_at })

@@ -1,0 +1,252 @@
+//! The drain and the local poller against AWS answers no local emulator gives but the real
+//! services may: answers that leave entries out (rule 10), failing delete calls, and Kinesis's
+//! empty pages inside a shard. Each answer is scripted through the SDK's own test HTTP client;
+//! Kafka is librdkafka's mock cluster. Every test here failed on the code before issue 14.
+
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_smithy_http_client::test_util::infallible_client_fn;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use buffer_drain::dlq::DeadLetters;
+use buffer_drain::drain::Drain;
+use buffer_drain::lambda::handle_sqs;
+use buffer_drain::message::Decoding;
+use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
+use rdkafka::mocking::MockCluster;
+use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
+use spillway_core::envelope::{Envelope, RawMode};
+
+const TOPIC: &str = "orders";
+
+/// An answer per call: the `X-Amz-Target` operation and the request body in, status and JSON out.
+type Script = Arc<dyn Fn(&str, &serde_json::Value) -> (u16, serde_json::Value) + Send + Sync>;
+
+fn http(script: Script, content_type: &'static str) -> aws_sdk_sqs::config::SharedHttpClient {
+    infallible_client_fn(move |req| {
+        let target = req
+            .headers()
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .rsplit('.')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let body: serde_json::Value = req
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        let (status, answer) = script(&target, &body);
+        response(status, content_type, answer.to_string())
+    })
+}
+
+fn response(status: u16, content_type: &str, body: String) -> http::Response<String> {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(body)
+        .expect("response")
+}
+
+fn sqs(script: Script) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .http_client(http(script, "application/x-amz-json-1.0"))
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+fn kinesis(script: Script) -> aws_sdk_kinesis::Client {
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .http_client(http(script, "application/x-amz-json-1.1"))
+        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, 1, 1).expect("topic");
+    cluster
+}
+
+fn drain(bootstrap: &str, dead_letters: Option<DeadLetters>) -> Drain {
+    let config = KafkaConfig {
+        bootstrap: bootstrap.to_owned(),
+        auth: KafkaAuth::Plaintext,
+        compression: Compression::Lz4,
+        message_max_bytes: 1_000_000,
+        ca_file: None,
+        token_refresh: Duration::from_secs(300),
+        max_connects_per_sec: 100,
+    };
+    let context = spillway_core::kafka::context::SpillwayContext::plain();
+    let health = context.health();
+    let producer = spillway_core::kafka::producer_config(&config)
+        .expect("settings")
+        .create_with_context(context)
+        .expect("producer");
+    let decoding = Decoding {
+        raw: RawMode::Reject,
+        raw_topic: None,
+    };
+    Drain::new(producer, health, dead_letters, decoding)
+}
+
+fn settings(batch_size: usize) -> PollSettings {
+    PollSettings {
+        batch_size,
+        batch_window: Duration::from_secs(1),
+        visibility_timeout: Duration::from_secs(60),
+        function_timeout: Duration::from_secs(10),
+        deadline_margin: Duration::from_secs(1),
+    }
+}
+
+fn sqs_message(n: usize, body: &str) -> serde_json::Value {
+    serde_json::json!({"MessageId": format!("m-{n}"), "ReceiptHandle": format!("h-{n}"),
+        "MD5OfBody": "x", "Body": body, "Attributes": {"SentTimestamp": "1764211200123"}})
+}
+
+/// Issue 14 item 6 (rule 10): a dead-letter write whose answer names the letter neither written
+/// nor failed is not a dead letter — the record is reported failed and stays in the buffer
+/// (it used to count as dead-lettered and be deleted).
+#[tokio::test]
+async fn a_dead_letter_missing_from_the_answer_is_reported_failed() {
+    let cluster = cluster();
+    let dlq = sqs(Arc::new(|_, _| (200, serde_json::json!({"Successful": [], "Failed": []}))));
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(dlq, "https://sqs.us-east-1.amazonaws.com/1/dlq".into())),
+    );
+    let event: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_value(serde_json::json!({
+        "Records": [
+            {"messageId": "m-ok", "receiptHandle": "h1", "body": Envelope::new(TOPIC, "fine").encode(),
+             "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+             "eventSourceARN": "arn:aws:sqs:us-east-1:1:q", "awsRegion": "us-east-1"},
+            {"messageId": "m-garbage", "receiptHandle": "h2", "body": "garbage",
+             "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+             "eventSourceARN": "arn:aws:sqs:us-east-1:1:q", "awsRegion": "us-east-1"}
+        ]
+    }))
+    .expect("event");
+    let response = handle_sqs(&drain, event, Instant::now() + Duration::from_secs(10))
+        .await
+        .expect("one delivered");
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-garbage"]);
+}
+
+/// Issue 14 item 11: the poller counts as done only what `DeleteMessageBatch` names deleted; a
+/// failed delete call does not skip the calls after it.
+#[tokio::test]
+async fn the_poller_counts_only_deletes_the_answer_names_and_keeps_going_after_a_failed_call() {
+    let cluster = cluster();
+    let received = Arc::new(AtomicUsize::new(0));
+    let delete_calls = Arc::new(AtomicUsize::new(0));
+    let body = Envelope::new(TOPIC, "v").encode();
+    let script: Script = {
+        let (received, delete_calls) = (received.clone(), delete_calls.clone());
+        Arc::new(move |target, request| match target {
+            "GetQueueAttributes" => (
+                200,
+                serde_json::json!({"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:1:q"}}),
+            ),
+            "ReceiveMessage" => {
+                let first = received.fetch_add(10, AtomicOrdering::SeqCst);
+                if first >= 30 {
+                    return (200, serde_json::json!({}));
+                }
+                let messages: Vec<_> = (first..first + 10).map(|n| sqs_message(n, &body)).collect();
+                (200, serde_json::json!({ "Messages": messages }))
+            }
+            "DeleteMessageBatch" => {
+                let call = delete_calls.fetch_add(1, AtomicOrdering::SeqCst);
+                let entries = request["Entries"].as_array().cloned().unwrap_or_default();
+                match call {
+                    // The first call fails outright.
+                    0 => (500, serde_json::json!({"__type": "InternalError", "message": "boom"})),
+                    // The second names one entry failed and leaves one out.
+                    1 => {
+                        let ids: Vec<&str> = entries.iter().filter_map(|e| e["Id"].as_str()).collect();
+                        let successful: Vec<_> = ids[2..].iter().map(|id| serde_json::json!({"Id": id})).collect();
+                        (200, serde_json::json!({"Successful": successful,
+                            "Failed": [{"Id": ids[0], "Code": "ReceiptHandleIsInvalid", "SenderFault": true}]}))
+                    }
+                    _ => {
+                        let successful: Vec<_> = entries.iter().map(|e| serde_json::json!({"Id": e["Id"]})).collect();
+                        (200, serde_json::json!({"Successful": successful, "Failed": []}))
+                    }
+                }
+            }
+            other => panic!("unexpected call {other}"),
+        })
+    };
+    let poller = SqsPoller::new(sqs(script), "https://sqs.us-east-1.amazonaws.com/1/q".into(), settings(30))
+        .await
+        .expect("poller");
+    let drain = drain(&cluster.bootstrap_servers(), None);
+    let invocation = poller.poll_once(&drain).await.expect("poll");
+    assert_eq!(invocation.records, 30);
+    assert_eq!(delete_calls.load(AtomicOrdering::SeqCst), 3, "no call skipped");
+    assert_eq!(invocation.done, 18, "10 lost to the failed call, 2 to the partial answer");
+}
+
+/// Issue 14 item 11: real Kinesis returns empty pages inside a shard; the poller reads on from
+/// `NextShardIterator` instead of asking for the same empty page forever.
+#[tokio::test]
+async fn the_kinesis_poller_reads_past_an_empty_page() {
+    let cluster = cluster();
+    let data = STANDARD.encode(Envelope::new(TOPIC, "after the gap").encode());
+    let script: Script = Arc::new(move |target, request| match target {
+        "DescribeStreamSummary" => (
+            200,
+            serde_json::json!({"StreamDescriptionSummary": {"StreamName": "s",
+                "StreamARN": "arn:aws:kinesis:us-east-1:1:stream/s", "StreamStatus": "ACTIVE",
+                "RetentionPeriodHours": 24, "StreamCreationTimestamp": 1_764_211_200,
+                "EnhancedMonitoring": [], "OpenShardCount": 1}}),
+        ),
+        "GetShardIterator" => (200, serde_json::json!({"ShardIterator": "it-0"})),
+        "GetRecords" => match request["ShardIterator"].as_str() {
+            Some("it-0") => (
+                200,
+                serde_json::json!({"Records": [], "NextShardIterator": "it-1", "MillisBehindLatest": 1000}),
+            ),
+            Some("it-1") => (
+                200,
+                serde_json::json!({"Records": [{"SequenceNumber": "49590338271490256608559692538361571095921575989136588898",
+                    "ApproximateArrivalTimestamp": 1_764_211_200.5, "Data": data, "PartitionKey": "k"}],
+                    "NextShardIterator": "it-2", "MillisBehindLatest": 0}),
+            ),
+            _ => (200, serde_json::json!({"Records": [], "NextShardIterator": "it-2", "MillisBehindLatest": 0})),
+        },
+        other => panic!("unexpected call {other}"),
+    });
+    let mut poller = KinesisPoller::new(kinesis(script), "s".into(), "shardId-000000000000".into(), settings(100))
+        .await
+        .expect("poller");
+    let drain = drain(&cluster.bootstrap_servers(), None);
+    let empty = poller.poll_once(&drain).await.expect("poll");
+    assert_eq!(empty.records, 0);
+    let next = poller.poll_once(&drain).await.expect("poll");
+    assert_eq!((next.records, next.done), (1, 1), "the record after the empty page");
+}
