@@ -49,7 +49,10 @@ impl DeadLetters {
         let bodies: Vec<(String, bool)> = letters.iter().map(|(r, _)| body(&r.data)).collect();
         let fifo = spillway_core::limits::is_fifo_queue(&self.url);
         let mut outcomes: Vec<Result<(), String>> =
-            vec![Err("no time was left to write it to the dead-letter queue".into()); letters.len()];
+            vec![
+                Err("no time was left to write it to the dead-letter queue".into());
+                letters.len()
+            ];
         for run in pack(
             bodies.iter().map(|(b, _)| b.len() + 256),
             MAX_ENTRIES,
@@ -104,10 +107,8 @@ impl DeadLetters {
                     }
                     for failed in &out.failed {
                         if let Some(i) = in_run(&failed.id) {
-                            outcomes[i] = Err(format!(
-                                "the dead-letter queue refused it: {}",
-                                failed.code
-                            ));
+                            outcomes[i] =
+                                Err(format!("the dead-letter queue refused it: {}", failed.code));
                         }
                     }
                 }

@@ -118,19 +118,6 @@ pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_margin_as_long_as_the_invocation_is_refused_naming_the_variable() {
-        let err = invocation_deadline(Duration::from_secs(5), Duration::from_secs(5))
-            .expect_err("no time left");
-        assert!(err.to_string().contains("SPILLWAY_DEADLINE_MARGIN=5s"), "{err}");
-        assert!(invocation_deadline(Duration::from_secs(30), Duration::from_secs(5)).is_ok());
-    }
-}
-
 fn verdict(report: &DrainReport) -> Result<(), AllFailed> {
     if report.every_record_failed_retryably() {
         let first = match report.outcomes.first() {
@@ -169,4 +156,20 @@ pub async fn handle_kinesis(
     report.metrics("kinesis").emit();
     verdict(&report)?;
     Ok(report.kinesis_response(&records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_margin_as_long_as_the_invocation_is_refused_naming_the_variable() {
+        let err = invocation_deadline(Duration::from_secs(5), Duration::from_secs(5))
+            .expect_err("no time left");
+        assert!(
+            err.to_string().contains("SPILLWAY_DEADLINE_MARGIN=5s"),
+            "{err}"
+        );
+        assert!(invocation_deadline(Duration::from_secs(30), Duration::from_secs(5)).is_ok());
+    }
 }

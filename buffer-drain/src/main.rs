@@ -52,14 +52,18 @@ async fn main() -> Result<(), Error> {
             BufferKind::Sqs => {
                 lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| async move {
                     let ends = invocation_deadline(remaining(&e.context), margin)?;
-                    handle_sqs(drain, e.payload, ends).await.map_err(Diagnostic::from)
+                    handle_sqs(drain, e.payload, ends)
+                        .await
+                        .map_err(Diagnostic::from)
                 }))
                 .await
             }
             BufferKind::Kinesis => {
                 lambda_runtime::run(service_fn(move |e: LambdaEvent<KinesisEvent>| async move {
                     let ends = invocation_deadline(remaining(&e.context), margin)?;
-                    handle_kinesis(drain, e.payload, ends).await.map_err(Diagnostic::from)
+                    handle_kinesis(drain, e.payload, ends)
+                        .await
+                        .map_err(Diagnostic::from)
                 }))
                 .await
             }

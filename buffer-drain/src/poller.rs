@@ -551,7 +551,11 @@ mod tests {
         .expect_err("visibility shorter than an invocation");
         assert!(err.contains("SPILLWAY_VISIBILITY_TIMEOUT"), "{err}");
         let ok = settings(&[("SPILLWAY_FUNCTION_TIMEOUT", "10s")]).expect("default margin fits");
-        assert_eq!(ok.visibility_timeout, Duration::from_secs(60), "6 × the timeout");
+        assert_eq!(
+            ok.visibility_timeout,
+            Duration::from_secs(60),
+            "6 × the timeout"
+        );
         settings(&[]).expect("the defaults work together");
     }
 }

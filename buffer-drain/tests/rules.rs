@@ -204,7 +204,10 @@ async fn rule_3_retryable_produce_errors_injected_by_the_broker_are_retried_by_l
     );
     let (producer, health) = producer_with(
         &cluster.bootstrap_servers(),
-        &[("retry.backoff.ms", "500"), ("retry.backoff.max.ms", "1000")],
+        &[
+            ("retry.backoff.ms", "500"),
+            ("retry.backoff.max.ms", "1000"),
+        ],
     );
     let drain = Drain::new(
         producer,
@@ -225,7 +228,12 @@ async fn rule_3_retryable_produce_errors_injected_by_the_broker_are_retried_by_l
     let (records, ordering) = buffer_drain::source::from_sqs(event);
     let report = drain.drain(&records, ordering, soon()).await;
     assert_eq!(report.failed().count(), 0, "{:?}", report.outcomes);
-    let fastest = report.produce_latencies.iter().min().copied().unwrap_or_default();
+    let fastest = report
+        .produce_latencies
+        .iter()
+        .min()
+        .copied()
+        .unwrap_or_default();
     assert!(
         fastest >= Duration::from_millis(400),
         "acknowledged after {fastest:?}: the injected errors did not fire"
@@ -319,7 +327,11 @@ async fn rule_4_fifo_a_record_unsettled_at_the_deadline_blocks_its_group() {
     let (records, ordering) = buffer_drain::source::from_sqs(event);
     // message.timeout.ms is 2 s: a-1 is still unsettled at this deadline.
     let report = drain
-        .drain(&records, ordering, Instant::now() + Duration::from_millis(1200))
+        .drain(
+            &records,
+            ordering,
+            Instant::now() + Duration::from_millis(1200),
+        )
         .await;
     assert_eq!(failed_ids(&report.sqs_response(&records)), ["a-1", "a-2"]);
     assert_eq!(
@@ -350,8 +362,12 @@ async fn rule_9_a_batch_refused_whole_with_one_authorization_error_is_systemic()
         RawMode::Reject,
     );
     let forbidden = |n: &str| (n.to_owned(), Envelope::new("forbidden", n).encode());
-    let bodies: Vec<(String, String)> = ["m-1", "m-2", "m-3"].iter().map(|n| forbidden(n)).collect();
-    let refs: Vec<(&str, String)> = bodies.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let bodies: Vec<(String, String)> =
+        ["m-1", "m-2", "m-3"].iter().map(|n| forbidden(n)).collect();
+    let refs: Vec<(&str, String)> = bodies
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect();
     let err = handle_sqs(&drain, sqs_event(&refs, None), soon())
         .await
         .expect_err("the whole batch fails: back off");
@@ -395,11 +411,13 @@ async fn a_fatal_producer_fails_its_batch_retryably_and_is_replaced() {
         },
     )
     .with_rebuild(rebuild);
-    let batch = |id: &str| {
-        buffer_drain::source::from_sqs(sqs_event(&[(id, envelope(id, Some(1)))], None))
-    };
+    let batch =
+        |id: &str| buffer_drain::source::from_sqs(sqs_event(&[(id, envelope(id, Some(1)))], None));
     let (warm, ordering) = batch("m-warm");
-    assert_eq!(drain.drain(&warm, ordering, soon()).await.failed().count(), 0);
+    assert_eq!(
+        drain.drain(&warm, ordering, soon()).await.failed().count(),
+        0
+    );
 
     cluster.request_errors(
         rdkafka::types::RDKafkaApiKey::Produce,

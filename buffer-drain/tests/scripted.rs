@@ -129,10 +129,15 @@ fn sqs_message(n: usize, body: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_dead_letter_missing_from_the_answer_is_reported_failed() {
     let cluster = cluster();
-    let dlq = sqs(Arc::new(|_, _| (200, serde_json::json!({"Successful": [], "Failed": []}))));
+    let dlq = sqs(Arc::new(|_, _| {
+        (200, serde_json::json!({"Successful": [], "Failed": []}))
+    }));
     let drain = drain(
         &cluster.bootstrap_servers(),
-        Some(DeadLetters::new(dlq, "https://sqs.us-east-1.amazonaws.com/1/dlq".into())),
+        Some(DeadLetters::new(
+            dlq,
+            "https://sqs.us-east-1.amazonaws.com/1/dlq".into(),
+        )),
     );
     let event: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_value(serde_json::json!({
         "Records": [
@@ -184,31 +189,58 @@ async fn the_poller_counts_only_deletes_the_answer_names_and_keeps_going_after_a
                 let entries = request["Entries"].as_array().cloned().unwrap_or_default();
                 match call {
                     // The first call fails outright.
-                    0 => (500, serde_json::json!({"__type": "InternalError", "message": "boom"})),
+                    0 => (
+                        500,
+                        serde_json::json!({"__type": "InternalError", "message": "boom"}),
+                    ),
                     // The second names one entry failed and leaves one out.
                     1 => {
-                        let ids: Vec<&str> = entries.iter().filter_map(|e| e["Id"].as_str()).collect();
-                        let successful: Vec<_> = ids[2..].iter().map(|id| serde_json::json!({"Id": id})).collect();
-                        (200, serde_json::json!({"Successful": successful,
-                            "Failed": [{"Id": ids[0], "Code": "ReceiptHandleIsInvalid", "SenderFault": true}]}))
+                        let ids: Vec<&str> =
+                            entries.iter().filter_map(|e| e["Id"].as_str()).collect();
+                        let successful: Vec<_> = ids[2..]
+                            .iter()
+                            .map(|id| serde_json::json!({"Id": id}))
+                            .collect();
+                        (
+                            200,
+                            serde_json::json!({"Successful": successful,
+                            "Failed": [{"Id": ids[0], "Code": "ReceiptHandleIsInvalid", "SenderFault": true}]}),
+                        )
                     }
                     _ => {
-                        let successful: Vec<_> = entries.iter().map(|e| serde_json::json!({"Id": e["Id"]})).collect();
-                        (200, serde_json::json!({"Successful": successful, "Failed": []}))
+                        let successful: Vec<_> = entries
+                            .iter()
+                            .map(|e| serde_json::json!({"Id": e["Id"]}))
+                            .collect();
+                        (
+                            200,
+                            serde_json::json!({"Successful": successful, "Failed": []}),
+                        )
                     }
                 }
             }
             other => panic!("unexpected call {other}"),
         })
     };
-    let poller = SqsPoller::new(sqs(script), "https://sqs.us-east-1.amazonaws.com/1/q".into(), settings(30))
-        .await
-        .expect("poller");
+    let poller = SqsPoller::new(
+        sqs(script),
+        "https://sqs.us-east-1.amazonaws.com/1/q".into(),
+        settings(30),
+    )
+    .await
+    .expect("poller");
     let drain = drain(&cluster.bootstrap_servers(), None);
     let invocation = poller.poll_once(&drain).await.expect("poll");
     assert_eq!(invocation.records, 30);
-    assert_eq!(delete_calls.load(AtomicOrdering::SeqCst), 3, "no call skipped");
-    assert_eq!(invocation.done, 18, "10 lost to the failed call, 2 to the partial answer");
+    assert_eq!(
+        delete_calls.load(AtomicOrdering::SeqCst),
+        3,
+        "no call skipped"
+    );
+    assert_eq!(
+        invocation.done, 18,
+        "10 lost to the failed call, 2 to the partial answer"
+    );
 }
 
 /// Issue 14 item 11: real Kinesis returns empty pages inside a shard; the poller reads on from
@@ -237,16 +269,28 @@ async fn the_kinesis_poller_reads_past_an_empty_page() {
                     "ApproximateArrivalTimestamp": 1_764_211_200.5, "Data": data, "PartitionKey": "k"}],
                     "NextShardIterator": "it-2", "MillisBehindLatest": 0}),
             ),
-            _ => (200, serde_json::json!({"Records": [], "NextShardIterator": "it-2", "MillisBehindLatest": 0})),
+            _ => (
+                200,
+                serde_json::json!({"Records": [], "NextShardIterator": "it-2", "MillisBehindLatest": 0}),
+            ),
         },
         other => panic!("unexpected call {other}"),
     });
-    let mut poller = KinesisPoller::new(kinesis(script), "s".into(), "shardId-000000000000".into(), settings(100))
-        .await
-        .expect("poller");
+    let mut poller = KinesisPoller::new(
+        kinesis(script),
+        "s".into(),
+        "shardId-000000000000".into(),
+        settings(100),
+    )
+    .await
+    .expect("poller");
     let drain = drain(&cluster.bootstrap_servers(), None);
     let empty = poller.poll_once(&drain).await.expect("poll");
     assert_eq!(empty.records, 0);
     let next = poller.poll_once(&drain).await.expect("poll");
-    assert_eq!((next.records, next.done), (1, 1), "the record after the empty page");
+    assert_eq!(
+        (next.records, next.done),
+        (1, 1),
+        "the record after the empty page"
+    );
 }

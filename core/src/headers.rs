@@ -46,7 +46,14 @@ mod tests {
         ] {
             assert!(is_reserved(name), "{name}");
         }
-        for name in ["source", "spillway", "spillwayid", "x-amzn-other", "é-spillway-id", ""] {
+        for name in [
+            "source",
+            "spillway",
+            "spillwayid",
+            "x-amzn-other",
+            "é-spillway-id",
+            "",
+        ] {
             assert!(!is_reserved(name), "{name}");
         }
     }

@@ -32,6 +32,8 @@ export interface Settings {
   readonly maxAzs: number;
   // Drain
   readonly drainTimeoutSecs: number;
+  /** SPILLWAY_DEADLINE_MARGIN: the drain stops producing this long before its timeout. */
+  readonly drainDeadlineMarginSecs: number;
   readonly drainMemoryMb: number;
   readonly drainBatchSize: number;
   readonly drainBatchingWindowSecs: number;
@@ -65,6 +67,7 @@ export const DEFAULTS = {
   deleteTopicOnDestroy: false,
   maxAzs: 2,
   drainTimeoutSecs: 30,
+  drainDeadlineMarginSecs: 5,
   drainMemoryMb: 256,
   drainBatchSize: 100,
   drainBatchingWindowSecs: 1,
@@ -143,6 +146,14 @@ export function settingsFromContext(node: Node): Settings {
     );
   }
   const drainTimeoutSecs = r.number('drainTimeoutSecs', DEFAULTS.drainTimeoutSecs, 5, 900);
+  const drainDeadlineMarginSecs = r.number('drainDeadlineMarginSecs', DEFAULTS.drainDeadlineMarginSecs, 1, 450);
+  // Delivery rule 11: the margin must leave at least half of each invocation for producing, or
+  // every batch ends "not produced" and maxReceiveCount moves the whole queue to the DLQ.
+  if (drainDeadlineMarginSecs * 2 > drainTimeoutSecs) {
+    throw new Error(
+      `context drainTimeoutSecs=${drainTimeoutSecs} with drainDeadlineMarginSecs=${drainDeadlineMarginSecs}: the margin leaves less than half of each invocation for producing; use a timeout of at least ${drainDeadlineMarginSecs * 2} s or a smaller margin`,
+    );
+  }
   const buffer = r.choice<BufferKind>('buffer', ['sqs', 'kinesis'], DEFAULTS.buffer);
   const settings: Settings = {
     stackName: r.string('stackName', DEFAULTS.stackName)!,
@@ -155,6 +166,7 @@ export function settingsFromContext(node: Node): Settings {
     existingCluster: existingCluster(r),
     maxAzs: r.number('maxAzs', DEFAULTS.maxAzs, 2, 3),
     drainTimeoutSecs,
+    drainDeadlineMarginSecs,
     drainMemoryMb: r.number('drainMemoryMb', DEFAULTS.drainMemoryMb, 128, 10_240),
     drainBatchSize: r.number('drainBatchSize', DEFAULTS.drainBatchSize, 1, 10_000),
     drainBatchingWindowSecs: r.number('drainBatchingWindowSecs', DEFAULTS.drainBatchingWindowSecs, 0, 300),

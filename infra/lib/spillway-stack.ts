@@ -258,6 +258,7 @@ export class SpillwayStack extends cdk.Stack {
         SPILLWAY_KAFKA_BOOTSTRAP: topic.bootstrap,
         SPILLWAY_KAFKA_AUTH: 'iam',
         SPILLWAY_MAX_CONNECTS_PER_SEC: String(s.maxConnectsPerSec),
+        SPILLWAY_DEADLINE_MARGIN: `${s.drainDeadlineMarginSecs}s`,
         SPILLWAY_DLQ_URL: buffer.deadLetters.queueUrl,
       },
     });

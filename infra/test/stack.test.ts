@@ -89,6 +89,12 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     }
   });
 
+  test('the drain is given its deadline margin explicitly, at most half its timeout', () => {
+    const drain = s.json.Resources[functionId(s.json, 'Drain')].Properties;
+    expect(drain.Environment.Variables.SPILLWAY_DEADLINE_MARGIN).toBe('5s');
+    expect(drain.Timeout).toBeGreaterThanOrEqual(2 * 5);
+  });
+
   test('the buffer queue hides a batch for at least 6 × the drain timeout, and redrives after ≥ 5 receives', () => {
     if (variant.buffer !== 'sqs') return;
     const timeout = s.json.Resources[functionId(s.json, 'Drain')].Properties.Timeout;
@@ -221,6 +227,9 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
 
 test('bad context names the option and what it accepts', () => {
   expect(() => synth({ buffer: 'kafka' })).toThrow('context buffer=kafka: expected one of sqs, kinesis');
+  // Issue 14 item 3: a timeout the deadline margin leaves no room in is refused at synth.
+  expect(() => synth({ drainTimeoutSecs: '5' })).toThrow('drainTimeoutSecs=5 with drainDeadlineMarginSecs=5');
+  expect(() => synth({ drainTimeoutSecs: '10', drainDeadlineMarginSecs: '6' })).toThrow('at least 12 s');
   expect(() => synth({ topics: 'ok,not ok' })).toThrow("('not ok' is not)");
   expect(() => synth({ drainBatchSize: '100', drainBatchingWindowSecs: '0' })).toThrow('needs drainBatchingWindowSecs of at least 1');
   expect(() => synth({ clusterArn: 'arn:aws:kafka:us-east-1:123456789012:cluster/c/u' })).toThrow(

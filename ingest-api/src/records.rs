@@ -331,7 +331,9 @@ fn envelope(
     record: ProduceRecord,
 ) -> Result<Envelope, String> {
     let value = match record.value.as_deref().map(RawValue::get) {
-        None | Some("null") => return Err("`value` is required (null values are not supported)".into()),
+        None | Some("null") => {
+            return Err("`value` is required (null values are not supported)".into())
+        }
         Some(v) => embedded(format, v, "value")?,
     };
     let mut env = Envelope::new(topic, value);

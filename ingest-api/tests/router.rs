@@ -315,7 +315,10 @@ async fn in_lambda_the_body_limit_is_the_invocation_payload_limit() {
     ];
     let err = ingest_api::config::IngestConfig::from_env(&spillway_core::config::Env::new(&over))
         .expect_err("more than Lambda can carry");
-    assert!(err.to_string().contains("SPILLWAY_MAX_REQUEST_BYTES"), "{err}");
+    assert!(
+        err.to_string().contains("SPILLWAY_MAX_REQUEST_BYTES"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -522,6 +525,7 @@ fn any_request() -> impl Strategy<Value = Request<Body>> {
                 Just("kafka-key"),
                 Just("idempotency-key"),
                 Just("kafka-header-x"),
+                Just("kafka-header-spillway-id"),
                 Just("x-request-id")
             ],
             any::<Vec<u8>>(),
@@ -535,6 +539,8 @@ fn any_request() -> impl Strategy<Value = Request<Body>> {
                 .to_vec()
         ),
         Just(br#"{"records":[{"key":"!!","value":"AA==","partition":2}]}"#.to_vec()),
+        Just(br#"{"records":[{},{},{"value":[1,{"a":null}]}],"x":{}}"#.to_vec()),
+        "[ -~]{0,200}".prop_map(|s| format!(r#"{{"records":[{{"value":{s}}}]}}"#).into_bytes()),
     ];
     (path, method, content_type, headers, body).prop_filter_map(
         "a buildable request",
@@ -553,12 +559,17 @@ fn any_request() -> impl Strategy<Value = Request<Body>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig {
+        cases: spillway_tests::fuzz_cases(300),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
-    /// Whatever comes in, the router answers, with a client error or the buffer's own failure
-    /// (the writer here has no server behind it), never a panic or a 500.
+    /// Fuzzing (issue 14): whatever comes in — method, path, headers, body — the router answers,
+    /// with a client error or the buffer's own failure (the writer here has no server behind it),
+    /// never a panic or a 500. `SPILLWAY_FUZZ_CASES` sets the number of inputs.
     #[test]
-    fn no_input_panics_the_router(req in any_request()) {
+    fn fuzz_no_input_panics_the_router(req in any_request()) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let router = app(AppState::new(config(&[("SPILLWAY_BUFFER_RETRY_BUDGET", "0s")]), closed_port_buffer()));
         let (status, _, body) = runtime.block_on(call(router, req));
@@ -613,7 +624,10 @@ async fn sqs_entries_missing_from_the_answer_are_not_accepted() {
         ),
         _ => (200, "{}"),
     };
-    for (batch_answer, answer) in [("nothing named", nothing_named), ("strangers named", strangers_named)] {
+    for (batch_answer, answer) in [
+        ("nothing named", nothing_named),
+        ("strangers named", strangers_named),
+    ] {
         let buffer = Buffer::Sqs(SqsBuffer::new(
             scripted_sqs(answer),
             "https://sqs.us-east-1.amazonaws.com/1/q".into(),
@@ -692,8 +706,9 @@ async fn kinesis_records_missing_from_a_short_answer_are_not_accepted() {
     let offsets = json(&body)["offsets"].as_array().expect("offsets").clone();
     assert!(offsets[0]["id"].is_string(), "the one the answer named");
     assert!(
-        offsets[1..].iter().all(|o| o["id"].is_null() && o["error_code"] == 50300),
+        offsets[1..]
+            .iter()
+            .all(|o| o["id"].is_null() && o["error_code"] == 50300),
         "{offsets:?}"
     );
 }
-

@@ -201,3 +201,13 @@ pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
         .map(|v| v.parse::<u64>().expect("a count"))
         .sum()
 }
+
+/// Cases each fuzz test runs: `SPILLWAY_FUZZ_CASES` when set (the long run:
+/// `SPILLWAY_FUZZ_CASES=1000000 cargo test --release --workspace fuzz_`), else `default` — the
+/// short run every `./run-tests` makes.
+pub fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("SPILLWAY_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}

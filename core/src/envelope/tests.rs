@@ -256,7 +256,8 @@ proptest! {
 /// members in another order) is an envelope, not "not a spillway envelope".
 #[test]
 fn any_valid_json_form_of_an_envelope_is_read() {
-    let spaced = br#"{"spillway": 1, "id": "py-1", "topic": "orders", "received_at_ms": 7, "value": "hi"}"#;
+    let spaced =
+        br#"{"spillway": 1, "id": "py-1", "topic": "orders", "received_at_ms": 7, "value": "hi"}"#;
     let reordered = br#"{"id": "py-2", "value": {"b64": "SGk="}, "topic": "orders", "received_at_ms": 7, "spillway": 1}"#;
     let indented = b"\n  {\n  \"spillway\" : 1,\n  \"id\": \"py-3\",\n  \"topic\": \"orders\",\n  \"received_at_ms\": 7,\n  \"value\": \"hi\"\n}\n";
     for (body, id) in [

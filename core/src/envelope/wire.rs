@@ -71,17 +71,13 @@ pub(super) fn probe_version(body: &[u8]) -> Probe {
     if trimmed.first() != Some(&b'{') {
         return Probe::NotAnEnvelope;
     }
-    let looks_like = trimmed[1..]
-        .trim_ascii_start()
-        .starts_with(b"\"spillway\"");
+    let looks_like = trimmed[1..].trim_ascii_start().starts_with(b"\"spillway\"");
     match serde_json::from_slice::<Version>(body) {
         Ok(Version {
             spillway: Some(version),
         }) => Probe::Envelope(version.as_u64()),
-        Ok(_) if looks_like => Probe::Damaged,
-        Ok(_) => Probe::NotAnEnvelope,
-        Err(_) if looks_like => Probe::Damaged,
-        Err(_) => Probe::NotAnEnvelope,
+        _ if looks_like => Probe::Damaged,
+        _ => Probe::NotAnEnvelope,
     }
 }
 

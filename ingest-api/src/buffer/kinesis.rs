@@ -157,7 +157,9 @@ impl KinesisBuffer {
             match request.send().await {
                 Ok(out) if !out.sequence_number.is_empty() => return Ok(()),
                 Ok(_) => {
-                    last = WriteError::Unavailable("PutRecord answered without a sequence number".into());
+                    last = WriteError::Unavailable(
+                        "PutRecord answered without a sequence number".into(),
+                    );
                 }
                 Err(err) => {
                     let (failure, detail) = classify(&err);

@@ -181,7 +181,8 @@ impl SqsBuffer {
                     return Ok(())
                 }
                 Ok(_) => {
-                    last = WriteError::Unavailable("SendMessage answered without a message id".into());
+                    last =
+                        WriteError::Unavailable("SendMessage answered without a message id".into());
                 }
                 Err(err) => {
                     let (failure, detail) = classify(&err);
@@ -212,7 +213,12 @@ fn settle_batch(
             .and_then(|i| i.checked_sub(first))
             .filter(|i| *i < len)
     };
-    let missing = || (Failure::Transient, "not named in the SendMessageBatch answer".to_owned());
+    let missing = || {
+        (
+            Failure::Transient,
+            "not named in the SendMessageBatch answer".to_owned(),
+        )
+    };
     let mut settled: Vec<Result<(), (Failure, String)>> = vec![Err(missing()); len];
     for ok in &out.successful {
         if let Some(i) = index(&ok.id) {
@@ -278,7 +284,10 @@ mod tests {
             "missing from the answer: {:?}",
             settled[1]
         );
-        assert_eq!(settled[2], Err((Failure::Throttled, "RequestThrottled".into())));
+        assert_eq!(
+            settled[2],
+            Err((Failure::Throttled, "RequestThrottled".into()))
+        );
         assert_eq!(
             settled[3],
             Err((Failure::Permanent, "InvalidMessageContents".into()))

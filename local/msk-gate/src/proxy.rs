@@ -471,6 +471,48 @@ mod tests {
         )
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: spillway_tests::fuzz_cases(2_000),
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Fuzzing (issue 14): whatever a client sends before authenticating — arbitrary frames,
+        /// SASL requests with arbitrary versions and bytes, OAUTHBEARER messages with arbitrary
+        /// tokens — the gate answers or closes the connection, never panics.
+        #[test]
+        fn fuzz_frames_and_sasl_never_panic_the_gate(
+            api_key in proptest::prop_oneof![
+                proptest::strategy::Just(17i16), proptest::strategy::Just(36i16),
+                proptest::strategy::Just(18i16), proptest::prelude::any::<i16>()],
+            version in -1i16..6,
+            body in proptest::prelude::any::<Vec<u8>>(),
+            token in proptest::prelude::any::<String>(),
+            raw in proptest::prelude::any::<Vec<u8>>(),
+        ) {
+            let gate = gate();
+            // A frame as a client writes it: header, then body; and the same with an OAUTHBEARER
+            // message as the body.
+            for payload in [body.clone(), format!("n,,\x01auth=Bearer {token}\x01\x01").into_bytes(), raw.clone()] {
+                let mut frame = BytesMut::new();
+                frame.extend_from_slice(&api_key.to_be_bytes());
+                frame.extend_from_slice(&version.to_be_bytes());
+                frame.extend_from_slice(&7i32.to_be_bytes());
+                frame.extend_from_slice(&(-1i16).to_be_bytes());
+                frame.extend_from_slice(&payload);
+                let frame = frame.freeze();
+                if let Ok((header, mut rest)) = request_header(&frame) {
+                    let mut reply = Vec::new();
+                    let _ = sasl(&gate, Admission::Admitted, &header, &mut rest, &mut reply);
+                }
+                let _ = request_header(&Bytes::from(raw.clone()));
+                let _ = bearer_token(&payload);
+            }
+            let _ = gate.verifier.verify(&token, SystemTime::now());
+        }
+    }
+
     /// Issue 14 item 12: before authentication a client that announces a 100 MiB frame is cut off
     /// at once; the gate used to allocate the whole frame and wait for it.
     #[tokio::test]

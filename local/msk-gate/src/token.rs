@@ -96,8 +96,8 @@ impl Verifier {
         // differ, and a token is either exactly one presigned URL or nothing.
         let mut names: Vec<_> = url.query_pairs().map(|(k, _)| k).collect();
         names.sort();
-        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
-            tracing::debug!(parameter = %twice[0], "a token names a parameter twice");
+        if let Some([twice, _]) = names.windows(2).find(|w| w[0] == w[1]) {
+            tracing::debug!(parameter = %twice, "a token names a parameter twice");
             return Err(TokenError::Malformed("a query parameter (given twice)"));
         }
         let param = |name: &'static str| {
@@ -148,7 +148,9 @@ impl Verifier {
         let expires_at = signed_at
             .checked_add(Duration::from_secs(expires_in))
             .ok_or(TokenError::Malformed("X-Amz-Date"))?;
-        let too_early = now.checked_add(MAX_SKEW).is_none_or(|late| signed_at > late);
+        let too_early = now
+            .checked_add(MAX_SKEW)
+            .is_none_or(|late| signed_at > late);
         if now > expires_at || too_early {
             return Err(TokenError::Expired);
         }

@@ -54,7 +54,11 @@ fn with_param(url: &str, name: &str, value: &str) -> String {
     let pairs: Vec<(String, String)> = parsed
         .query_pairs()
         .map(|(k, v)| {
-            let v = if k == name { value.to_owned() } else { v.into_owned() };
+            let v = if k == name {
+                value.to_owned()
+            } else {
+                v.into_owned()
+            };
             (k.into_owned(), v)
         })
         .collect();
@@ -67,8 +71,7 @@ fn param(url: &str, name: &str) -> String {
         .expect("url")
         .query_pairs()
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("{name} in {url}"))
+        .map_or_else(|| panic!("{name} in {url}"), |(_, v)| v.into_owned())
 }
 
 #[tokio::test]
@@ -93,7 +96,10 @@ async fn a_token_from_the_aws_signer_passes() {
 async fn a_session_token_signed_by_the_aws_signer_passes_and_a_swapped_one_is_refused() {
     let token = signer_token_with("test-secret", Some("FwoGZXIvYXdzEJr//session")).await;
     let url = url_of(&token);
-    assert_eq!(param(&url, "X-Amz-Security-Token"), "FwoGZXIvYXdzEJr//session");
+    assert_eq!(
+        param(&url, "X-Amz-Security-Token"),
+        "FwoGZXIvYXdzEJr//session"
+    );
     verifier()
         .verify(&token, SystemTime::now())
         .expect("a token with a session token");
@@ -117,7 +123,9 @@ async fn a_token_signed_with_another_secret_is_refused() {
 async fn a_signer_token_is_refused_once_expired_and_valid_while_young() {
     let token = signer_token("test-secret").await;
     let now = SystemTime::now();
-    assert!(verifier().verify(&token, now + Duration::from_secs(60)).is_ok());
+    assert!(verifier()
+        .verify(&token, now + Duration::from_secs(60))
+        .is_ok());
     assert_eq!(
         verifier().verify(&token, now + Duration::from_secs(20 * 60)),
         Err(TokenError::Expired)
@@ -156,7 +164,11 @@ async fn tampered_signer_tokens_are_refused() {
     ));
     let credential = param(&url, "X-Amz-Credential");
     assert!(matches!(
-        verify(&with_param(&url, "X-Amz-Credential", &credential.replace("AKIDTEST", "AKIDOTHER"))),
+        verify(&with_param(
+            &url,
+            "X-Amz-Credential",
+            &credential.replace("AKIDTEST", "AKIDOTHER")
+        )),
         Err(TokenError::WrongScope(_))
     ));
     let mut signature = param(&url, "X-Amz-Signature");
@@ -174,7 +186,14 @@ async fn tampered_signer_tokens_are_refused() {
 async fn huge_expiries_and_repeated_parameters_are_refused_without_a_panic() {
     let url = url_of(&signer_token("test-secret").await);
     let now = SystemTime::now();
-    for expires in ["901", "9000", "18446744073709551615", "99999999999999999999", "0", "-1"] {
+    for expires in [
+        "901",
+        "9000",
+        "18446744073709551615",
+        "99999999999999999999",
+        "0",
+        "-1",
+    ] {
         assert!(
             matches!(
                 verifier().verify(&token_of(&with_param(&url, "X-Amz-Expires", expires)), now),
