@@ -269,7 +269,19 @@ fn rewrite(gate: &Gate, api_key: ApiKey, version: i16, frame: Bytes) -> Result<B
     }
 }
 
+/// The smallest request header: api key, version, correlation id and the client id's length.
+const MIN_REQUEST_HEADER: usize = 10;
+
 fn request_header(frame: &Bytes) -> Result<(RequestHeader, Bytes), Error> {
+    // kafka-protocol peeks at the api key and version without checking the length (found by the
+    // fuzz test below: a 0- or 1-byte frame panicked the connection's task).
+    if frame.len() < MIN_REQUEST_HEADER {
+        return Err(format!(
+            "a request of {} bytes is shorter than a request header",
+            frame.len()
+        )
+        .into());
+    }
     let mut buf = frame.clone();
     let header = kafka_protocol::protocol::decode_request_header_from_buffer(&mut buf)
         .map_err(|e| e.to_string())?;
