@@ -175,23 +175,26 @@ pub enum DecodeError {
 ///
 /// Never panics, whatever the input; memory use is bounded by a small multiple of the input size.
 pub fn decode(body: &[u8], raw: RawMode) -> Result<Decoded<'_>, DecodeError> {
+    // The compact form: the prefix then the version's digits. Anything else after the prefix
+    // (whitespace, `null`, a string) is for the JSON probe below to judge.
     if let Some(rest) = body.strip_prefix(PREFIX) {
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        let version = &rest[..digits];
-        if version != VERSION.to_string().as_bytes() {
-            let shown = if version.is_empty() { rest } else { version };
-            return Err(DecodeError::UnsupportedVersion {
-                found: String::from_utf8_lossy(&shown[..shown.len().min(16)]).into_owned(),
-            });
+        if digits > 0 {
+            let version = &rest[..digits];
+            if version != VERSION.to_string().as_bytes() {
+                return Err(DecodeError::UnsupportedVersion {
+                    found: String::from_utf8_lossy(&version[..digits.min(16)]).into_owned(),
+                });
+            }
+            return wire::read(body).map(Decoded::Envelope);
         }
-        return wire::read(body).map(Decoded::Envelope);
     }
     match wire::probe_version(body) {
-        wire::Probe::Envelope(Some(v)) if v == u64::from(VERSION) => {
+        wire::Probe::Envelope(v) if v.as_u64() == Some(u64::from(VERSION)) => {
             wire::read(body).map(Decoded::Envelope)
         }
         wire::Probe::Envelope(found) => Err(DecodeError::UnsupportedVersion {
-            found: found.map_or_else(|| "(not a number)".to_owned(), |v| v.to_string()),
+            found: found.to_string().chars().take(16).collect(),
         }),
         wire::Probe::Damaged => Err(DecodeError::Malformed(
             "it starts like an envelope ({\"spillway\") but is not valid JSON".into(),

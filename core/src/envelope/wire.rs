@@ -52,8 +52,8 @@ pub(super) fn read(body: &[u8]) -> Result<Envelope, DecodeError> {
 
 /// What a message that lacks the compact prefix turned out to be.
 pub(super) enum Probe {
-    /// A valid JSON object with a `spillway` member: its value when that is a whole number.
-    Envelope(Option<u64>),
+    /// A valid JSON object with a `spillway` member: the member's value.
+    Envelope(serde_json::Value),
     /// Starts like an envelope (`{`, whitespace, `"spillway"`) but is not valid JSON.
     Damaged,
     /// Anything else: another producer's message.
@@ -75,7 +75,7 @@ pub(super) fn probe_version(body: &[u8]) -> Probe {
     match serde_json::from_slice::<Version>(body) {
         Ok(Version {
             spillway: Some(version),
-        }) => Probe::Envelope(version.as_u64()),
+        }) => Probe::Envelope(version),
         _ if looks_like => Probe::Damaged,
         _ => Probe::NotAnEnvelope,
     }
