@@ -68,6 +68,19 @@ pub struct Drain {
 struct KafkaClient {
     producer: Producer,
     health: Arc<ClientHealth>,
+    /// What librdkafka still held at a batch's deadline was purged: the idempotent producer's
+    /// sequence numbers now have a gap, so it is replaced before the next batch.
+    purged: std::sync::atomic::AtomicBool,
+}
+
+impl KafkaClient {
+    fn new(producer: Producer, health: Arc<ClientHealth>) -> Arc<Self> {
+        Arc::new(Self {
+            producer,
+            health,
+            purged: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
 }
 
 /// Makes a replacement producer: [`spillway_core::kafka::producer`] for the drain's settings.
@@ -106,7 +119,7 @@ impl Drain {
         decoding: Decoding,
     ) -> Self {
         Self {
-            client: Mutex::new(Arc::new(KafkaClient { producer, health })),
+            client: Mutex::new(KafkaClient::new(producer, health)),
             rebuild: None,
             dead_letters,
             decoding,
@@ -141,31 +154,44 @@ impl Drain {
             .clone()
     }
 
-    /// The producer's fatal error, if librdkafka put it in its fatal state.
-    fn fatal(client: &KafkaClient) -> Option<String> {
+    /// Why the producer must be replaced before it is used again: librdkafka put it in its fatal
+    /// state, or the drain purged it at a deadline.
+    fn unusable(client: &KafkaClient) -> Option<String> {
         use rdkafka::producer::Producer as _;
+        if client.purged.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some("what it still held at a deadline was purged".into());
+        }
         client
             .producer
             .client()
             .fatal_error()
-            .map(|(code, reason)| format!("{code:?}: {reason}"))
+            .map(|(code, reason)| format!("fatal state, {code:?}: {reason}"))
     }
 
-    /// Replaces a fatal producer. `false` when there is no way to (no rebuild given) or it failed;
-    /// the next batch tries again.
-    async fn replace_fatal(&self, fatal: &str) -> bool {
+    /// Replaces the unusable producer `old` (unless another batch already did). `false` when there
+    /// is no way to (no rebuild given) or it failed; the next batch tries again.
+    async fn replace(&self, old: &Arc<KafkaClient>, why: &str) -> bool {
+        if !Arc::ptr_eq(old, &self.current()) {
+            return true;
+        }
         let Some(rebuild) = &self.rebuild else {
-            tracing::error!(%fatal, "the Kafka producer is in a fatal state and cannot be rebuilt");
+            tracing::error!(%why, "the Kafka producer is unusable and cannot be rebuilt");
             return false;
         };
-        tracing::error!(%fatal, "the Kafka producer is in a fatal state: rebuilding it");
+        tracing::warn!(%why, "replacing the Kafka producer");
         match rebuild().await {
             Ok((producer, health)) => {
-                *self
+                let mut current = self
                     .client
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Arc::new(KafkaClient { producer, health });
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !Arc::ptr_eq(old, &current) {
+                    return true; // another batch replaced it meanwhile; this one is dropped
+                }
+                let replaced = std::mem::replace(&mut *current, KafkaClient::new(producer, health));
+                drop(current);
+                // Dropping a producer flushes for up to 500 ms: not on this thread.
+                tokio::task::spawn_blocking(move || drop(replaced));
                 // The new producer's counters start at zero.
                 self.auth
                     .lock()
@@ -182,18 +208,19 @@ impl Drain {
         }
     }
 
-    /// The producer to use: the current one, or its replacement when it is fatal. `Err`: fatal and
-    /// not replaced.
+    /// The producer to use: the current one, or its replacement when it is unusable. `Err`:
+    /// unusable and not replaced.
     async fn usable_client(&self) -> Result<Arc<KafkaClient>, Arc<KafkaClient>> {
         let client = self.current();
-        match Self::fatal(&client) {
+        match Self::unusable(&client) {
             None => Ok(client),
-            Some(fatal) if self.replace_fatal(&fatal).await => Ok(self.current()),
+            Some(why) if self.replace(&client, &why).await => Ok(self.current()),
             Some(_) => Err(client),
         }
     }
 
-    /// Producers replaced after librdkafka's fatal state, since creation.
+    /// Producers replaced (after librdkafka's fatal state or a purge at a deadline), since
+    /// creation.
     pub fn rebuilds(&self) -> u64 {
         self.rebuilds.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -245,14 +272,14 @@ impl Drain {
     }
 
     /// A batch that delivered something ends the backoff streak (unless it saw new failures); a
-    /// producer that turned fatal during the batch is replaced for the next one (what it did not
-    /// deliver already failed retryably: classify() calls `Fatal` and purges Retry).
-    async fn after_batch(&self, client: &KafkaClient, delivered_any: bool) {
+    /// producer that turned fatal or was purged during the batch is replaced for the next one (what
+    /// it did not deliver already failed retryably: classify() calls `Fatal` and purges Retry).
+    async fn after_batch(&self, client: &Arc<KafkaClient>, delivered_any: bool) {
         if delivered_any {
             self.settle_backoff();
         }
-        if let Some(fatal) = Self::fatal(client) {
-            self.replace_fatal(&fatal).await;
+        if let Some(why) = Self::unusable(client) {
+            self.replace(client, &why).await;
         }
     }
 
@@ -281,7 +308,7 @@ impl Drain {
             Err(fatal) => {
                 return failed_whole(
                     records,
-                    "the Kafka producer is in a fatal state; a new one could not be made yet",
+                    "the Kafka producer is unusable; a new one could not be made yet",
                     started,
                     &fatal,
                 )
@@ -304,7 +331,7 @@ impl Drain {
             Ordering::Unordered | Ordering::Shard => {
                 let all: Vec<usize> = (0..records.len()).collect();
                 self.wave(
-                    &client.producer,
+                    &client,
                     records,
                     &all,
                     &mut plans,
@@ -330,7 +357,7 @@ impl Drain {
                     let wave: Vec<usize> =
                         groups.values().filter_map(|g| g.get(k).copied()).collect();
                     self.wave(
-                        &client.producer,
+                        &client,
                         records,
                         &wave,
                         &mut plans,
@@ -389,7 +416,7 @@ impl Drain {
     #[allow(clippy::too_many_arguments)]
     async fn wave(
         &self,
-        producer: &Producer,
+        client: &KafkaClient,
         records: &[SourceRecord],
         indices: &[usize],
         plans: &mut [bool],
@@ -397,6 +424,7 @@ impl Drain {
         latencies: &mut Vec<Duration>,
         deadline: Instant,
     ) {
+        let producer = &client.producer;
         let mut letters: Vec<Letter> = Vec::new();
         let mut sent_to_kafka: Vec<usize> = Vec::new();
         let mut pending = FuturesUnordered::new();
@@ -478,10 +506,10 @@ impl Drain {
             settle(i, at, result, outcomes, &mut letters, latencies);
         }
         // Whatever is still pending is reported undelivered by `drain`, and comes again.
-        // (Purging librdkafka's queue here, so that a frozen-and-thawed container cannot send
-        // stale records, stalled the idempotent producer after an authentication outage in
-        // msk-gate's fault test; left out until that is understood — issue 14 item 9.)
-        drop(pending);
+        if !pending.is_empty() {
+            drop(pending);
+            self.purge(client);
+        }
         let letters = self.systemic_check(&sent_to_kafka, letters, outcomes);
         self.dead_letter(
             records,
@@ -492,10 +520,34 @@ impl Drain {
         .await;
     }
 
-    /// Rule 9: when every record this wave produced was refused with one and the same error that
-    /// can be the cluster's or IAM's ([`spillway_core::kafka::is_systemic_when_shared`]), the
-    /// records are not poison: they fail retryably (the batch fails, the mapping backs off) and the
-    /// next batch backs off too, instead of the whole stream going to the DLQ.
+    /// Rule 5: a record still in librdkafka at the deadline is reported undelivered and comes
+    /// again from the buffer, so this copy must never be sent too: Lambda freezes the container
+    /// after the invocation, and once thawed, librdkafka would send it — after newer records, out
+    /// of order in its FIFO group or shard. It is purged (queued and in flight: an answer to a
+    /// request already sent no longer matters). A purge leaves a gap in the idempotent producer's
+    /// sequence numbers, which the broker would refuse (and librdkafka then turns fatal), so the
+    /// purged producer is replaced before the next batch. Without a way to replace it (no
+    /// [`Drain::with_rebuild`]) nothing is purged.
+    fn purge(&self, client: &KafkaClient) {
+        use rdkafka::producer::{Producer as _, PurgeConfig};
+        if self.rebuild.is_none() {
+            return;
+        }
+        client
+            .producer
+            .purge(PurgeConfig::default().queue().inflight());
+        client
+            .purged
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Rule 9: when Kafka took none of the records this wave produced and refused every one it
+    /// refused for good with one and the same error that can be the cluster's or IAM's
+    /// ([`spillway_core::kafka::is_systemic_when_shared`]), the records are not poison: they fail
+    /// retryably (the batch fails, the mapping backs off) and the next batch backs off too,
+    /// instead of the whole stream going to the DLQ. Records that failed transiently or were
+    /// still unacknowledged at the deadline do not make a refusal per-record; one record Kafka
+    /// took does.
     fn systemic_check(
         &self,
         produced: &[usize],
@@ -506,8 +558,10 @@ impl Drain {
             .iter()
             .filter(|l| produced.contains(&l.index))
             .collect();
-        let systemic = !produced.is_empty()
-            && refused.len() == produced.len()
+        let took_any = produced
+            .iter()
+            .any(|&i| matches!(outcomes[i], Some(Outcome::Delivered)));
+        let systemic = !took_any
             && refused.first().is_some_and(|first| {
                 first.systemic_when_shared && refused.iter().all(|l| l.reason == first.reason)
             });

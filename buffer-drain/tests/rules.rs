@@ -74,6 +74,57 @@ fn drain(bootstrap: &str, dead_letters: Option<DeadLetters>, raw: RawMode) -> Dr
     Drain::new(producer, health, dead_letters, decoding)
 }
 
+/// A drain that replaces an unusable producer with a new one of the same `settings`, as the
+/// Lambda binary does through the connect limiter.
+fn drain_with_rebuild(bootstrap: &str, settings: &'static [(&'static str, &'static str)]) -> Drain {
+    let (first, health) = producer_with(bootstrap, settings);
+    let rebuild: buffer_drain::drain::Rebuild = {
+        let bootstrap = bootstrap.to_owned();
+        std::sync::Arc::new(move || {
+            let bootstrap = bootstrap.clone();
+            Box::pin(async move { Ok(producer_with(&bootstrap, settings)) })
+        })
+    };
+    Drain::new(
+        first,
+        health,
+        None,
+        Decoding {
+            raw: RawMode::Reject,
+            raw_topic: None,
+        },
+    )
+    .with_rebuild(rebuild)
+}
+
+/// The values on `TOPIC`, sorted, read from the start until nothing new came for two seconds
+/// after the first (at most 15 s).
+fn values_on_topic(bootstrap: &str, group: &str) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::Message as _;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let mut values = Vec::new();
+    let ends = Instant::now() + Duration::from_secs(15);
+    let mut last_news = Instant::now();
+    while Instant::now() < ends
+        && (values.is_empty() || last_news.elapsed() < Duration::from_secs(2))
+    {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            values
+                .push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+            last_news = Instant::now();
+        }
+    }
+    values.sort();
+    values
+}
+
 fn soon() -> Instant {
     Instant::now() + Duration::from_secs(20)
 }
@@ -192,8 +243,6 @@ async fn rule_3_the_invocation_fails_when_every_record_failed_retryably() {
 /// reads the topic back to prove nothing was written twice.
 #[tokio::test]
 async fn rule_3_retryable_produce_errors_injected_by_the_broker_are_retried_by_librdkafka() {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    use rdkafka::message::{Headers as _, Message as _};
     let cluster = cluster();
     cluster.request_errors(
         rdkafka::types::RDKafkaApiKey::Produce,
@@ -207,6 +256,8 @@ async fn rule_3_retryable_produce_errors_injected_by_the_broker_are_retried_by_l
         &[
             ("retry.backoff.ms", "500"),
             ("retry.backoff.max.ms", "1000"),
+            // Two retries 500 ms+ apart need more than the 2 s default here on a busy machine.
+            ("message.timeout.ms", "15000"),
         ],
     );
     let drain = Drain::new(
@@ -239,29 +290,7 @@ async fn rule_3_retryable_produce_errors_injected_by_the_broker_are_retried_by_l
         "acknowledged after {fastest:?}: the injected errors did not fire"
     );
 
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .set("group.id", "rule-3-check")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[TOPIC]).expect("subscribe");
-    let mut ids = Vec::new();
-    let ends = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < ends && ids.len() < 3 {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
-            let id = message
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "spillway-id"))
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .expect("spillway-id");
-            ids.push(id);
-        } else if ids.len() == 2 {
-            break;
-        }
-    }
-    ids.sort();
+    let ids = values_on_topic(&cluster.bootstrap_servers(), "rule-3-check");
     let mut unique = ids.clone();
     unique.dedup();
     assert_eq!(ids.len(), 2, "each record once, no duplicates: {ids:?}");
@@ -385,6 +414,52 @@ async fn rule_9_a_batch_refused_whole_with_one_authorization_error_is_systemic()
     assert_eq!(next.failed().count(), 0);
 }
 
+/// Rule 9 with noise: records of the batch that fail transiently (here: no leader until the
+/// deadline) do not turn the others' shared authorization refusal into poison — Kafka took
+/// nothing, so nothing is dead-lettered and the whole batch comes again.
+#[tokio::test]
+async fn rule_9_a_systemic_refusal_mixed_with_transient_failures_is_still_systemic() {
+    let cluster = cluster();
+    cluster.create_topic("forbidden", 1, 1).expect("topic");
+    cluster
+        .topic_error(
+            "forbidden",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .expect("topic error");
+    cluster
+        .partition_leader(TOPIC, 0, None)
+        .expect("leaderless");
+    let (client, url) = dlq().await;
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client.clone(), url.clone())),
+        RawMode::Reject,
+    );
+    let event = sqs_event(
+        &[
+            ("m-1", Envelope::new("forbidden", "1").encode()),
+            ("m-2", envelope("2", Some(0))),
+            ("m-3", Envelope::new("forbidden", "3").encode()),
+        ],
+        None,
+    );
+    let (records, ordering) = buffer_drain::source::from_sqs(event);
+    let report = drain
+        .drain(&records, ordering, Instant::now() + Duration::from_secs(2))
+        .await;
+    assert!(
+        report.every_record_failed_retryably(),
+        "{:?}",
+        report.outcomes
+    );
+    assert_eq!(
+        spillway_tests::queue_depth(&client, &url).await,
+        0,
+        "nothing was dead-lettered"
+    );
+}
+
 /// Issue 14 item 9: an idempotent producer whose sequence numbers desynchronise enters
 /// librdkafka's fatal state and refuses every record from then on. The batch it failed comes
 /// again (retryable), and the drain replaces the producer — through the rebuild, as the Lambda
@@ -392,25 +467,7 @@ async fn rule_9_a_batch_refused_whole_with_one_authorization_error_is_systemic()
 #[tokio::test]
 async fn a_fatal_producer_fails_its_batch_retryably_and_is_replaced() {
     let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
-    let (first, health) = producer(&bootstrap);
-    let rebuild: buffer_drain::drain::Rebuild = {
-        let bootstrap = bootstrap.clone();
-        std::sync::Arc::new(move || {
-            let bootstrap = bootstrap.clone();
-            Box::pin(async move { Ok(producer(&bootstrap)) })
-        })
-    };
-    let drain = Drain::new(
-        first,
-        health,
-        None,
-        Decoding {
-            raw: RawMode::Reject,
-            raw_topic: None,
-        },
-    )
-    .with_rebuild(rebuild);
+    let drain = drain_with_rebuild(&cluster.bootstrap_servers(), &[]);
     let batch =
         |id: &str| buffer_drain::source::from_sqs(sqs_event(&[(id, envelope(id, Some(1)))], None));
     let (warm, ordering) = batch("m-warm");
@@ -436,6 +493,58 @@ async fn a_fatal_producer_fails_its_batch_retryably_and_is_replaced() {
         let report = drain.drain(&records, ordering, soon()).await;
         assert_eq!(report.failed().count(), 0, "{id}: {:?}", report.outcomes);
     }
+}
+
+/// Issue 14 item 9: a record still in librdkafka at the deadline is reported undelivered and
+/// comes again from the buffer, so that copy must never reach Kafka later (a container frozen
+/// after the invocation and thawed minutes later would send it after newer records). The drain
+/// purges it, replaces the purged producer, and the record's next delivery is its only one.
+#[tokio::test]
+async fn rule_5_a_record_undelivered_at_the_deadline_is_never_sent_later() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    // librdkafka would keep the record for 30 s, long after the partition has a leader again.
+    let drain = drain_with_rebuild(&bootstrap, &[("message.timeout.ms", "30000")]);
+    let batch = |ids: &[(&str, i32)]| {
+        let bodies: Vec<(&str, String)> = ids
+            .iter()
+            .map(|(id, p)| (*id, envelope(id, Some(*p))))
+            .collect();
+        buffer_drain::source::from_sqs(sqs_event(&bodies, None))
+    };
+    // Leaderless before the producer first learns the metadata (librdkafka's mock broker crashes
+    // answering a produce for a partition whose leader it took away).
+    cluster
+        .partition_leader(TOPIC, 0, None)
+        .expect("leaderless");
+    let (warm, ordering) = batch(&[("m-0", 1)]);
+    assert_eq!(
+        drain.drain(&warm, ordering, soon()).await.failed().count(),
+        0
+    );
+    let (records, ordering) = batch(&[("m-1", 1), ("m-2", 0)]);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let report = drain.drain(&records, ordering, deadline).await;
+    assert_eq!(failed_ids(&report.sqs_response(&records)), ["m-2"]);
+    cluster
+        .partition_leader(TOPIC, 0, Some(1))
+        .expect("leader back");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        values_on_topic(&bootstrap, "rule-5-stale"),
+        ["m-0", "m-1"],
+        "the record handed back at the deadline was sent anyway"
+    );
+    assert_eq!(drain.rebuilds(), 1, "the purged producer was replaced");
+
+    // The buffer delivers it again: now it is written, once.
+    let (again, ordering) = batch(&[("m-2", 0)]);
+    let report = drain.drain(&again, ordering, soon()).await;
+    assert_eq!(report.failed().count(), 0, "{:?}", report.outcomes);
+    assert_eq!(
+        values_on_topic(&bootstrap, "rule-5-again"),
+        ["m-0", "m-1", "m-2"]
+    );
 }
 
 #[tokio::test]

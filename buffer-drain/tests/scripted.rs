@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_smithy_http_client::test_util::infallible_client_fn;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use buffer_drain::dlq::DeadLetters;
@@ -18,66 +17,9 @@ use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
 use rdkafka::mocking::MockCluster;
 use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
 use spillway_core::envelope::{Envelope, RawMode};
+use spillway_tests::scripted::{kinesis, sqs};
 
 const TOPIC: &str = "orders";
-
-/// An answer per call: the `X-Amz-Target` operation and the request body in, status and JSON out.
-type Script = Arc<dyn Fn(&str, &serde_json::Value) -> (u16, serde_json::Value) + Send + Sync>;
-
-fn http(script: Script, content_type: &'static str) -> aws_sdk_sqs::config::SharedHttpClient {
-    infallible_client_fn(move |req| {
-        let target = req
-            .headers()
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .rsplit('.')
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        let body: serde_json::Value = req
-            .body()
-            .bytes()
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or_default();
-        let (status, answer) = script(&target, &body);
-        response(status, content_type, answer.to_string())
-    })
-}
-
-fn response(status: u16, content_type: &str, body: String) -> http::Response<String> {
-    http::Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(body)
-        .expect("response")
-}
-
-fn sqs(script: Script) -> aws_sdk_sqs::Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .http_client(http(script, "application/x-amz-json-1.0"))
-        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
-}
-
-fn kinesis(script: Script) -> aws_sdk_kinesis::Client {
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .http_client(http(script, "application/x-amz-json-1.1"))
-        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
-}
 
 fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let cluster = MockCluster::new(1).expect("mock cluster");
@@ -129,9 +71,9 @@ fn sqs_message(n: usize, body: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_dead_letter_missing_from_the_answer_is_reported_failed() {
     let cluster = cluster();
-    let dlq = sqs(Arc::new(|_, _| {
+    let dlq = sqs(|_: &str, _: &serde_json::Value| {
         (200, serde_json::json!({"Successful": [], "Failed": []}))
-    }));
+    });
     let drain = drain(
         &cluster.bootstrap_servers(),
         Some(DeadLetters::new(
@@ -169,9 +111,9 @@ async fn the_poller_counts_only_deletes_the_answer_names_and_keeps_going_after_a
     let received = Arc::new(AtomicUsize::new(0));
     let delete_calls = Arc::new(AtomicUsize::new(0));
     let body = Envelope::new(TOPIC, "v").encode();
-    let script: Script = {
+    let script = {
         let (received, delete_calls) = (received.clone(), delete_calls.clone());
-        Arc::new(move |target, request| match target {
+        move |target: &str, request: &serde_json::Value| match target {
             "GetQueueAttributes" => (
                 200,
                 serde_json::json!({"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:1:q"}}),
@@ -220,7 +162,7 @@ async fn the_poller_counts_only_deletes_the_answer_names_and_keeps_going_after_a
                 }
             }
             other => panic!("unexpected call {other}"),
-        })
+        }
     };
     let poller = SqsPoller::new(
         sqs(script),
@@ -249,7 +191,7 @@ async fn the_poller_counts_only_deletes_the_answer_names_and_keeps_going_after_a
 async fn the_kinesis_poller_reads_past_an_empty_page() {
     let cluster = cluster();
     let data = STANDARD.encode(Envelope::new(TOPIC, "after the gap").encode());
-    let script: Script = Arc::new(move |target, request| match target {
+    let script = move |target: &str, request: &serde_json::Value| match target {
         "DescribeStreamSummary" => (
             200,
             serde_json::json!({"StreamDescriptionSummary": {"StreamName": "s",
@@ -275,7 +217,7 @@ async fn the_kinesis_poller_reads_past_an_empty_page() {
             ),
         },
         other => panic!("unexpected call {other}"),
-    });
+    };
     let mut poller = KinesisPoller::new(
         kinesis(script),
         "s".into(),

@@ -389,27 +389,19 @@ async fn an_unreachable_buffer_is_503_with_retry_after_and_nothing_reported_acce
 
 #[tokio::test]
 async fn a_throttling_buffer_is_429_once_the_retry_budget_is_spent() {
-    use aws_smithy_http_client::test_util::infallible_client_fn;
-    let http = infallible_client_fn(|_req| {
+    let client = spillway_tests::scripted::sqs(|_: &str, _: &serde_json::Value| {
         axum::http::Response::builder()
             .status(400)
             .header(
                 "x-amzn-query-error",
                 "AWS.SimpleQueueService.RequestThrottled;Sender",
             )
-            .body(r#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"Rate exceeded"}"#)
+            .body(
+                r#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"Rate exceeded"}"#
+                    .to_owned(),
+            )
             .expect("response")
     });
-    let config_sqs = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .http_client(http)
-        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
-        .build();
-    let client = aws_sdk_sqs::Client::from_conf(config_sqs);
     let buffer = Buffer::Sqs(SqsBuffer::new(
         client,
         "https://sqs.us-east-1.amazonaws.com/1/q".into(),
@@ -578,34 +570,9 @@ proptest! {
     }
 }
 
-/// An SQS client whose every call gets `answer(target)` (the `X-Amz-Target` operation name):
-/// the SDK's own test HTTP client, for answers no local server gives.
+/// An SQS client whose every call gets `answer(operation)`.
 fn scripted_sqs(answer: fn(&str) -> (u16, &'static str)) -> aws_sdk_sqs::Client {
-    use aws_smithy_http_client::test_util::infallible_client_fn;
-    let http = infallible_client_fn(move |req| {
-        let target = req
-            .headers()
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let (status, body) = answer(&target);
-        axum::http::Response::builder()
-            .status(status)
-            .header("content-type", "application/x-amz-json-1.0")
-            .body(body)
-            .expect("response")
-    });
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .http_client(http)
-        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
+    spillway_tests::scripted::sqs(move |target: &str, _: &serde_json::Value| answer(target))
 }
 
 /// Issue 14 item 6 (rule 10): a `SendMessageBatch` answer that names neither success nor failure
@@ -614,11 +581,11 @@ fn scripted_sqs(answer: fn(&str) -> (u16, &'static str)) -> aws_sdk_sqs::Client 
 async fn sqs_entries_missing_from_the_answer_are_not_accepted() {
     // `SendMessage` (the single retries) answers without a `MessageId` in both.
     let nothing_named: fn(&str) -> (u16, &'static str) = |t| match t {
-        "AmazonSQS.SendMessageBatch" => (200, r#"{"Successful":[],"Failed":[]}"#),
+        "SendMessageBatch" => (200, r#"{"Successful":[],"Failed":[]}"#),
         _ => (200, "{}"),
     };
     let strangers_named: fn(&str) -> (u16, &'static str) = |t| match t {
-        "AmazonSQS.SendMessageBatch" => (
+        "SendMessageBatch" => (
             200,
             r#"{"Successful":[{"Id":"77","MessageId":"m","MD5OfMessageBody":"x"}],"Failed":[{"Id":"78","Code":"InternalError","SenderFault":false}]}"#,
         ),
@@ -665,37 +632,18 @@ async fn sqs_entries_missing_from_the_answer_are_not_accepted() {
 /// request leaves the records it does not reach unwritten.
 #[tokio::test]
 async fn kinesis_records_missing_from_a_short_answer_are_not_accepted() {
-    use aws_smithy_http_client::test_util::infallible_client_fn;
-    let http = infallible_client_fn(|req| {
-        let target = req
-            .headers()
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let body = if target.ends_with("PutRecords") {
-            r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1","ShardId":"shardId-0"}]}"#
+    let kinesis = spillway_tests::scripted::kinesis(|target: &str, _: &serde_json::Value| {
+        if target == "PutRecords" {
+            (
+                200,
+                r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1","ShardId":"shardId-0"}]}"#,
+            )
         } else {
-            r#"{"ShardId":"shardId-0","SequenceNumber":""}"#
-        };
-        axum::http::Response::builder()
-            .status(200)
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(body)
-            .expect("response")
+            // The single retries (`PutRecord`) answer without a sequence number.
+            (200, r#"{"ShardId":"shardId-0"}"#)
+        }
     });
-    let kinesis_config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .http_client(http)
-        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-        .build();
-    let buffer = Buffer::Kinesis(ingest_api::buffer::KinesisBuffer::new(
-        aws_sdk_kinesis::Client::from_conf(kinesis_config),
-        "s".into(),
-    ));
+    let buffer = Buffer::Kinesis(ingest_api::buffer::KinesisBuffer::new(kinesis, "s".into()));
     let router = app(AppState::new(
         config(&[("SPILLWAY_BUFFER_RETRY_BUDGET", "100ms")]),
         buffer,

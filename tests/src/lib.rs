@@ -6,6 +6,8 @@
 //!
 //! What each test relies on is stated in the test; no emulator is the real service.
 
+pub mod scripted;
+
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -200,6 +202,48 @@ pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
         .values()
         .map(|v| v.parse::<u64>().expect("a count"))
         .sum()
+}
+
+/// Runs `workers` (each call is one poll of the queue at `url`) side by side until the queue is
+/// empty — nothing waiting, nothing in flight — or `timeout` passed, then asserts it is empty.
+/// An empty queue counts only once `sent` (the caller's sending, if it goes on meanwhile) is done.
+/// It counts neither receives nor deletes: a record received or deleted twice cannot end the run
+/// before every record left the queue (what reached Kafka is for the caller to count, by id).
+pub async fn poll_until_empty<W, F>(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    workers: Vec<W>,
+    sent: impl std::future::Future<Output = ()>,
+    timeout: Duration,
+) where
+    W: FnMut() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let empty = std::sync::Arc::new(AtomicBool::new(false));
+    let ends = tokio::time::Instant::now() + timeout;
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut poll in workers {
+        let empty = empty.clone();
+        tasks.spawn(async move {
+            while !empty.load(Ordering::SeqCst) && tokio::time::Instant::now() < ends {
+                poll().await;
+            }
+        });
+    }
+    sent.await;
+    while tokio::time::Instant::now() < ends && queue_depth(client, url).await > 0 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    empty.store(true, Ordering::SeqCst);
+    while let Some(worker) = tasks.join_next().await {
+        worker.expect("worker");
+    }
+    assert_eq!(
+        queue_depth(client, url).await,
+        0,
+        "records still in the queue after {timeout:?}"
+    );
 }
 
 /// Cases each fuzz test runs: `SPILLWAY_FUZZ_CASES` when set (the long run:

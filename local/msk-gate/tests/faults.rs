@@ -2,8 +2,6 @@
 //! broker, with its own quotas and chaos switches): bursts over the connection-attempt quota,
 //! authentication refused for 30 s, and sessions shorter than a test — nothing is lost.
 
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,96 +16,8 @@ use spillway_core::config::{Compression, DrainConfig, KafkaAuth, KafkaConfig};
 use spillway_core::envelope::{Envelope, RawMode};
 use spillway_core::limits::BufferKind;
 
-/// An msk-gate of the test's own, killed when dropped.
-struct PrivateGate {
-    child: Child,
-    bootstrap: String,
-    admin: String,
-    ca_file: String,
-}
-
-impl PrivateGate {
-    fn start(extra: &[&str]) -> Self {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("port")
-        };
-        let (listen, admin) = (
-            format!("127.0.0.1:{}", port()),
-            format!("127.0.0.1:{}", port()),
-        );
-        let ca_file =
-            std::env::temp_dir().join(format!("{}.pem", spillway_tests::unique_name("gate-ca")));
-        let broker = spillway_tests::kafka_bootstrap();
-        spillway_tests::require("Kafka (Tansu)", &broker);
-        let child = Command::new(env!("CARGO_BIN_EXE_msk-gate"))
-            .args(["--listen", &listen, "--admin", &admin, "--broker", &broker])
-            .args([
-                "--ca-file",
-                &ca_file.to_string_lossy(),
-                "--access-key",
-                "test",
-                "--secret-key",
-                "test",
-                "--region",
-                "us-east-1",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start msk-gate");
-        let gate = Self {
-            child,
-            bootstrap: listen,
-            admin: format!("http://{admin}"),
-            ca_file: ca_file.to_string_lossy().into_owned(),
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&gate.bootstrap).is_ok()
-                && std::path::Path::new(&gate.ca_file).exists()
-            {
-                return gate;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the private gate did not start");
-    }
-
-    fn kafka(&self) -> KafkaConfig {
-        KafkaConfig {
-            bootstrap: self.bootstrap.clone(),
-            auth: KafkaAuth::Iam,
-            compression: Compression::Lz4,
-            message_max_bytes: 1_000_000,
-            ca_file: Some(self.ca_file.clone()),
-            token_refresh: Duration::from_secs(300),
-            max_connects_per_sec: 100,
-        }
-    }
-
-    fn admin(&self, method: &str, path: &str) -> serde_json::Value {
-        let out = Command::new("curl")
-            .args(["-sf", "-X", method, &format!("{}{path}", self.admin)])
-            .output()
-            .expect("curl");
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn stat(&self, name: &str) -> u64 {
-        self.admin("GET", "/stats")[name].as_u64().expect("counter")
-    }
-}
-
-impl Drop for PrivateGate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.ca_file);
-    }
-}
+mod common;
+use common::PrivateGate;
 
 async fn iam_drain(gate: &PrivateGate, sqs: &aws_sdk_sqs::Client) -> Drain {
     let config = DrainConfig {
@@ -193,34 +103,31 @@ async fn count(topic: &str, expect: u64) -> u64 {
     verifier.unique()
 }
 
-/// Runs `workers` (poller, drain) pairs until `total` records left the queue or `timeout`;
-/// returns the drains' backoff count.
-async fn run_workers(workers: Vec<(SqsPoller, Drain)>, total: usize, timeout: Duration) -> u64 {
-    let done = Arc::new(AtomicUsize::new(0));
-    let ends = Instant::now() + timeout;
-    let mut set = tokio::task::JoinSet::new();
-    for (poller, drain) in workers {
-        let done = done.clone();
-        set.spawn(async move {
-            while done.load(Ordering::SeqCst) < total && Instant::now() < ends {
-                if let Ok(invocation) = poller.poll_once(&drain).await {
-                    done.fetch_add(invocation.done, Ordering::SeqCst);
+/// Runs `workers` (poller, drain) pairs until the queue at `url` is empty (once `sent` is done)
+/// or `timeout`; returns the backoffs the drains made. A failed poll (the gate refusing) is
+/// simply polled again.
+async fn run_workers(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    workers: Vec<(SqsPoller, Drain)>,
+    sent: impl std::future::Future<Output = ()>,
+    timeout: Duration,
+) -> u64 {
+    let pairs: Vec<Arc<(SqsPoller, Drain)>> = workers.into_iter().map(Arc::new).collect();
+    let polls = pairs
+        .iter()
+        .map(|pair| {
+            let pair = pair.clone();
+            move || {
+                let pair = pair.clone();
+                async move {
+                    let _ = pair.0.poll_once(&pair.1).await;
                 }
             }
-            drain.backoffs()
-        });
-    }
-    let mut backoffs = 0;
-    while let Some(b) = set.join_next().await {
-        backoffs += b.expect("worker");
-    }
-    // At least once: a record can leave the queue twice if its first batch outlived the
-    // visibility timeout; the consumer-side count below checks that none is missing.
-    assert!(
-        done.load(Ordering::SeqCst) >= total,
-        "every record left the queue"
-    );
-    backoffs
+        })
+        .collect();
+    spillway_tests::poll_until_empty(sqs, url, polls, sent, timeout).await;
+    pairs.iter().map(|pair| pair.1.backoffs()).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +144,14 @@ async fn a_burst_over_the_connection_quota_loses_nothing() {
             .expect("poller");
         workers.push((poller, iam_drain(&gate, &sqs).await));
     }
-    let backoffs = run_workers(workers, 1000, Duration::from_secs(240)).await;
+    let backoffs = run_workers(
+        &sqs,
+        &url,
+        workers,
+        std::future::ready(()),
+        Duration::from_secs(240),
+    )
+    .await;
     assert!(
         gate.stat("connections_throttled") > 0,
         "the burst went over the quota"
@@ -270,7 +184,7 @@ async fn thirty_seconds_of_refused_authentication_loses_nothing() {
         gate.admin("POST", "/chaos/drop-connections");
         send(&sqs, &url, &topic, 200).await;
     };
-    let (backoffs, ()) = tokio::join!(run_workers(workers, 300, Duration::from_secs(180)), chaos);
+    let backoffs = run_workers(&sqs, &url, workers, chaos, Duration::from_secs(180)).await;
     assert!(
         gate.stat("auth_refused") > 0,
         "authentications were refused"

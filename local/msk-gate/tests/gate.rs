@@ -1,5 +1,6 @@
-//! Through the gate `local/up` runs (127.0.0.1:9098, test credentials `test`/`test`, us-east-1):
-//! MSK IAM clients produce and consume; a wrong secret is refused with nothing delivered.
+//! Through a gate of the test's own (test credentials `test`/`test`, us-east-1, in front of the
+//! broker `local/up` runs): MSK IAM clients produce and consume; a wrong secret is refused with
+//! nothing delivered. The gate's counters are the test's alone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,34 +10,12 @@ use aws_credential_types::Credentials;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message as _;
-use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
 use spillway_core::kafka::context::SpillwayContext;
 use spillway_core::kafka::iam::{start_refresher, MskSigner};
 use spillway_core::kafka::{client_config, producer_config, Consumer, Producer};
 
-fn gate() -> String {
-    let gate = std::env::var("SPILLWAY_MSK_GATE").unwrap_or_else(|_| "127.0.0.1:9098".into());
-    spillway_tests::require("msk-gate", &gate);
-    gate
-}
-
-fn config() -> KafkaConfig {
-    let ca = std::env::var("SPILLWAY_KAFKA_CA_FILE").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/spillway/run/msk-gate-ca.pem",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    KafkaConfig {
-        bootstrap: gate(),
-        auth: KafkaAuth::Iam,
-        compression: Compression::Lz4,
-        message_max_bytes: 1_000_000,
-        ca_file: Some(ca),
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    }
-}
+mod common;
+use common::PrivateGate;
 
 async fn context(secret: &str) -> SpillwayContext {
     let credentials =
@@ -51,22 +30,11 @@ async fn context(secret: &str) -> SpillwayContext {
     SpillwayContext::with_tokens(tokens)
 }
 
-fn stat(name: &str) -> u64 {
-    let admin =
-        std::env::var("SPILLWAY_MSK_GATE_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:9099".into());
-    let out = std::process::Command::new("curl")
-        .args(["-sf", &format!("{admin}/stats")])
-        .output()
-        .expect("curl");
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
-    stats[name].as_u64().expect("counter")
-}
-
 #[tokio::test]
 async fn iam_clients_produce_and_consume_through_the_gate() {
-    let accepted_before = stat("auth_accepted");
+    let gate = PrivateGate::start(&[]);
     let topic = spillway_tests::unique_name("gate");
-    let producer: Producer = producer_config(&config())
+    let producer: Producer = producer_config(&gate.kafka())
         .expect("settings")
         .create_with_context(context("test").await)
         .expect("producer");
@@ -78,7 +46,7 @@ async fn iam_clients_produce_and_consume_through_the_gate() {
             .await
             .expect("delivered through the gate");
     }
-    let mut settings = client_config(&config()).expect("settings");
+    let mut settings = client_config(&gate.kafka()).expect("settings");
     settings
         .set("group.id", spillway_tests::unique_name("gate-group"))
         .set("auto.offset.reset", "earliest")
@@ -97,17 +65,18 @@ async fn iam_clients_produce_and_consume_through_the_gate() {
         seen += 1;
     }
     assert!(
-        stat("auth_accepted") > accepted_before,
-        "the gate authenticated the clients"
+        gate.stat("auth_accepted") >= 2,
+        "the gate authenticated both clients"
     );
+    assert_eq!(gate.stat("auth_refused"), 0);
 }
 
 #[tokio::test]
 async fn a_token_signed_with_the_wrong_secret_delivers_nothing() {
-    let refused_before = stat("auth_refused");
+    let gate = PrivateGate::start(&[]);
     let context = context("wrong-secret").await;
     let health = context.health();
-    let mut settings = producer_config(&config()).expect("settings");
+    let mut settings = producer_config(&gate.kafka()).expect("settings");
     settings.set("message.timeout.ms", "3000");
     let producer: Producer = settings.create_with_context(context).expect("producer");
     let topic = spillway_tests::unique_name("refused");
@@ -121,10 +90,8 @@ async fn a_token_signed_with_the_wrong_secret_delivers_nothing() {
         result.is_err(),
         "nothing is delivered without a valid token"
     );
-    assert!(
-        stat("auth_refused") > refused_before,
-        "the gate refused the token"
-    );
+    assert!(gate.stat("auth_refused") > 0, "the gate refused the token");
+    assert_eq!(gate.stat("auth_accepted"), 0, "and accepted none");
     assert!(
         health.auth_failures() > 0,
         "the client saw the authentication failure"
