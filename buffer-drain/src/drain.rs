@@ -48,9 +48,10 @@ use crate::source::{Ordering, SourceRecord};
 
 /// The drain: one producer per container, created at init and reused by every invocation.
 pub struct Drain {
-    /// The producer in use; replaced when librdkafka puts it in its fatal state.
+    /// The producer in use; replaced when librdkafka puts it in its fatal state or the drain
+    /// purged it at a deadline.
     client: Mutex<Arc<KafkaClient>>,
-    /// Makes a new producer (through the connect limiter) to replace a fatal one.
+    /// Makes a new producer (through the connect limiter) to replace an unusable one.
     rebuild: Option<Rebuild>,
     dead_letters: Option<DeadLetters>,
     decoding: Decoding,
@@ -60,13 +61,17 @@ pub struct Drain {
     /// authentication failures, so the next batch backs off the same way.
     systemic: std::sync::atomic::AtomicU64,
     rebuilds: std::sync::atomic::AtomicU64,
+    /// Authentication failures of the producers replaced so far: backoff keeps counting across a
+    /// replacement (a new producer's own counter starts at zero).
+    retired_auth_failures: std::sync::atomic::AtomicU64,
     /// How long dead-letter writes may run past the deadline (rule 5: bounded work after it).
     dead_letter_grace: Duration,
 }
 
 /// A producer and its failure counters.
 struct KafkaClient {
-    producer: Producer,
+    /// `None` only while it is being dropped.
+    producer: Option<Producer>,
     health: Arc<ClientHealth>,
     /// What librdkafka still held at a batch's deadline was purged: the idempotent producer's
     /// sequence numbers now have a gap, so it is replaced before the next batch.
@@ -76,10 +81,28 @@ struct KafkaClient {
 impl KafkaClient {
     fn new(producer: Producer, health: Arc<ClientHealth>) -> Arc<Self> {
         Arc::new(Self {
-            producer,
+            producer: Some(producer),
             health,
             purged: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    fn producer(&self) -> &Producer {
+        self.producer
+            .as_ref()
+            .expect("the producer is there until the client is dropped")
+    }
+}
+
+impl Drop for KafkaClient {
+    /// Dropping a producer flushes for up to 500 ms and waits for librdkafka's threads to end:
+    /// never on an async worker thread.
+    fn drop(&mut self) {
+        if let (Some(producer), Ok(runtime)) =
+            (self.producer.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn_blocking(move || drop(producer));
+        }
     }
 }
 
@@ -127,6 +150,7 @@ impl Drain {
             backoffs: std::sync::atomic::AtomicU64::new(0),
             systemic: std::sync::atomic::AtomicU64::new(0),
             rebuilds: std::sync::atomic::AtomicU64::new(0),
+            retired_auth_failures: std::sync::atomic::AtomicU64::new(0),
             dead_letter_grace: DEFAULT_DEAD_LETTER_GRACE,
         }
     }
@@ -162,7 +186,7 @@ impl Drain {
             return Some("what it still held at a deadline was purged".into());
         }
         client
-            .producer
+            .producer()
             .client()
             .fatal_error()
             .map(|(code, reason)| format!("fatal state, {code:?}: {reason}"))
@@ -188,15 +212,14 @@ impl Drain {
                 if !Arc::ptr_eq(old, &current) {
                     return true; // another batch replaced it meanwhile; this one is dropped
                 }
-                let replaced = std::mem::replace(&mut *current, KafkaClient::new(producer, health));
+                // The new producer's counter starts at zero: the old one's count is kept, so a
+                // backoff streak goes on across the replacement.
+                self.retired_auth_failures.fetch_add(
+                    old.health.auth_failures(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                *current = KafkaClient::new(producer, health);
                 drop(current);
-                // Dropping a producer flushes for up to 500 ms: not on this thread.
-                tokio::task::spawn_blocking(move || drop(replaced));
-                // The new producer's counters start at zero.
-                self.auth
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .seen = self.systemic.load(std::sync::atomic::Ordering::Relaxed);
                 self.rebuilds
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 true
@@ -208,14 +231,22 @@ impl Drain {
         }
     }
 
-    /// The producer to use: the current one, or its replacement when it is unusable. `Err`:
-    /// unusable and not replaced.
-    async fn usable_client(&self) -> Result<Arc<KafkaClient>, Arc<KafkaClient>> {
+    /// The producer to use: the current one, or its replacement when it is unusable (made
+    /// before `deadline`, or not at all). `Err`: unusable and not replaced; the batch comes again.
+    async fn usable_client(&self, deadline: Instant) -> Result<Arc<KafkaClient>, Arc<KafkaClient>> {
         let client = self.current();
-        match Self::unusable(&client) {
-            None => Ok(client),
-            Some(why) if self.replace(&client, &why).await => Ok(self.current()),
-            Some(_) => Err(client),
+        let Some(why) = Self::unusable(&client) else {
+            return Ok(client);
+        };
+        let replaced = tokio::time::timeout_at(deadline.into(), self.replace(&client, &why)).await;
+        let current = self.current();
+        match replaced {
+            Ok(true) if Self::unusable(&current).is_none() => Ok(current),
+            Ok(_) => Err(client),
+            Err(_) => {
+                tracing::warn!("no new Kafka producer before the deadline");
+                Err(client)
+            }
         }
     }
 
@@ -225,9 +256,13 @@ impl Drain {
         self.rebuilds.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Failures that call for a backoff: authentication failures and systemic batch failures.
+    /// Failures that call for a backoff: authentication failures (of every producer so far) and
+    /// systemic batch failures.
     fn backoff_signals(&self) -> u64 {
         self.current().health.auth_failures()
+            + self
+                .retired_auth_failures
+                .load(std::sync::atomic::Ordering::Relaxed)
             + self.systemic.load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -271,15 +306,13 @@ impl Drain {
         }
     }
 
-    /// A batch that delivered something ends the backoff streak (unless it saw new failures); a
-    /// producer that turned fatal or was purged during the batch is replaced for the next one (what
-    /// it did not deliver already failed retryably: classify() calls `Fatal` and purges Retry).
-    async fn after_batch(&self, client: &Arc<KafkaClient>, delivered_any: bool) {
+    /// A batch that delivered something ends the backoff streak (unless it saw new failures). A
+    /// producer that turned fatal or was purged during the batch is replaced by the next batch,
+    /// within that batch's time (what it did not deliver already failed retryably: classify()
+    /// calls `Fatal` and purges Retry).
+    fn after_batch(&self, delivered_any: bool) {
         if delivered_any {
             self.settle_backoff();
-        }
-        if let Some(why) = Self::unusable(client) {
-            self.replace(client, &why).await;
         }
     }
 
@@ -303,7 +336,7 @@ impl Drain {
         deadline: Instant,
     ) -> DrainReport {
         let started = Instant::now();
-        let client = match self.usable_client().await {
+        let client = match self.usable_client(deadline).await {
             Ok(client) => client,
             Err(fatal) => {
                 return failed_whole(
@@ -388,12 +421,10 @@ impl Drain {
             }
         }
         self.after_batch(
-            &client,
             outcomes
                 .iter()
                 .any(|o| matches!(o, Some(Outcome::Delivered))),
-        )
-        .await;
+        );
         DrainReport {
             outcomes: outcomes
                 .into_iter()
@@ -416,7 +447,7 @@ impl Drain {
     #[allow(clippy::too_many_arguments)]
     async fn wave(
         &self,
-        client: &KafkaClient,
+        client: &Arc<KafkaClient>,
         records: &[SourceRecord],
         indices: &[usize],
         plans: &mut [bool],
@@ -424,7 +455,7 @@ impl Drain {
         latencies: &mut Vec<Duration>,
         deadline: Instant,
     ) {
-        let producer = &client.producer;
+        let producer = client.producer();
         let mut letters: Vec<Letter> = Vec::new();
         let mut sent_to_kafka: Vec<usize> = Vec::new();
         let mut pending = FuturesUnordered::new();
@@ -508,7 +539,7 @@ impl Drain {
         // Whatever is still pending is reported undelivered by `drain`, and comes again.
         if !pending.is_empty() {
             drop(pending);
-            self.purge(client);
+            self.purge(client).await;
         }
         let letters = self.systemic_check(&sent_to_kafka, letters, outcomes);
         self.dead_letter(
@@ -528,53 +559,60 @@ impl Drain {
     /// sequence numbers, which the broker would refuse (and librdkafka then turns fatal), so the
     /// purged producer is replaced before the next batch. Without a way to replace it (no
     /// [`Drain::with_rebuild`]) nothing is purged.
-    fn purge(&self, client: &KafkaClient) {
+    async fn purge(&self, client: &Arc<KafkaClient>) {
         use rdkafka::producer::{Producer as _, PurgeConfig};
         if self.rebuild.is_none() {
             return;
         }
         client
-            .producer
-            .purge(PurgeConfig::default().queue().inflight());
-        client
             .purged
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // The purge waits for librdkafka's broker threads: not on an async worker thread.
+        let purged = client.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            purged
+                .producer()
+                .purge(PurgeConfig::default().queue().inflight());
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "purging the Kafka producer failed");
+        }
     }
 
-    /// Rule 9: when Kafka took none of the records this wave produced and refused every one it
-    /// refused for good with one and the same error that can be the cluster's or IAM's
-    /// ([`spillway_core::kafka::is_systemic_when_shared`]), the records are not poison: they fail
-    /// retryably (the batch fails, the mapping backs off) and the next batch backs off too,
-    /// instead of the whole stream going to the DLQ. Records that failed transiently or were
-    /// still unacknowledged at the deadline do not make a refusal per-record; one record Kafka
-    /// took does.
+    /// Rule 9: when Kafka took none of the batch's records and every record of this wave it
+    /// refused for good was refused with an error that can be the cluster's or IAM's
+    /// ([`spillway_core::kafka::is_systemic_when_shared`]: not authorised, unknown topic), the
+    /// records are not poison: they fail retryably (the batch fails, the mapping backs off) and
+    /// the next batch backs off too, instead of the whole stream going to the DLQ. Records that
+    /// failed transiently or were still unacknowledged at the deadline do not make a refusal
+    /// per-record; one record of the batch Kafka took does (in a FIFO batch, in any wave).
     fn systemic_check(
         &self,
         produced: &[usize],
         letters: Vec<Letter>,
         outcomes: &mut [Option<Outcome>],
     ) -> Vec<Letter> {
-        let refused: Vec<&Letter> = letters
+        let mut in_wave = vec![false; outcomes.len()];
+        for &i in produced {
+            in_wave[i] = true;
+        }
+        let refused: Vec<&Letter> = letters.iter().filter(|l| in_wave[l.index]).collect();
+        let took_any = outcomes
             .iter()
-            .filter(|l| produced.contains(&l.index))
-            .collect();
-        let took_any = produced
-            .iter()
-            .any(|&i| matches!(outcomes[i], Some(Outcome::Delivered)));
-        let systemic = !took_any
-            && refused.first().is_some_and(|first| {
-                first.systemic_when_shared && refused.iter().all(|l| l.reason == first.reason)
-            });
+            .any(|o| matches!(o, Some(Outcome::Delivered)));
+        let systemic =
+            !took_any && !refused.is_empty() && refused.iter().all(|l| l.systemic_when_shared);
         if !systemic {
             return letters;
         }
         self.systemic
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(records = produced.len(), reason = %refused[0].reason, "every record was refused with one error: systemic, backing off");
+        tracing::warn!(records = refused.len(), reason = %refused[0].reason, "Kafka took nothing and refused the records as unauthorised or unknown: systemic, backing off");
         letters
             .into_iter()
             .filter(|l| {
-                if produced.contains(&l.index) {
+                if in_wave[l.index] {
                     outcomes[l.index] = Some(Outcome::Failed {
                         reason: format!("kafka (systemic, back off): {}", l.reason),
                         retryable: true,

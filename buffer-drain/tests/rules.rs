@@ -460,6 +460,51 @@ async fn rule_9_a_systemic_refusal_mixed_with_transient_failures_is_still_system
     );
 }
 
+/// Rule 9 across FIFO waves: a group whose earlier records Kafka took, then refused one alone
+/// (its topic is forbidden, the others' is not), is a per-record refusal — the record is poison
+/// and goes to the DLQ; it used to be judged on its wave alone, called systemic, and come again
+/// until `maxReceiveCount`, blocking its group.
+#[tokio::test]
+async fn rule_9_a_fifo_record_refused_alone_after_its_group_was_taken_is_poison() {
+    let cluster = cluster();
+    cluster.create_topic("forbidden", 1, 1).expect("topic");
+    cluster
+        .topic_error(
+            "forbidden",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .expect("topic error");
+    let (client, url) = dlq().await;
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client.clone(), url.clone())),
+        RawMode::Reject,
+    );
+    let event = sqs_event(
+        &[
+            ("m-1", envelope("1", Some(1))),
+            ("m-2", envelope("2", Some(1))),
+            ("m-3", Envelope::new("forbidden", "3").encode()),
+        ],
+        Some(&["g", "g", "g"]),
+    );
+    let (records, ordering) = buffer_drain::source::from_sqs(event);
+    let report = drain.drain(&records, ordering, soon()).await;
+    assert!(
+        matches!(
+            report.outcomes[..],
+            [
+                buffer_drain::report::Outcome::Delivered,
+                buffer_drain::report::Outcome::Delivered,
+                buffer_drain::report::Outcome::DeadLettered(_)
+            ]
+        ),
+        "{:?}",
+        report.outcomes
+    );
+    assert_eq!(spillway_tests::queue_depth(&client, &url).await, 1);
+}
+
 /// Issue 14 item 9: an idempotent producer whose sequence numbers desynchronise enters
 /// librdkafka's fatal state and refuses every record from then on. The batch it failed comes
 /// again (retryable), and the drain replaces the producer — through the rebuild, as the Lambda
@@ -487,12 +532,16 @@ async fn a_fatal_producer_fails_its_batch_retryably_and_is_replaced() {
         "{:?}",
         failed.outcomes
     );
-    assert_eq!(drain.rebuilds(), 1, "the fatal producer was replaced");
     for id in ["m-1", "m-2"] {
         let (records, ordering) = batch(id);
         let report = drain.drain(&records, ordering, soon()).await;
         assert_eq!(report.failed().count(), 0, "{id}: {:?}", report.outcomes);
     }
+    assert_eq!(
+        drain.rebuilds(),
+        1,
+        "the fatal producer was replaced, once, by the next batch"
+    );
 }
 
 /// Issue 14 item 9: a record still in librdkafka at the deadline is reported undelivered and
@@ -535,12 +584,12 @@ async fn rule_5_a_record_undelivered_at_the_deadline_is_never_sent_later() {
         ["m-0", "m-1"],
         "the record handed back at the deadline was sent anyway"
     );
-    assert_eq!(drain.rebuilds(), 1, "the purged producer was replaced");
 
-    // The buffer delivers it again: now it is written, once.
+    // The buffer delivers it again: now it is written, once, by a new producer.
     let (again, ordering) = batch(&[("m-2", 0)]);
     let report = drain.drain(&again, ordering, soon()).await;
     assert_eq!(report.failed().count(), 0, "{:?}", report.outcomes);
+    assert_eq!(drain.rebuilds(), 1, "the purged producer was replaced");
     assert_eq!(
         values_on_topic(&bootstrap, "rule-5-again"),
         ["m-0", "m-1", "m-2"]

@@ -121,7 +121,8 @@ fn next_refresh(token: &Token, refresh_every: Duration) -> Duration {
 }
 
 /// Fetches the first token (so the first connection has one), then keeps the cache fresh from a
-/// background task until the returned handle is aborted or the runtime ends. Failed refreshes are
+/// background task until the returned handle is aborted, every copy of the cache is dropped, or
+/// the runtime ends. Failed refreshes are
 /// retried with backoff while the old token is still valid.
 pub async fn start_refresher(
     source: Arc<dyn TokenSource>,
@@ -131,10 +132,15 @@ pub async fn start_refresher(
     let first = source.fetch().await?;
     let mut wait = next_refresh(&first, refresh_every);
     cache.set(first);
-    let refresher = cache.clone();
+    // The task holds the cache weakly: once every client that reads it is gone (a replaced
+    // producer), the task ends instead of signing tokens for nobody.
+    let refresher = Arc::downgrade(&cache.current);
     let handle = tokio::spawn(async move {
         loop {
             tokio::time::sleep(wait).await;
+            if refresher.strong_count() == 0 {
+                return;
+            }
             let mut backoff = Backoff::new(
                 Duration::from_millis(200),
                 Duration::from_secs(10),
@@ -144,7 +150,10 @@ pub async fn start_refresher(
                 match source.fetch().await {
                     Ok(token) => {
                         wait = next_refresh(&token, refresh_every);
-                        refresher.set(token);
+                        let Some(current) = refresher.upgrade() else {
+                            return;
+                        };
+                        TokenCache { current }.set(token);
                         tracing::debug!(
                             next_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                             "MSK IAM token refreshed"
@@ -216,6 +225,29 @@ mod tests {
             "answered from the cache"
         );
         refresher.abort();
+    }
+
+    /// A replaced producer drops its context and with it the cache: its refresher ends instead of
+    /// signing tokens for nobody for the rest of the process (one task leaked per replacement).
+    #[tokio::test]
+    async fn the_refresher_ends_once_nobody_reads_its_cache() {
+        let source = Arc::new(SlowAfterFirst {
+            slow: Duration::ZERO,
+            calls: std::sync::atomic::AtomicU32::new(0),
+        });
+        let (cache, refresher) = start_refresher(source.clone(), Duration::from_millis(10))
+            .await
+            .expect("first token");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !refresher.is_finished(),
+            "refreshing while the cache is read"
+        );
+        drop(cache);
+        tokio::time::timeout(Duration::from_secs(2), refresher)
+            .await
+            .expect("the refresher ended")
+            .expect("cleanly");
     }
 
     #[test]

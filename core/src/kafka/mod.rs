@@ -158,6 +158,10 @@ pub fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupErr
 ///   of large messages cannot grow memory without bound; the drain waits on `QueueFull`.
 /// * `message.timeout.ms=120000`: a record that cannot be delivered fails within two minutes; the
 ///   drain stops waiting earlier, at its own deadline, and reports the record undelivered.
+/// * `topic.metadata.propagation.max.ms=2000`: a record for a topic the cluster does not have is
+///   refused ("unknown topic", rule 9) within 2 s, not held for librdkafka's default 30 s — which
+///   is longer than a batch has: such a record would end every batch unsettled at the deadline,
+///   be purged with its producer, and start the 30 s again in the next one, never decided.
 pub fn producer_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupError> {
     let mut client = client_config(config)?;
     client
@@ -169,7 +173,8 @@ pub fn producer_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupE
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "65536")
         .set("queue.buffering.max.messages", "100000")
-        .set("message.timeout.ms", "120000");
+        .set("message.timeout.ms", "120000")
+        .set("topic.metadata.propagation.max.ms", "2000");
     Ok(client)
 }
 
