@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use buffer_drain::lambda::{build_drain, handle_kinesis, handle_sqs, invocation_deadline};
 use buffer_drain::poller::PollSettings;
@@ -59,12 +58,22 @@ async fn main() -> Result<(), Error> {
                 .await
             }
             BufferKind::Kinesis => {
-                lambda_runtime::run(service_fn(move |e: LambdaEvent<KinesisEvent>| async move {
-                    let ends = invocation_deadline(remaining(&e.context), margin)?;
-                    handle_kinesis(drain, e.payload, ends)
-                        .await
-                        .map_err(Diagnostic::from)
-                }))
+                // Read from JSON by the drain, not the runtime: see `source::kinesis_event`.
+                lambda_runtime::run(service_fn(
+                    move |e: LambdaEvent<serde_json::Value>| async move {
+                        let ends = invocation_deadline(remaining(&e.context), margin)?;
+                        let event =
+                            buffer_drain::source::kinesis_event(e.payload).map_err(|e| {
+                                Diagnostic {
+                                    error_type: "UnreadableEvent".into(),
+                                    error_message: format!("not a Kinesis event: {e}"),
+                                }
+                            })?;
+                        handle_kinesis(drain, event, ends)
+                            .await
+                            .map_err(Diagnostic::from)
+                    },
+                ))
                 .await
             }
         };

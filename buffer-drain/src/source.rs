@@ -64,6 +64,37 @@ pub fn from_sqs(event: SqsEvent) -> (Vec<SourceRecord>, Ordering) {
     )
 }
 
+/// A Kinesis event from the JSON Lambda hands over. `aws_lambda_events` 1.2 reads the fraction
+/// of `approximateArrivalTimestamp` digit by digit as milliseconds and multiplies without a check:
+/// a timestamp with many fraction digits or far past year 2500 overflows (a panic in a debug
+/// build, a wrong time or a refused event in a release one). Each timestamp is first rounded to
+/// the millisecond, and one outside 0 to 10^11 s (year 5138) is read as 0, unknown: whatever the
+/// timestamps, the event is read and nothing panics. (A time AWS writes has three fraction
+/// digits, which the crate reads right.)
+pub fn kinesis_event(mut event: serde_json::Value) -> Result<KinesisEvent, serde_json::Error> {
+    if let Some(records) = event
+        .get_mut("Records")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for record in records {
+            let Some(at) = record.pointer_mut("/kinesis/approximateArrivalTimestamp") else {
+                continue;
+            };
+            let seconds = match at {
+                serde_json::Value::Number(n) => n.as_f64(),
+                serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            if let Some(seconds) = seconds {
+                let ms = (seconds * 1000.0).round();
+                let ms = if (0.0..=1e14).contains(&ms) { ms } else { 0.0 };
+                *at = serde_json::json!(ms / 1000.0);
+            }
+        }
+    }
+    serde_json::from_value(event)
+}
+
 /// The records of a Kinesis event (one shard), in sequence order.
 pub fn from_kinesis(event: KinesisEvent) -> (Vec<SourceRecord>, Ordering) {
     let records = event
@@ -82,4 +113,37 @@ pub fn from_kinesis(event: KinesisEvent) -> (Vec<SourceRecord>, Ordering) {
         })
         .collect();
     (records, Ordering::Shard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at: &serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"Records": [{
+            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
+                "sequenceNumber": "49590338271490256608559692538361571095921575989136588898",
+                "data": "aGk=", "approximateArrivalTimestamp": at},
+            "eventSource": "aws:kinesis", "eventID": "shardId-0:1",
+            "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s"}]})
+    }
+
+    /// Timestamps `aws_lambda_events` alone panics on (many fraction digits, found by the fuzz
+    /// test) or cannot place are read; AWS's own three-digit form keeps its milliseconds.
+    #[test]
+    fn any_arrival_timestamp_is_read_and_aws_form_keeps_its_milliseconds() {
+        for at in [
+            serde_json::json!(1_764_211_200.123_456_7),
+            serde_json::json!(1e300),
+            serde_json::json!(-5),
+            serde_json::json!("1764211200.9999999"),
+        ] {
+            let parsed = kinesis_event(event(&at));
+            assert!(parsed.is_ok(), "{at}: {parsed:?}");
+        }
+        let (records, _) = from_kinesis(
+            kinesis_event(event(&serde_json::json!(1_764_211_200.123))).expect("event"),
+        );
+        assert_eq!(records[0].buffered_at_ms, Some(1_764_211_200_123));
+    }
 }

@@ -376,20 +376,7 @@ async fn rule_4_fifo_a_record_unsettled_at_the_deadline_blocks_its_group() {
 /// is still poison (rule 6, above).
 #[tokio::test]
 async fn rule_9_a_batch_refused_whole_with_one_authorization_error_is_systemic() {
-    let cluster = cluster();
-    cluster.create_topic("forbidden", 1, 1).expect("topic");
-    cluster
-        .topic_error(
-            "forbidden",
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
-        )
-        .expect("topic error");
-    let (client, url) = dlq().await;
-    let drain = drain(
-        &cluster.bootstrap_servers(),
-        Some(DeadLetters::new(client.clone(), url.clone())),
-        RawMode::Reject,
-    );
+    let (_cluster, drain, client, url) = with_a_forbidden_topic().await;
     let forbidden = |n: &str| (n.to_owned(), Envelope::new("forbidden", n).encode());
     let bodies: Vec<(String, String)> =
         ["m-1", "m-2", "m-3"].iter().map(|n| forbidden(n)).collect();
@@ -419,14 +406,7 @@ async fn rule_9_a_batch_refused_whole_with_one_authorization_error_is_systemic()
 /// nothing, so nothing is dead-lettered and the whole batch comes again.
 #[tokio::test]
 async fn rule_9_a_systemic_refusal_mixed_with_transient_failures_is_still_systemic() {
-    let cluster = cluster();
-    cluster.create_topic("forbidden", 1, 1).expect("topic");
-    cluster
-        .topic_error(
-            "forbidden",
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
-        )
-        .expect("topic error");
+    let cluster = cluster_with_a_forbidden_topic();
     cluster
         .partition_leader(TOPIC, 0, None)
         .expect("leaderless");
@@ -466,20 +446,7 @@ async fn rule_9_a_systemic_refusal_mixed_with_transient_failures_is_still_system
 /// until `maxReceiveCount`, blocking its group.
 #[tokio::test]
 async fn rule_9_a_fifo_record_refused_alone_after_its_group_was_taken_is_poison() {
-    let cluster = cluster();
-    cluster.create_topic("forbidden", 1, 1).expect("topic");
-    cluster
-        .topic_error(
-            "forbidden",
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
-        )
-        .expect("topic error");
-    let (client, url) = dlq().await;
-    let drain = drain(
-        &cluster.bootstrap_servers(),
-        Some(DeadLetters::new(client.clone(), url.clone())),
-        RawMode::Reject,
-    );
+    let (_cluster, drain, client, url) = with_a_forbidden_topic().await;
     let event = sqs_event(
         &[
             ("m-1", envelope("1", Some(1))),
@@ -670,6 +637,38 @@ async fn rule_5_the_drain_stops_at_its_deadline_and_reports_what_is_undelivered(
     );
 }
 
+/// A mock cluster with `TOPIC` and a topic "forbidden" that refuses every produce as not
+/// authorised.
+fn cluster_with_a_forbidden_topic(
+) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = cluster();
+    cluster.create_topic("forbidden", 1, 1).expect("topic");
+    cluster
+        .topic_error(
+            "forbidden",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .expect("topic error");
+    cluster
+}
+
+/// That cluster, a drain of it, and the DLQ (client, URL) the drain writes to.
+async fn with_a_forbidden_topic() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    Drain,
+    aws_sdk_sqs::Client,
+    String,
+) {
+    let cluster = cluster_with_a_forbidden_topic();
+    let (client, url) = dlq().await;
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client.clone(), url.clone())),
+        RawMode::Reject,
+    );
+    (cluster, drain, client, url)
+}
+
 async fn dlq() -> (aws_sdk_sqs::Client, String) {
     let client = spillway_tests::sqs().await;
     let url = client
@@ -685,20 +684,7 @@ async fn dlq() -> (aws_sdk_sqs::Client, String) {
 
 #[tokio::test]
 async fn rule_6_poison_goes_to_the_dlq_with_its_reason_and_counts_as_handled() {
-    let cluster = cluster();
-    cluster.create_topic("forbidden", 1, 1).expect("topic");
-    cluster
-        .topic_error(
-            "forbidden",
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
-        )
-        .expect("topic error");
-    let (client, url) = dlq().await;
-    let drain = drain(
-        &cluster.bootstrap_servers(),
-        Some(DeadLetters::new(client.clone(), url.clone())),
-        RawMode::Reject,
-    );
+    let (_cluster, drain, client, url) = with_a_forbidden_topic().await;
     let forbidden = Envelope::new("forbidden", "x").encode();
     let event = sqs_event(
         &[

@@ -12,8 +12,10 @@ use serde::Deserialize;
 
 use super::Item;
 
-/// `GetRecords` calls that return nothing before a range is given up as read to the tip.
-const EMPTY_READS: u32 = 3;
+/// `GetRecords` calls one range may take before it is given up as unreadable (the letter stays).
+const MAX_CALLS: u32 = 2_000;
+/// The pause after an empty page inside a range (a shard allows five `GetRecords` a second).
+const EMPTY_PAGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The part of Lambda's on-failure record that says where the batch was.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -92,9 +94,14 @@ pub async fn read(
             )
         })?
         .shard_iterator;
-    let mut items = Vec::new();
-    let mut empty = 0;
-    while let Some(it) = iterator {
+    let mut items: Vec<Item> = Vec::new();
+    for _ in 0..MAX_CALLS {
+        let Some(it) = iterator else {
+            return Err(format!(
+                "{where_}: the shard ended before the range did; {} records read",
+                items.len()
+            ));
+        };
         let out = kinesis
             .get_records()
             .shard_iterator(it)
@@ -102,16 +109,27 @@ pub async fn read(
             .send()
             .await
             .map_err(|e| sdk_error(&format!("cannot read {where_}"), e))?;
-        if out.records.is_empty() {
-            empty += 1;
-            if empty >= EMPTY_READS || out.millis_behind_latest == Some(0) {
-                break;
-            }
-        }
+        // Real Kinesis always says how far behind the tip a page is; a server that does not is
+        // taken to be at its tip.
+        let (empty, at_tip) = (
+            out.records.is_empty(),
+            out.millis_behind_latest.unwrap_or(0) == 0,
+        );
         for r in out.records {
-            if compare_sequence(&r.sequence_number, &info.end_sequence_number) == Ordering::Greater
+            if items.is_empty()
+                && compare_sequence(&r.sequence_number, &info.start_sequence_number)
+                    != Ordering::Equal
             {
-                return Ok(items);
+                return Err(format!(
+                    "{where_}: the range's first record is gone (past the stream's retention?)"
+                ));
+            }
+            let end = compare_sequence(&r.sequence_number, &info.end_sequence_number);
+            if end == Ordering::Greater {
+                return Err(format!(
+                    "{where_}: the range's last record is missing; {} records read",
+                    items.len()
+                ));
             }
             items.push(Item {
                 buffered_at_ms: r
@@ -121,15 +139,37 @@ pub async fn read(
                 id: r.sequence_number,
                 data: r.data.into_inner(),
             });
+            if end == Ordering::Equal {
+                return whole(items, info, &where_);
+            }
+        }
+        if empty && at_tip {
+            return Err(format!(
+                "{where_}: read to the stream's tip without reaching the range's end; {} records read",
+                items.len()
+            ));
+        }
+        if empty {
+            tokio::time::sleep(EMPTY_PAGE_PAUSE).await;
         }
         iterator = out.next_shard_iterator;
     }
-    if items.is_empty() {
-        return Err(format!(
-            "{where_}: no records left in the range (past the stream's retention?)"
-        ));
+    Err(format!(
+        "{where_}: not read to its end in {MAX_CALLS} calls; {} records read",
+        items.len()
+    ))
+}
+
+/// A range read from its first record to its last: whole when it holds as many records as the
+/// on-failure record says the batch had.
+fn whole(items: Vec<Item>, info: &BatchInfo, where_: &str) -> Result<Vec<Item>, String> {
+    match info.batch_size {
+        Some(size) if size != items.len() as u64 => Err(format!(
+            "{where_}: {} records read where the on-failure record names {size}",
+            items.len()
+        )),
+        _ => Ok(items),
     }
-    Ok(items)
 }
 
 #[cfg(test)]
@@ -145,6 +185,90 @@ mod tests {
         assert_eq!(stream_name(&info.stream_arn), Some("spillway-stream"));
         assert_eq!(batch_info(r#"{"spillway":1,"id":"x"}"#), None);
         assert_eq!(batch_info("KinesisBatchInfo as text"), None);
+    }
+
+    fn info(start: u32, end: u32, size: u64) -> BatchInfo {
+        BatchInfo {
+            shard_id: "shardId-000000000000".into(),
+            start_sequence_number: start.to_string(),
+            end_sequence_number: end.to_string(),
+            stream_arn: "arn:aws:kinesis:us-east-1:1:stream/s".into(),
+            batch_size: Some(size),
+        }
+    }
+
+    /// A shard as `GetRecords` pages, one iterator per page (`it-0`, `it-1`, ...); a record is
+    /// its sequence number. The last page is the tip (`MillisBehindLatest` 0).
+    fn shard(pages: Vec<Vec<u32>>) -> aws_sdk_kinesis::Client {
+        spillway_tests::scripted::kinesis(move |target: &str, request: &serde_json::Value| {
+            match target {
+                "GetShardIterator" => (200, serde_json::json!({"ShardIterator": "it-0"})),
+                "GetRecords" => {
+                    let page: usize = request["ShardIterator"]
+                        .as_str()
+                        .and_then(|it| it.strip_prefix("it-"))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(usize::MAX);
+                    let records: Vec<_> = pages
+                        .get(page)
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|n| serde_json::json!({"SequenceNumber": n.to_string(), "Data": "eA==", "PartitionKey": "k"}))
+                        .collect();
+                    let behind = if page + 1 >= pages.len() { 0 } else { 5000 };
+                    (
+                        200,
+                        serde_json::json!({"Records": records,
+                            "NextShardIterator": format!("it-{}", page + 1), "MillisBehindLatest": behind}),
+                    )
+                }
+                other => panic!("unexpected call {other}"),
+            }
+        })
+    }
+
+    fn ids(items: &[Item]) -> Vec<&str> {
+        items.iter().map(|i| i.id.as_str()).collect()
+    }
+
+    /// Issue 15 item 1: real Kinesis returns empty pages inside a range; the range is read to its
+    /// end sequence number. (It used to stop after three empty pages and return the first half
+    /// of the range as whole — and the letter was deleted.)
+    #[tokio::test]
+    async fn a_range_is_read_past_empty_pages_to_its_end() {
+        let kinesis = shard(vec![
+            vec![1, 2],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![3, 4],
+            vec![5],
+        ]);
+        let items = read(&kinesis, &info(1, 4, 4))
+            .await
+            .expect("the whole range");
+        assert_eq!(ids(&items), ["1", "2", "3", "4"]);
+    }
+
+    /// Issue 15 item 1: a range that cannot be read whole is an error (the letter stays): the
+    /// tip comes before its end, its first record is gone, or it holds fewer records than the
+    /// on-failure record names.
+    #[tokio::test]
+    async fn a_range_not_read_whole_is_an_error() {
+        let tip_first = read(&shard(vec![vec![1, 2], vec![]]), &info(1, 4, 4)).await;
+        assert!(
+            tip_first.is_err(),
+            "{:?}",
+            tip_first.map(|i| ids(&i).join(","))
+        );
+        let trimmed = read(&shard(vec![vec![2, 3, 4]]), &info(1, 4, 3)).await;
+        assert!(trimmed.is_err(), "{:?}", trimmed.map(|i| ids(&i).join(",")));
+        let short = read(&shard(vec![vec![1, 4]]), &info(1, 4, 4)).await;
+        assert!(short.is_err(), "{:?}", short.map(|i| ids(&i).join(",")));
+        let past = read(&shard(vec![vec![1, 2, 6]]), &info(1, 4, 4)).await;
+        assert!(past.is_err(), "{:?}", past.map(|i| ids(&i).join(",")));
     }
 
     #[test]
