@@ -96,20 +96,22 @@ impl DeadLetters {
                 .send();
             match tokio::time::timeout_at(until.into(), call).await {
                 Ok(Ok(out)) => {
-                    for i in run.clone() {
-                        outcomes[i] = Err("the dead-letter queue's answer did not name it".into());
-                    }
-                    let in_run = |id: &str| id.parse::<usize>().ok().filter(|i| run.contains(i));
-                    for ok in &out.successful {
-                        if let Some(i) = in_run(&ok.id) {
-                            outcomes[i] = Ok(());
-                        }
-                    }
-                    for failed in &out.failed {
-                        if let Some(i) = in_run(&failed.id) {
-                            outcomes[i] =
-                                Err(format!("the dead-letter queue refused it: {}", failed.code));
-                        }
+                    use spillway_core::batch::{answered, Answered};
+                    let answers = answered(
+                        run.clone(),
+                        out.successful.iter().map(|ok| ok.id.as_str()),
+                        out.failed.iter().map(|f| (f.id.as_str(), f.code.as_str())),
+                    );
+                    for (i, answer) in run.clone().zip(answers) {
+                        outcomes[i] = match answer {
+                            Answered::Done => Ok(()),
+                            Answered::Failed(code) => {
+                                Err(format!("the dead-letter queue refused it: {code}"))
+                            }
+                            Answered::Unanswered => {
+                                Err("the dead-letter queue's answer did not name it".into())
+                            }
+                        };
                     }
                 }
                 Ok(Err(e)) => {

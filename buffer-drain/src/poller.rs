@@ -190,22 +190,22 @@ impl SqsPoller {
                 .await
             {
                 Ok(out) => {
-                    let named: std::collections::BTreeSet<usize> = out
-                        .successful
-                        .iter()
-                        .filter_map(|e| e.id.parse().ok())
-                        .filter(|i| *i < chunk.len())
-                        .collect();
-                    let failed = out.failed.len();
-                    if named.len() < chunk.len() {
+                    use spillway_core::batch::{answered, Answered};
+                    let answers = answered(
+                        0..chunk.len(),
+                        out.successful.iter().map(|e| e.id.as_str()),
+                        out.failed.iter().map(|e| (e.id.as_str(), ())),
+                    );
+                    let done = answers.iter().filter(|a| **a == Answered::Done).count();
+                    if done < chunk.len() {
                         tracing::warn!(
-                            deleted = named.len(),
-                            failed,
+                            deleted = done,
+                            failed = out.failed.len(),
                             of = chunk.len(),
                             "DeleteMessageBatch left messages in the queue; they come again"
                         );
                     }
-                    deleted += named.len();
+                    deleted += done;
                 }
                 Err(e) => tracing::warn!(
                     error = %aws_sdk_sqs::error::DisplayErrorContext(&e),

@@ -11,22 +11,21 @@
 //! deleted once every record in its range was acknowledged. Records the drain dead-lettered itself
 //! carry their data (base64 when it was binary) and replay directly.
 
-use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use buffer_drain::drain::Drain;
 use buffer_drain::report::Outcome;
 use buffer_drain::source::{Ordering, SourceRecord};
-use spillway_core::batch::pack;
+use spillway_core::batch::{answered, pack, Answered};
 use spillway_core::envelope::{decode, Decoded, RawMode};
 
 pub mod kinesis;
@@ -307,16 +306,19 @@ impl Replay<'_> {
             .rate
             .map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r)));
         let mut summary = Summary::default();
-        let mut seen: HashSet<String> = HashSet::new();
+        // Every message looked at and not deleted (skipped by the filters, shown by a dry run,
+        // not taken by the target) stays hidden until the run ends — its visibility extended as
+        // the run goes on — so receives only ever return messages not yet looked at, and the
+        // run ends when the DLQ has none left; then they are all made visible again.
+        let mut held = Held::new(filters.visibility);
         let mut empty_receives = 0;
-        // Kept hidden while the run lasts (else they would come back to it), visible at its end.
-        let mut not_moved: Vec<Message> = Vec::new();
         loop {
             let taken = summary.moved + summary.would_move;
             if filters.max.is_some_and(|max| taken >= max) || empty_receives >= 2 {
-                release(self.sqs, self.dlq_url, &not_moved).await;
+                held.release_all(self.sqs, self.dlq_url).await;
                 return Ok(summary);
             }
+            held.keep_hidden(self.sqs, self.dlq_url).await;
             let received = self
                 .receive(filters.max.map_or(10, |max| (max - taken).min(10)))
                 .await?;
@@ -324,28 +326,27 @@ impl Replay<'_> {
                 empty_receives += 1;
                 continue;
             }
-            let fresh = received
-                .iter()
-                .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
-                .count();
-            if fresh == 0
-                && (self.dry_run || filters.reason.is_some() || filters.older_than.is_some())
-            {
-                // Only messages already looked at come back: everything that matches is handled.
-                release(self.sqs, self.dlq_url, &received).await;
-                release(self.sqs, self.dlq_url, &not_moved).await;
-                return Ok(summary);
+            empty_receives = 0;
+            // One held before whose hiding lapsed: hidden again by this receive, already counted.
+            let (fresh, again): (Vec<Message>, Vec<Message>) =
+                received.into_iter().partition(|m| !held.contains(m));
+            for m in again {
+                held.hold(m);
             }
             let (chosen, rest): (Vec<Message>, Vec<Message>) =
-                received.into_iter().partition(|m| matches(filters, m));
+                fresh.into_iter().partition(|m| matches(filters, m));
             summary.skipped += rest.len() as u64;
-            release(self.sqs, self.dlq_url, &rest).await;
+            for m in rest {
+                held.hold(m);
+            }
             if self.dry_run {
                 for m in &chosen {
                     progress.println(describe(m));
                 }
                 summary.would_move += chosen.len() as u64;
-                release(self.sqs, self.dlq_url, &chosen).await;
+                for m in chosen {
+                    held.hold(m);
+                }
                 continue;
             }
             if let Some(limiter) = &limiter {
@@ -354,26 +355,41 @@ impl Replay<'_> {
                 }
             }
             let outcomes = self.write(&chosen).await;
-            let mut done = Vec::new();
-            for (m, outcome) in chosen.iter().zip(outcomes) {
+            let mut written = Vec::new();
+            let note = |summary: &mut Summary, e: String| {
+                summary.failed += 1;
+                if summary.errors.len() < 10 && !summary.errors.contains(&e) {
+                    progress.println(format!("not moved: {e}"));
+                    summary.errors.push(e);
+                }
+            };
+            for (m, outcome) in chosen.into_iter().zip(outcomes) {
                 match outcome {
-                    Ok(records) => {
-                        done.push(m);
-                        summary.records += records;
-                    }
+                    Ok(records) => written.push((m, records)),
                     Err(e) => {
-                        summary.failed += 1;
-                        not_moved.push(m.clone());
-                        if summary.errors.len() < 10 && !summary.errors.contains(&e) {
-                            progress.println(format!("not moved: {e}"));
-                            summary.errors.push(e);
-                        }
+                        note(&mut summary, e);
+                        held.hold(m);
                     }
                 }
             }
-            delete(self.sqs, self.dlq_url, &done).await?;
-            summary.moved += done.len() as u64;
-            progress.inc(done.len() as u64);
+            let refs: Vec<&Message> = written.iter().map(|(m, _)| m).collect();
+            let deleted = delete(self.sqs, self.dlq_url, &refs).await;
+            for ((m, records), deleted) in written.into_iter().zip(deleted) {
+                match deleted {
+                    Ok(()) => {
+                        summary.moved += 1;
+                        summary.records += records;
+                        progress.inc(1);
+                    }
+                    Err(e) => {
+                        note(
+                            &mut summary,
+                            format!("written to the target but still in the DLQ (it will be replayed again): {e}"),
+                        );
+                        held.hold(m);
+                    }
+                }
+            }
         }
     }
 
@@ -490,9 +506,23 @@ async fn to_queue(
         .await
     {
         Ok(out) => {
-            for f in out.failed {
-                if let Some(o) = f.id.parse::<usize>().ok().and_then(|i| outcomes.get_mut(i)) {
-                    *o = Err(format!("{url} refused it: {}", f.code));
+            let answers = answered(
+                0..messages.len(),
+                out.successful.iter().map(|e| e.id.as_str()),
+                out.failed.iter().map(|e| (e.id.as_str(), e.code.as_str())),
+            );
+            for (outcome, answer) in outcomes.iter_mut().zip(answers) {
+                if outcome.is_ok() {
+                    match answer {
+                        Answered::Done => {}
+                        Answered::Failed(code) => {
+                            *outcome = Err(format!("{url} refused it: {code}"));
+                        }
+                        Answered::Unanswered => {
+                            *outcome =
+                                Err(format!("{url}'s SendMessageBatch answer did not name it"));
+                        }
+                    }
                 }
             }
         }
@@ -545,7 +575,8 @@ async fn to_stream(
     stream: &str,
     items: &[Item],
 ) -> Vec<Result<(), String>> {
-    let mut outcomes = vec![Ok(()); items.len()];
+    let mut outcomes: Vec<Result<(), String>> =
+        vec![Err(format!("{stream} did not take it")); items.len()];
     let keys: Vec<String> = items.iter().map(Item::stream_key).collect();
     let runs = pack(
         items.iter().zip(&keys).map(|(i, k)| i.data.len() + k.len()),
@@ -573,15 +604,25 @@ async fn to_stream(
                 .await
             {
                 Ok(out) => {
-                    pending = pending
-                        .into_iter()
-                        .zip(out.records)
-                        .filter_map(|(i, r)| {
-                            let code = r.error_code?;
-                            outcomes[i] = Err(format!("{stream} refused it: {code}"));
-                            Some(i)
-                        })
-                        .collect();
+                    // Written only where the answer names it written (a sequence number, no
+                    // error); a record a retry wrote is written, whatever the attempt before said.
+                    let mut still = Vec::new();
+                    for (k, &i) in pending.iter().enumerate() {
+                        outcomes[i] = match out.records.get(k) {
+                            Some(r) if r.error_code.is_none() && r.sequence_number.is_some() => {
+                                Ok(())
+                            }
+                            Some(r) => Err(format!(
+                                "{stream} refused it: {}",
+                                r.error_code.as_deref().unwrap_or("no sequence number")
+                            )),
+                            None => Err(format!("{stream}'s PutRecords answer did not name it")),
+                        };
+                        if outcomes[i].is_err() {
+                            still.push(i);
+                        }
+                    }
+                    pending = still;
                 }
                 Err(e) => {
                     let e = format!(
@@ -598,54 +639,145 @@ async fn to_stream(
             }
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
         }
-        for i in pending {
-            if outcomes[i].is_ok() {
-                outcomes[i] = Err(format!("{stream} did not take it"));
+    }
+    outcomes
+}
+
+/// Deletes `messages` from the DLQ: for each, `Ok` only when the answer names it deleted.
+async fn delete(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    messages: &[&Message],
+) -> Vec<Result<(), String>> {
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for chunk in messages.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+                    .expect("set")
+            })
+            .collect();
+        match sqs
+            .delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => outcomes.extend(
+                answered(
+                    0..chunk.len(),
+                    out.successful.iter().map(|e| e.id.as_str()),
+                    out.failed.iter().map(|e| (e.id.as_str(), e.code.as_str())),
+                )
+                .into_iter()
+                .map(|answer| match answer {
+                    Answered::Done => Ok(()),
+                    Answered::Failed(code) => Err(format!("{url} did not delete it: {code}")),
+                    Answered::Unanswered => {
+                        Err(format!("{url}'s DeleteMessageBatch answer did not name it"))
+                    }
+                }),
+            ),
+            Err(e) => {
+                let e = format!(
+                    "cannot delete from {url}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                );
+                outcomes.extend(chunk.iter().map(|_| Err(e.clone())));
             }
         }
     }
     outcomes
 }
 
-async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, messages: &[&Message]) -> Result<(), String> {
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let entries = messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .build()
-                .expect("set")
-        })
-        .collect();
-    sqs.delete_message_batch()
-        .queue_url(url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "cannot delete from {url}: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(&e)
-            )
-        })
-}
-
-/// Makes skipped messages visible again at once.
-async fn release(sqs: &aws_sdk_sqs::Client, url: &str, messages: &[Message]) {
-    for m in messages {
+/// Sets the visibility timeout of `messages`, ten to a call; what fails simply becomes visible
+/// when its current timeout ends.
+async fn set_visibility(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    messages: &[&Message],
+    timeout: Duration,
+) {
+    let seconds = i32::try_from(timeout.as_secs()).unwrap_or(43_200);
+    for chunk in messages.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .visibility_timeout(seconds)
+                    .build()
+                    .expect("set")
+            })
+            .collect();
         let _ = sqs
-            .change_message_visibility()
+            .change_message_visibility_batch()
             .queue_url(url)
-            .receipt_handle(m.receipt_handle().unwrap_or_default())
-            .visibility_timeout(0)
+            .set_entries(Some(entries))
             .send()
             .await;
+    }
+}
+
+/// The messages a run looked at and left in the DLQ, kept hidden until it ends.
+struct Held {
+    visibility: Duration,
+    /// By message id: the latest copy (its receipt handle) and when its hiding lapses.
+    messages: std::collections::HashMap<String, (Message, Instant)>,
+}
+
+impl Held {
+    fn new(visibility: Duration) -> Self {
+        Self {
+            visibility,
+            messages: std::collections::HashMap::new(),
+        }
+    }
+
+    fn contains(&self, m: &Message) -> bool {
+        self.messages
+            .contains_key(m.message_id().unwrap_or_default())
+    }
+
+    /// Holds `m`, just received (so hidden for the visibility timeout from now).
+    fn hold(&mut self, m: Message) {
+        let id = m.message_id().unwrap_or_default().to_owned();
+        self.messages
+            .insert(id, (m, Instant::now() + self.visibility));
+    }
+
+    /// Extends the hiding of the messages whose hiding lapses within half the visibility timeout.
+    async fn keep_hidden(&mut self, sqs: &aws_sdk_sqs::Client, url: &str) {
+        let soon = Instant::now() + self.visibility / 2;
+        let lapsing: Vec<&Message> = self
+            .messages
+            .values()
+            .filter(|(_, until)| *until <= soon)
+            .map(|(m, _)| m)
+            .collect();
+        if lapsing.is_empty() {
+            return;
+        }
+        set_visibility(sqs, url, &lapsing, self.visibility).await;
+        let until = Instant::now() + self.visibility;
+        for (_, lapses) in self.messages.values_mut().filter(|(_, u)| *u <= soon) {
+            *lapses = until;
+        }
+    }
+
+    /// Makes every held message visible again at once.
+    async fn release_all(&mut self, sqs: &aws_sdk_sqs::Client, url: &str) {
+        let all: Vec<&Message> = self.messages.values().map(|(m, _)| m).collect();
+        set_visibility(sqs, url, &all, Duration::ZERO).await;
+        self.messages.clear();
     }
 }
 

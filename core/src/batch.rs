@@ -27,6 +27,46 @@ pub fn pack(
     runs
 }
 
+/// What a batch call's answer says of one entry (SQS `SendMessageBatch`, `DeleteMessageBatch`,
+/// `ChangeMessageVisibilityBatch`: `Successful` and `Failed` entries named by their request ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answered<F> {
+    /// The answer names it done.
+    Done,
+    /// The answer names it failed, with this.
+    Failed(F),
+    /// The answer does not name it: not done (delivery rule 10 — only an explicit success counts).
+    Unanswered,
+}
+
+/// What the answer to a call for the entries `run` (request ids: their indices, as decimal text)
+/// says of each, in order: `done` and `failed` are the ids the answer names. An id the request
+/// never sent, or one that is not a number, names nothing.
+pub fn answered<'a, F>(
+    run: Range<usize>,
+    done: impl IntoIterator<Item = &'a str>,
+    failed: impl IntoIterator<Item = (&'a str, F)>,
+) -> Vec<Answered<F>> {
+    let position = |id: &str| {
+        id.parse::<usize>()
+            .ok()
+            .filter(|i| run.contains(i))
+            .map(|i| i - run.start)
+    };
+    let mut answers: Vec<Answered<F>> = run.clone().map(|_| Answered::Unanswered).collect();
+    for id in done {
+        if let Some(i) = position(id) {
+            answers[i] = Answered::Done;
+        }
+    }
+    for (id, why) in failed {
+        if let Some(i) = position(id) {
+            answers[i] = Answered::Failed(why);
+        }
+    }
+    answers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +83,24 @@ mod tests {
         assert_eq!(
             pack(Vec::<usize>::new(), 10, 1000),
             Vec::<Range<usize>>::new()
+        );
+    }
+
+    #[test]
+    fn only_what_the_answer_names_done_is_done() {
+        let answers = answered(
+            10..14,
+            ["10", "99", "x", "13"],
+            [("11", "InternalError"), ("3", "stranger")],
+        );
+        assert_eq!(
+            answers,
+            [
+                Answered::Done,
+                Answered::Failed("InternalError"),
+                Answered::Unanswered,
+                Answered::Done
+            ]
         );
     }
 }

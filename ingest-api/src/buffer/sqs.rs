@@ -207,38 +207,31 @@ fn settle_batch(
     first: usize,
     len: usize,
 ) -> Vec<Result<(), (Failure, String)>> {
-    let index = |id: &str| {
-        id.parse::<usize>()
-            .ok()
-            .and_then(|i| i.checked_sub(first))
-            .filter(|i| *i < len)
-    };
-    let missing = || {
-        (
+    use spillway_core::batch::{answered, Answered};
+    answered(
+        first..first + len,
+        out.successful.iter().map(|ok| ok.id.as_str()),
+        out.failed.iter().map(|f| (f.id.as_str(), f)),
+    )
+    .into_iter()
+    .map(|answer| match answer {
+        Answered::Done => Ok(()),
+        Answered::Failed(failed) => Err((
+            if failed.sender_fault {
+                Failure::Permanent
+            } else if super::is_throttling_code(&failed.code) {
+                Failure::Throttled
+            } else {
+                Failure::Transient
+            },
+            failed.code.clone(),
+        )),
+        Answered::Unanswered => Err((
             Failure::Transient,
             "not named in the SendMessageBatch answer".to_owned(),
-        )
-    };
-    let mut settled: Vec<Result<(), (Failure, String)>> = vec![Err(missing()); len];
-    for ok in &out.successful {
-        if let Some(i) = index(&ok.id) {
-            settled[i] = Ok(());
-        }
-    }
-    for failed in &out.failed {
-        let Some(i) = index(&failed.id) else {
-            continue;
-        };
-        let failure = if failed.sender_fault {
-            Failure::Permanent
-        } else if super::is_throttling_code(&failed.code) {
-            Failure::Throttled
-        } else {
-            Failure::Transient
-        };
-        settled[i] = Err((failure, failed.code.clone()));
-    }
-    settled
+        )),
+    })
+    .collect()
 }
 
 #[cfg(test)]
