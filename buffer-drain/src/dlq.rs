@@ -134,10 +134,29 @@ impl DeadLetters {
     }
 }
 
+/// The most characters an attribute value of a dead letter carries (the batch packing allows
+/// 256 bytes of attributes beside the body).
+const MAX_ATTRIBUTE_CHARS: usize = 160;
+
+/// An attribute value SQS takes whatever `value` holds: characters SQS refuses in message text
+/// (control characters, U+FFFE, U+FFFF) become `?`, characters beyond U+FFFF too (some
+/// SQS-compatible servers refuse them), and it is cut to [`MAX_ATTRIBUTE_CHARS`].
 fn text(value: &str) -> MessageAttributeValue {
+    let safe: String = value
+        .chars()
+        .take(MAX_ATTRIBUTE_CHARS)
+        .map(|c| match c {
+            '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' => c,
+            _ => '?',
+        })
+        .collect();
     MessageAttributeValue::builder()
         .data_type("String")
-        .string_value(if value.is_empty() { "-" } else { value })
+        .string_value(if safe.is_empty() {
+            "-".to_owned()
+        } else {
+            safe
+        })
         .build()
         .expect("data type is set")
 }
@@ -167,6 +186,16 @@ fn sqs_body_char(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 15 item 8: whatever a reason holds, the attribute is text SQS takes, and short.
+    #[test]
+    fn attribute_values_are_always_text_sqs_takes() {
+        let value = text("a\u{1}b\u{FFFF}c\u{1F600}\td");
+        assert_eq!(value.string_value(), Some("a?b?c?\td"));
+        assert_eq!(text("").string_value(), Some("-"));
+        let long = text(&"x".repeat(10_000));
+        assert_eq!(long.string_value().map(str::len), Some(MAX_ATTRIBUTE_CHARS));
+    }
 
     #[test]
     fn binary_data_is_base64_and_text_is_kept() {

@@ -52,8 +52,9 @@ pub enum Undecodable {
     /// The envelope decoder's verdict.
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    /// An envelope for a topic Kafka would refuse.
-    #[error(transparent)]
+    /// An envelope for a topic Kafka would refuse. The reason does not quote the name: it is the
+    /// producer's text, and reasons go to dead-letter attributes and logs.
+    #[error("the envelope's topic is not a valid Kafka topic name (Kafka allows 1 to {} characters from a-z, A-Z, 0-9, '.', '_' and '-')", spillway_core::topic::MAX_TOPIC_LEN)]
     Topic(#[from] spillway_core::topic::InvalidTopic),
 }
 

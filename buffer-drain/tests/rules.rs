@@ -682,6 +682,61 @@ async fn dlq() -> (aws_sdk_sqs::Client, String) {
     (client, url)
 }
 
+/// Issue 15 item 8: a dead letter's reason names the problem, never the content — not a
+/// topic's or a version's text (they are the producer's bytes) — and is always text SQS takes:
+/// a control character in a bad topic used to make the dead-letter write itself fail.
+#[tokio::test]
+async fn rule_6_reasons_name_the_problem_never_the_content() {
+    let cluster = cluster();
+    let (client, url) = dlq().await;
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client.clone(), url.clone())),
+        RawMode::Reject,
+    );
+    let event = sqs_event(
+        &[
+            ("m-topic", Envelope::new("secret\u{1}topic", "x").encode()),
+            (
+                "m-version",
+                r#"{"spillway":"secret-version","id":"x"}"#.to_owned(),
+            ),
+        ],
+        None,
+    );
+    let response = handle_sqs(&drain, event, soon()).await.expect("handled");
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "both dead-lettered: {:?}",
+        failed_ids(&response)
+    );
+    let mut reasons = Vec::new();
+    for _ in 0..5 {
+        let out = client
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        reasons.extend(out.messages.unwrap_or_default().iter().filter_map(|m| {
+            m.message_attributes()
+                .and_then(|a| a.get(REASON_ATTRIBUTE))
+                .and_then(|v| v.string_value())
+                .map(str::to_owned)
+        }));
+        if reasons.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    for reason in &reasons {
+        assert!(!reason.contains("secret"), "content in a reason: {reason}");
+    }
+}
+
 #[tokio::test]
 async fn rule_6_poison_goes_to_the_dlq_with_its_reason_and_counts_as_handled() {
     let (_cluster, drain, client, url) = with_a_forbidden_topic().await;

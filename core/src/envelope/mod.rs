@@ -193,8 +193,16 @@ pub fn decode(body: &[u8], raw: RawMode) -> Result<Decoded<'_>, DecodeError> {
         wire::Probe::Envelope(v) if v.as_u64() == Some(u64::from(VERSION)) => {
             wire::read(body).map(Decoded::Envelope)
         }
+        // Named by its number, or by its kind: a string's text is the producer's, never quoted.
         wire::Probe::Envelope(found) => Err(DecodeError::UnsupportedVersion {
-            found: found.to_string().chars().take(16).collect(),
+            found: match found {
+                serde_json::Value::Number(n) => n.to_string().chars().take(16).collect(),
+                serde_json::Value::String(_) => "(a string)".into(),
+                serde_json::Value::Null => "null".into(),
+                serde_json::Value::Bool(_) => "(true or false)".into(),
+                serde_json::Value::Array(_) => "(an array)".into(),
+                serde_json::Value::Object(_) => "(an object)".into(),
+            },
         }),
         wire::Probe::Damaged => Err(DecodeError::Malformed(
             "it starts like an envelope ({\"spillway\") but is not valid JSON".into(),
