@@ -44,6 +44,14 @@ export interface Settings {
   readonly kinesisShards: number;
   readonly kinesisMaxRetries: number;
   readonly kinesisMaxRecordAgeSecs: number;
+  /**
+   * How long a record stays in the stream after the mapping gave up on it (kinesisMaxRecordAgeSecs):
+   * the time an operator has to replay its on-failure pointer. Stream retention is the two together.
+   */
+  readonly kinesisReplayWindowHours: number;
+  // Ingest
+  /** SPILLWAY_BUFFER_RETRY_BUDGET: how long ingest-api retries failed buffer writes. */
+  readonly ingestRetryBudgetSecs: number;
   // API
   readonly throttleRateLimit: number;
   readonly throttleBurstLimit: number;
@@ -77,6 +85,8 @@ export const DEFAULTS = {
   kinesisShards: 2,
   kinesisMaxRetries: 5,
   kinesisMaxRecordAgeSecs: 3600,
+  kinesisReplayWindowHours: 23,
+  ingestRetryBudgetSecs: 3,
   throttleRateLimit: 1000,
   throttleBurstLimit: 2000,
   quotaPerDay: 10_000_000,
@@ -176,6 +186,9 @@ export function settingsFromContext(node: Node): Settings {
     kinesisShards: r.number('kinesisShards', DEFAULTS.kinesisShards, 1, 500),
     kinesisMaxRetries: r.number('kinesisMaxRetries', DEFAULTS.kinesisMaxRetries, 0, 10_000),
     kinesisMaxRecordAgeSecs: r.number('kinesisMaxRecordAgeSecs', DEFAULTS.kinesisMaxRecordAgeSecs, 60, 604_800),
+    kinesisReplayWindowHours: r.number('kinesisReplayWindowHours', DEFAULTS.kinesisReplayWindowHours, 1, 8760),
+    // API Gateway ends an integration after 29 s: the retries and a last write must fit.
+    ingestRetryBudgetSecs: r.number('ingestRetryBudgetSecs', DEFAULTS.ingestRetryBudgetSecs, 0, 20),
     throttleRateLimit: r.number('throttleRateLimit', DEFAULTS.throttleRateLimit, 1, 1_000_000),
     throttleBurstLimit: r.number('throttleBurstLimit', DEFAULTS.throttleBurstLimit, 1, 1_000_000),
     quotaPerDay: r.number('quotaPerDay', DEFAULTS.quotaPerDay, 1, 1_000_000_000),
@@ -190,7 +203,26 @@ export function settingsFromContext(node: Node): Settings {
       `context drainBatchSize=${settings.drainBatchSize}: an SQS batch size above 10 needs drainBatchingWindowSecs of at least 1`,
     );
   }
+  if (streamRetentionHours(settings) > 8760) {
+    throw new Error(
+      `context kinesisMaxRecordAgeSecs=${settings.kinesisMaxRecordAgeSecs} with kinesisReplayWindowHours=${settings.kinesisReplayWindowHours}: the stream would have to keep records ${streamRetentionHours(settings)} h; Kinesis keeps them at most 8760 h`,
+    );
+  }
   return settings;
+}
+
+/**
+ * The Kinesis buffer's retention: a record the drain cannot deliver is retried until
+ * kinesisMaxRecordAgeSecs, and its on-failure pointer can be replayed only while the record is still
+ * in the stream — for kinesisReplayWindowHours more. At least Kinesis's 24 h.
+ */
+export function streamRetentionHours(s: Pick<Settings, 'kinesisMaxRecordAgeSecs' | 'kinesisReplayWindowHours'>): number {
+  return Math.max(24, Math.ceil(s.kinesisMaxRecordAgeSecs / 3600) + s.kinesisReplayWindowHours);
+}
+
+/** The ingest function's timeout: its buffer-write retries, one last write (10 s), and 2 s more. */
+export function ingestTimeoutSecs(s: Pick<Settings, 'ingestRetryBudgetSecs'>): number {
+  return s.ingestRetryBudgetSecs + 12;
 }
 
 function existingCluster(r: Reader): ExistingCluster | undefined {

@@ -22,7 +22,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
-import { Settings } from './settings';
+import { ingestTimeoutSecs, Settings, streamRetentionHours } from './settings';
 import { acceptedTemplate, kinesisTemplate, sqsTemplate } from './templates';
 
 /** The Lambda binaries (cargo lambda's output folders). */
@@ -209,7 +209,8 @@ export class SpillwayStack extends cdk.Stack {
     }
     const stream = new kinesis.Stream(this, 'Buffer', {
       shardCount: s.kinesisShards,
-      retentionPeriod: cdk.Duration.hours(24),
+      // Records the drain gives up on stay long enough to replay their on-failure pointers.
+      retentionPeriod: cdk.Duration.hours(streamRetentionHours(s)),
       encryption: kinesis.StreamEncryption.MANAGED,
     });
     return { kind: 'kinesis', stream, deadLetters };
@@ -402,12 +403,14 @@ export class SpillwayStack extends cdk.Stack {
       SPILLWAY_BUFFER: buffer.kind,
       SPILLWAY_TOPIC: s.topics[0],
       SPILLWAY_TOPICS: s.topics.join(','),
+      SPILLWAY_BUFFER_RETRY_BUDGET: `${s.ingestRetryBudgetSecs}s`,
     };
     if (buffer.queue) environment.SPILLWAY_SQS_QUEUE_URL = buffer.queue.queueUrl;
     if (buffer.stream) environment.SPILLWAY_KINESIS_STREAM = buffer.stream.streamName;
     const fn = this.rustFunction('Ingest', 'ingest-api', undefined, {
       description: 'spillway ingest-api: validates and buffers messages',
-      timeout: cdk.Duration.seconds(10),
+      // Never cut off between writes: a 503 says "nothing was accepted" only when that is true.
+      timeout: cdk.Duration.seconds(ingestTimeoutSecs(s)),
       environment,
     });
     if (buffer.queue) buffer.queue.grantSendMessages(fn);
@@ -476,12 +479,31 @@ export class SpillwayStack extends cdk.Stack {
 
   // ---- observability --------------------------------------------------------------------------
 
+  private alarmKey(): kms.Key {
+    const key = new kms.Key(this, 'AlarmsKey', {
+      description: 'spillway: encrypts the alarm topic; CloudWatch may use it to publish alarms',
+      enableKeyRotation: true,
+    });
+    key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'CloudWatchAlarmsPublish',
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+        // A key policy's own resource: this key. (The policy AWS documents for alarm topics.)
+        resources: ['*'],
+      }),
+    );
+    return key;
+  }
+
   private observability(buffer: Buffer, drain: lambda.Function, consumer: lambda.Function, api: apigw.RestApi): void {
     const s = this.settings;
     const topic = new sns.Topic(this, 'Alarms', {
       displayName: 'spillway alarms',
       enforceSSL: true,
-      masterKey: kms.Alias.fromAliasName(this, 'SnsKey', 'alias/aws/sns'),
+      // CloudWatch alarms cannot publish to a topic under the AWS-managed key (its policy cannot
+      // grant cloudwatch.amazonaws.com): a key of the stack's own that lets CloudWatch in.
+      masterKey: this.alarmKey(),
     });
     if (s.alarmEmail) topic.addSubscription(new subscriptions.EmailSubscription(s.alarmEmail));
     const action = new cwActions.SnsAction(topic);

@@ -135,6 +135,35 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     }
   });
 
+  test('the alarm topic is encrypted with a key CloudWatch may use (alarms under alias/aws/sns never arrive)', () => {
+    const topics = resources(s.json, 'AWS::SNS::Topic');
+    expect(topics).toHaveLength(1);
+    const keyRef = topics[0][1].Properties.KmsMasterKeyId;
+    expect(JSON.stringify(keyRef)).not.toContain('alias/aws/sns');
+    const keyId = keyRef['Fn::GetAtt']?.[0] ?? keyRef.Ref;
+    const key = s.json.Resources[keyId];
+    expect(key.Type).toBe('AWS::KMS::Key');
+    expect(key.Properties.EnableKeyRotation).toBe(true);
+    const cloudwatch = key.Properties.KeyPolicy.Statement.filter(
+      (st: any) => st.Principal?.Service === 'cloudwatch.amazonaws.com' && st.Effect === 'Allow',
+    );
+    expect(cloudwatch).toHaveLength(1);
+    expect([cloudwatch[0].Action].flat()).toEqual(expect.arrayContaining(['kms:Decrypt', 'kms:GenerateDataKey*']));
+  });
+
+  test('a Kinesis buffer keeps records for their retries and the replay window; ingest outlives its retries', () => {
+    if (variant.buffer === 'kinesis') {
+      const [[, stream]] = resources(s.json, 'AWS::Kinesis::Stream');
+      expect(stream.Properties.RetentionPeriodHours).toBe(24); // 1 h of retries + 23 h to replay
+    }
+    if (variant.ingest === 'lambda') {
+      const ingest = s.json.Resources[functionId(s.json, 'Ingest')].Properties;
+      expect(ingest.Environment.Variables.SPILLWAY_BUFFER_RETRY_BUDGET).toBe('3s');
+      expect(ingest.Timeout).toBeGreaterThanOrEqual(3 + 10);
+      expect(ingest.Timeout).toBeLessThanOrEqual(29);
+    }
+  });
+
   test('the alarms exist', () => {
     const metrics = resources(s.json, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties.MetricName);
     expect(metrics).toEqual(expect.arrayContaining(['ApproximateNumberOfMessagesVisible', 'Errors', 'Throttles', '5XXError']));
@@ -223,6 +252,15 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
       '{"id":"$context.requestId","topic":"spillway-events"}',
     );
   });
+});
+
+test('retention follows the retry budget: a week of retries keeps a week and a day', () => {
+  const { json } = synth({ buffer: 'kinesis', kinesisMaxRecordAgeSecs: '604800', kinesisReplayWindowHours: '24' });
+  const [[, stream]] = resources(json, 'AWS::Kinesis::Stream');
+  expect(stream.Properties.RetentionPeriodHours).toBe(168 + 24);
+  expect(() => synth({ buffer: 'kinesis', kinesisMaxRecordAgeSecs: '604800', kinesisReplayWindowHours: '8700' })).toThrow(
+    'Kinesis keeps them at most 8760 h',
+  );
 });
 
 test('bad context names the option and what it accepts', () => {
