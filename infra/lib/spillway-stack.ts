@@ -23,7 +23,7 @@ import * as cr from 'aws-cdk-lib/custom-resources';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
 import { ingestTimeoutSecs, Settings, streamRetentionHours } from './settings';
-import { acceptedTemplate, kinesisTemplate, sqsTemplate } from './templates';
+import { acceptedTemplate, refusedTemplate, kinesisTemplate, sqsTemplate } from './templates';
 
 /** The Lambda binaries (cargo lambda's output folders). */
 export const BINARIES = ['ingest-api', 'buffer-drain', 'msk-consumer', 'topic-resource'] as const;
@@ -436,16 +436,17 @@ export class SpillwayStack extends cdk.Stack {
       const integrationResponses: apigw.IntegrationResponse[] = [
         { statusCode: '202', responseTemplates: { 'application/json': acceptedTemplate(topic) } },
         {
+          // 429, 413 or 503 by what the refusal says (the template sets the status).
           selectionPattern: '4\\d{2}',
-          statusCode: '400',
-          responseTemplates: {
-            'application/json': `{"error_code":40000,"message":"the buffer refused the message (an SQS message is at most 262,144 bytes, a Kinesis record 1,048,576; the body is base64-encoded inside the envelope)"}`,
-          },
+          statusCode: '503',
+          responseParameters: { 'method.response.header.Retry-After': "'1'" },
+          responseTemplates: { 'application/json': refusedTemplate() },
         },
         {
           selectionPattern: '5\\d{2}',
           statusCode: '503',
-          responseTemplates: { 'application/json': '{"error_code":50300,"message":"the buffer is unavailable; retry"}' },
+          responseParameters: { 'method.response.header.Retry-After': "'1'" },
+          responseTemplates: { 'application/json': '{"error_code":50300,"message":"the buffer is unavailable; nothing was accepted: retry"}' },
         },
       ];
       const options: apigw.IntegrationOptions = {
@@ -470,7 +471,13 @@ export class SpillwayStack extends cdk.Stack {
         .addResource(topic)
         .addResource('messages')
         .addMethod('POST', integration, {
-          methodResponses: [{ statusCode: '202' }, { statusCode: '400' }, { statusCode: '503' }],
+          methodResponses: [
+            { statusCode: '202' },
+            ...['413', '429', '503'].map((statusCode) => ({
+              statusCode,
+              responseParameters: { 'method.response.header.Retry-After': true },
+            })),
+          ],
         });
     }
     if (buffer.queue) buffer.queue.grantSendMessages(role);

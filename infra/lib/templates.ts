@@ -39,3 +39,26 @@ export function kinesisTemplate(topic: string, stream: string, binary: boolean):
 export function acceptedTemplate(topic: string): string {
   return `{"id":"$context.requestId","topic":"${topic}"}`;
 }
+
+/**
+ * The answer to a write the buffer refused with a 4xx, by what the refusal says (SQS answers XML,
+ * Kinesis JSON; both name the error): throttling is 429 — the caller retries after Retry-After —,
+ * a message too large is 413, and anything else (access, keys, a missing queue: the deployment's
+ * fault, not the message's) is 503. Nothing was accepted in any of them.
+ */
+export function refusedTemplate(): string {
+  return [
+    '#set($e = $input.body)',
+    "#if($e.contains('Throttl') || $e.contains('ProvisionedThroughputExceeded') || $e.contains('LimitExceeded'))",
+    '#set($context.responseOverride.status = 429)',
+    '{"error_code":42900,"message":"the buffer is throttling writes; nothing was accepted: retry after Retry-After seconds"}',
+    "#elseif($e.contains('shorter than') || $e.contains('length less than or equal'))",
+    '#set($context.responseOverride.status = 413)',
+    '{"error_code":41300,"message":"too large for the buffer (an SQS message is at most 262,144 bytes, a Kinesis record 1,048,576; the body is base64-encoded inside the envelope); nothing was accepted"}',
+    '#else',
+    '#set($context.responseOverride.status = 503)',
+    '{"error_code":50300,"message":"the buffer refused the write; nothing was accepted: retry"}',
+    '#end',
+  ].join('');
+}
+

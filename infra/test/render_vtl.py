@@ -1,8 +1,10 @@
 """Renders API Gateway mapping templates with a real Velocity engine (airspeed).
 
 stdin:  {"template": "<VTL>", "requests": [{"body": str, "headers": {..}, "requestId": str,
-          "requestTimeEpoch": int}]}
-stdout: a JSON list with the rendered text of each request.
+          "requestTimeEpoch": int}],
+        "overrides": optional bool}
+stdout: a JSON list with the rendered text of each request (with "overrides": {"text", "status"},
+        the status a template set in $context.responseOverride.status, or null).
 
 $input, $context and $util stand for API Gateway's objects with the behaviour its documentation
 gives them; the template language itself is airspeed's Velocity.
@@ -47,22 +49,28 @@ class Input:
         return json.dumps(json.loads(self.body))
 
 
-def render(template, request):
+def render(template, request, overrides=False):
     context = {
-        "requestId": request["requestId"],
-        "requestTimeEpoch": request["requestTimeEpoch"],
+        "requestId": request.get("requestId", ""),
+        "requestTimeEpoch": request.get("requestTimeEpoch", 0),
+        # What a template may set to change the response ($context.responseOverride.status).
+        "responseOverride": {"status": None},
     }
     namespace = {
         "input": Input(request["body"], request.get("headers", {})),
         "context": context,
         "util": Util(),
     }
-    return airspeed.Template(template).merge(namespace)
+    text = airspeed.Template(template).merge(namespace)
+    if overrides:
+        return {"text": text, "status": context["responseOverride"]["status"]}
+    return text
 
 
 def main():
     job = json.load(sys.stdin)
-    json.dump([render(job["template"], r) for r in job["requests"]], sys.stdout)
+    overrides = job.get("overrides", False)
+    json.dump([render(job["template"], r, overrides) for r in job["requests"]], sys.stdout)
 
 
 if __name__ == "__main__":

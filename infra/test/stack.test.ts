@@ -207,6 +207,38 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     expect(lint.status).toBe(0);
   });
 
+  test('the direct integration answers a refused write by its cause: throttled 429, too large 413, else 503', () => {
+    if (variant.ingest !== 'direct') return;
+    const method = resources(s.json, 'AWS::ApiGateway::Method').find(([, m]) => m.Properties.Integration?.RequestTemplates);
+    const responses = method![1].Properties.Integration.IntegrationResponses;
+    const refused = responses.find((r: any) => r.SelectionPattern === '4\\d{2}');
+    expect(refused.ResponseParameters['method.response.header.Retry-After']).toBe("'1'");
+    const declared = method![1].Properties.MethodResponses.map((r: any) => r.StatusCode);
+    expect(declared).toEqual(expect.arrayContaining(['202', '413', '429', '503']));
+    const errors: [string, number][] = [
+      // SQS (query protocol, XML)
+      ['<ErrorResponse><Error><Type>Sender</Type><Code>AWS.SimpleQueueService.RequestThrottled</Code><Message>Rate exceeded</Message></Error></ErrorResponse>', 429],
+      ['<ErrorResponse><Error><Type>Sender</Type><Code>KMS.ThrottlingException</Code></Error></ErrorResponse>', 429],
+      ['<ErrorResponse><Error><Type>Sender</Type><Code>InvalidParameterValue</Code><Message>One or more parameters are invalid. Reason: Message must be shorter than 262144 bytes.</Message></Error></ErrorResponse>', 413],
+      ['<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>Access to the resource is denied.</Message></Error></ErrorResponse>', 503],
+      // Kinesis (JSON)
+      ['{"__type":"ProvisionedThroughputExceededException","message":"Rate exceeded for shard shardId-000000000000"}', 429],
+      ['{"__type":"ValidationException","message":"1 validation error detected: Value at \'data\' failed to satisfy constraint: Member must have length less than or equal to 1048576"}', 413],
+      ['{"__type":"ResourceNotFoundException","message":"Stream s not found"}', 503],
+    ];
+    const rendered = renderVtl(
+      refused.ResponseTemplates['application/json'],
+      errors.map(([body]) => ({ body })),
+      true,
+    ) as unknown as { text: string; status: number }[];
+    rendered.forEach((r, i) => {
+      expect([errors[i][0], r.status]).toEqual([errors[i][0], errors[i][1]]);
+      const answer = JSON.parse(r.text);
+      expect(answer.error_code).toBe(errors[i][1] * 100);
+      expect(answer.message).toContain('nothing was accepted');
+    });
+  });
+
   test('the direct integration writes envelopes the drain decodes', () => {
     if (variant.ingest !== 'direct') return;
     const method = resources(s.json, 'AWS::ApiGateway::Method').find(([, m]) => m.Properties.Integration?.RequestTemplates);
@@ -309,9 +341,9 @@ function resolveJoin(value: any): string {
   throw new Error(`cannot resolve ${JSON.stringify(value)}`);
 }
 
-function renderVtl(template: string, requests: object[]): string[] {
+function renderVtl(template: string, requests: object[], overrides = false): string[] {
   const run = spawnSync(PYTHON, [path.join(__dirname, 'render_vtl.py')], {
-    input: JSON.stringify({ template, requests }),
+    input: JSON.stringify({ template, requests, overrides }),
     encoding: 'utf8',
   });
   if (run.status !== 0) throw new Error(`render_vtl.py: ${run.error ?? run.stderr}`);
