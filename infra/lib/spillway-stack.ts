@@ -26,6 +26,22 @@ import { ingestTimeoutSecs, Settings, streamRetentionHours } from './settings';
 import { acceptedTemplate, refusedTemplate, kinesisTemplate, sqsTemplate } from './templates';
 
 /** The Lambda binaries (cargo lambda's output folders). */
+/**
+ * The content types the direct integration takes (a mapping template per type; API Gateway refuses
+ * others with 415). The ingest-api integration takes every type.
+ */
+export const DIRECT_CONTENT_TYPES = [
+  'application/json',
+  'text/plain',
+  'application/octet-stream',
+  'application/x-protobuf',
+  'application/protobuf',
+  'application/avro',
+  'application/x-ndjson',
+  'application/xml',
+  'text/csv',
+];
+
 export const BINARIES = ['ingest-api', 'buffer-drain', 'msk-consumer', 'topic-resource'] as const;
 export type Binary = (typeof BINARIES)[number];
 
@@ -364,7 +380,9 @@ export class SpillwayStack extends cdk.Stack {
       restApiName: `${this.stackName}-ingest`,
       description: 'spillway ingest: HTTP → buffer → MSK',
       cloudWatchRole: true,
-      binaryMediaTypes: ['application/octet-stream'],
+      // Every body is bytes to spillway: API Gateway hands each one over base64-encoded, so no
+      // payload (protobuf, images, Avro, text) is altered as text on the way.
+      binaryMediaTypes: ['*/*'],
       deployOptions: {
         stageName: 'v1',
         throttlingRateLimit: s.throttleRateLimit,
@@ -428,11 +446,8 @@ export class SpillwayStack extends cdk.Stack {
     for (const topic of s.topics) {
       const templates = (binary: boolean) =>
         buffer.queue ? sqsTemplate(topic, binary) : kinesisTemplate(topic, buffer.stream!.streamName, binary);
-      const requestTemplates = {
-        'application/json': templates(false),
-        'text/plain': templates(false),
-        'application/octet-stream': templates(true),
-      };
+      // With binaryMediaTypes */*, every body reaches the template base64-encoded already.
+      const requestTemplates = Object.fromEntries(DIRECT_CONTENT_TYPES.map((type) => [type, templates(true)]));
       const integrationResponses: apigw.IntegrationResponse[] = [
         { statusCode: '202', responseTemplates: { 'application/json': acceptedTemplate(topic) } },
         {

@@ -244,17 +244,21 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     const method = resources(s.json, 'AWS::ApiGateway::Method').find(([, m]) => m.Properties.Integration?.RequestTemplates);
     expect(method).toBeDefined();
     const integration = method![1].Properties.Integration;
+    // binaryMediaTypes */*: API Gateway hands every body to the template base64-encoded
+    // (CONVERT_TO_TEXT), whatever its type; the envelope must carry the very bytes sent.
+    expect(s.json.Resources[resources(s.json, 'AWS::ApiGateway::RestApi')[0][0]].Properties.BinaryMediaTypes).toEqual(['*/*']);
     const samples = [
-      { body: 'plain text with \'quotes\' "double" ü 😀', headers: { 'Kafka-Key': 'customer-42' }, type: 'text/plain' },
-      { body: '{"total":12,"items":[1,2]}', headers: {}, type: 'application/json' },
-      { body: '', headers: {}, type: 'application/json' },
-      // API Gateway hands a binary body to the template base64-encoded (CONVERT_TO_TEXT).
-      { body: Buffer.from([0, 1, 2, 255, 254]).toString('base64'), raw: Buffer.from([0, 1, 2, 255, 254]), headers: {}, type: 'application/octet-stream' },
+      { raw: Buffer.from('plain text with \'quotes\' "double" ü 😀'), headers: { 'Kafka-Key': 'customer-42' }, type: 'text/plain' },
+      { raw: Buffer.from('{"total":12,"items":[1,2]}'), headers: {}, type: 'application/json' },
+      { raw: Buffer.from(''), headers: {}, type: 'application/json' },
+      { raw: Buffer.from([0, 1, 2, 255, 254]), headers: {}, type: 'application/octet-stream' },
+      // A protobuf message (field 1 = 150, then a length-delimited field with a 0xFF byte).
+      { raw: Buffer.from([0x08, 0x96, 0x01, 0x12, 0x02, 0xff, 0x00]), headers: {}, type: 'application/x-protobuf' },
     ];
     const bodies: string[] = [];
     samples.forEach((sample, i) => {
       const template = resolveJoin(integration.RequestTemplates[sample.type]);
-      const request = { body: sample.body, headers: sample.headers, requestId: `req-${i}`, requestTimeEpoch: 1764211200000 + i };
+      const request = { body: sample.raw.toString('base64'), headers: sample.headers, requestId: `req-${i}`, requestTimeEpoch: 1764211200000 + i };
       const [rendered] = renderVtl(template, [request]);
       if (variant.buffer === 'sqs') {
         const form = new URLSearchParams(rendered);
@@ -269,7 +273,7 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     });
     const decoded = decodeEnvelopes(bodies);
     samples.forEach((sample, i) => {
-      const value = sample.raw ?? Buffer.from(sample.body, 'utf8');
+      const value = sample.raw;
       expect(decoded[i]).toEqual({
         id: `req-${i}`,
         topic: 'spillway-events',
