@@ -236,3 +236,62 @@ async fn the_kinesis_poller_reads_past_an_empty_page() {
         "the record after the empty page"
     );
 }
+
+/// Issue 14 item 8: a dead-letter write that gets no answer at all ends at the deadline plus the
+/// grace the drain gives it: the letter is reported failed (it stays in the buffer and comes
+/// again) and the invocation answers in time, instead of waiting on the call past the function's
+/// timeout.
+#[tokio::test]
+async fn a_dead_letter_write_without_an_answer_ends_at_the_deadline_and_its_grace() {
+    // Takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let address = silent.local_addr().expect("address");
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url(format!("http://{address}"))
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .build();
+    let dlq = DeadLetters::new(
+        aws_sdk_sqs::Client::from_conf(config),
+        format!("http://{address}/1/dlq"),
+    );
+    let cluster = cluster();
+    let drain = drain(&cluster.bootstrap_servers(), Some(dlq))
+        .with_dead_letter_grace(Duration::from_millis(300));
+    let event: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_value(serde_json::json!({
+            "Records": [{"messageId": "m-garbage", "receiptHandle": "h", "body": "garbage",
+                "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:1:q", "awsRegion": "us-east-1"}]
+        }))
+        .expect("event");
+    let (records, ordering) = buffer_drain::source::from_sqs(event);
+    let started = Instant::now();
+    let report = tokio::time::timeout(
+        Duration::from_secs(10),
+        drain.drain(&records, ordering, started + Duration::from_secs(1)),
+    )
+    .await
+    .expect("the drain answered");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            &report.outcomes[0],
+            buffer_drain::report::Outcome::Failed {
+                retryable: true,
+                ..
+            }
+        ),
+        "{:?}",
+        report.outcomes
+    );
+    drop(silent);
+}

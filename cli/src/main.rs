@@ -92,9 +92,15 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         /// How long received messages stay hidden while being moved (what was in flight when a
-        /// replay was interrupted reappears after this long).
+        /// replay was interrupted reappears after this long); at least 10s.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         visibility_timeout: Duration,
+        /// The topic plain (raw-mode) letters are for: the drain's SPILLWAY_TOPIC. With
+        /// --to-kafka they are produced to it, with their original message id as spillway-id; with
+        /// --to-queue they are sent in an envelope for it that keeps that id (sent as they were,
+        /// they would get a new one). Without it, plain letters are not moved.
+        #[arg(long, env = "SPILLWAY_TOPIC")]
+        raw_topic: Option<String>,
     },
     /// Show or change the drain's event source mapping, checked against MSK's quotas.
     ///
@@ -206,11 +212,15 @@ fn main() -> ExitCode {
             rate,
             dry_run,
             visibility_timeout,
+            raw_topic,
         } => replay(
             &dlq_url,
-            to_queue,
-            to_kafka,
-            to_stream,
+            &ReplayTarget {
+                to_queue,
+                to_kafka,
+                to_stream,
+                raw_topic,
+            },
             &spillway::replay::Filters {
                 reason,
                 older_than,
@@ -281,11 +291,17 @@ fn status_command(targets: &status::Targets, json: bool, watch: Option<Duration>
     }
 }
 
-fn replay(
-    dlq_url: &str,
+/// Where `replay` sends letters, as the command line says.
+struct ReplayTarget {
     to_queue: Option<String>,
     to_kafka: bool,
     to_stream: Option<String>,
+    raw_topic: Option<String>,
+}
+
+fn replay(
+    dlq_url: &str,
+    to: &ReplayTarget,
     filters: &spillway::replay::Filters,
     rate: Option<std::num::NonZeroU32>,
     dry_run: bool,
@@ -294,25 +310,30 @@ fn replay(
     let result = runtime().block_on(async {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let target = if to_kafka {
+        let target = if to.to_kafka {
             let env = spillway_core::config::Env::new(&spillway_core::config::ProcessEnv);
             let kafka =
                 spillway_core::config::KafkaConfig::from_env(&env).map_err(|e| e.to_string())?;
             let config = spillway_core::config::DrainConfig {
                 source: BufferKind::Sqs,
-                raw_mode: spillway_core::envelope::RawMode::Reject,
+                // Plain letters are produced only to the topic they were for.
+                raw_mode: if to.raw_topic.is_some() {
+                    spillway_core::envelope::RawMode::Accept
+                } else {
+                    spillway_core::envelope::RawMode::Reject
+                },
                 deadline_margin: Duration::from_secs(1),
                 dlq_url: None,
-                raw_topic: None,
+                raw_topic: to.raw_topic.clone(),
             };
             let drain = buffer_drain::lambda::build_drain(&kafka, &config, None)
                 .await
                 .map_err(|e| e.to_string())?;
             spillway::replay::Target::Kafka(Box::new(drain))
-        } else if let Some(stream) = to_stream {
-            spillway::replay::Target::Stream(stream)
+        } else if let Some(stream) = &to.to_stream {
+            spillway::replay::Target::Stream(stream.clone())
         } else {
-            spillway::replay::Target::Queue(to_queue.unwrap_or_default())
+            spillway::replay::Target::Queue(to.to_queue.clone().unwrap_or_default())
         };
         let kinesis = aws_sdk_kinesis::Client::new(&sdk);
         let total = match max {
@@ -339,6 +360,7 @@ fn replay(
             filters,
             rate,
             dry_run,
+            raw_topic: to.raw_topic.as_deref(),
         }
         .run(&progress)
         .await;

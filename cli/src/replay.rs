@@ -4,7 +4,9 @@
 //! acknowledged it (delivery rule 2), so an interrupted replay — even `kill -9` — loses nothing;
 //! running it again moves what is left. Messages in flight when it stopped may be written twice
 //! (at most the in-flight window, 10 per worker); the copies carry the same envelope and so the
-//! same `spillway-id`. Messages the filters skip are made visible again at once.
+//! same `spillway-id`. Messages a run looks at and leaves (skipped by the filters, shown by a dry
+//! run, refused by the target) stay hidden until it ends, so it looks at each once; on a FIFO DLQ,
+//! where a hidden message holds back its whole group, the skipped ones are made visible at once.
 //!
 //! Kinesis: Lambda's on-failure records name a shard and a range of sequence numbers; replay reads
 //! those records back from the stream and writes them to Kafka or to a stream; the dead letter is
@@ -18,7 +20,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -39,6 +41,10 @@ pub enum Target {
     /// Back to a Kinesis stream (normally the one the records came from).
     Stream(String),
 }
+
+/// The shortest time a received letter stays hidden: long enough for a receive and the calls that
+/// keep the letters a run holds hidden.
+pub const MIN_VISIBILITY: Duration = Duration::from_secs(10);
 
 /// Records given to the drain at a time.
 const KAFKA_CHUNK: usize = 500;
@@ -103,84 +109,6 @@ fn matches(filters: &Filters, m: &Message) -> bool {
             .is_none_or(|min| age(m).is_some_and(|a| a >= min))
 }
 
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<String> {
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .ok()?
-        .attributes?;
-    attrs.get(&QueueAttributeName::QueueArn).cloned()
-}
-
-/// SQS's own redrive (`StartMessageMoveTask`), for a whole DLQ back to a queue without filters.
-/// `None` when the endpoint does not offer it (the local emulator does not): the caller falls back
-/// to receive → send → delete.
-async fn move_task(
-    sqs: &aws_sdk_sqs::Client,
-    dlq_url: &str,
-    queue_url: &str,
-    rate: Option<NonZeroU32>,
-) -> Option<Summary> {
-    let (source, destination) = (
-        queue_arn(sqs, dlq_url).await?,
-        queue_arn(sqs, queue_url).await?,
-    );
-    let before = waiting(sqs, dlq_url).await.unwrap_or(0);
-    let mut request = sqs
-        .start_message_move_task()
-        .source_arn(&source)
-        .destination_arn(&destination);
-    if let Some(rate) = rate {
-        request = request
-            .max_number_of_messages_per_second(i32::try_from(rate.get()).unwrap_or(i32::MAX));
-    }
-    let handle = match request.send().await {
-        Ok(out) => out.task_handle?,
-        Err(e) => {
-            tracing::info!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "StartMessageMoveTask unavailable; moving message by message");
-            return None;
-        }
-    };
-    tracing::info!(%handle, "StartMessageMoveTask started");
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let tasks = sqs
-            .list_message_move_tasks()
-            .source_arn(&source)
-            .send()
-            .await
-            .ok()?;
-        let task = tasks
-            .results
-            .unwrap_or_default()
-            .into_iter()
-            .find(|t| t.task_handle() == Some(handle.as_str()))?;
-        match task.status() {
-            Some("COMPLETED") => {
-                let moved =
-                    u64::try_from(task.approximate_number_of_messages_moved()).unwrap_or(before);
-                return Some(Summary {
-                    moved,
-                    ..Summary::default()
-                });
-            }
-            Some("FAILED" | "CANCELLED") => {
-                let failed = before.saturating_sub(
-                    u64::try_from(task.approximate_number_of_messages_moved()).unwrap_or(0),
-                );
-                return Some(Summary {
-                    failed,
-                    ..Summary::default()
-                });
-            }
-            _ => {}
-        }
-    }
-}
-
 /// One replay: where from, where to, what.
 pub struct Replay<'a> {
     /// The dead-letter queue's client.
@@ -197,6 +125,11 @@ pub struct Replay<'a> {
     pub rate: Option<NonZeroU32>,
     /// Print what would move; move nothing.
     pub dry_run: bool,
+    /// The topic plain (raw-mode) letters were for (the drain's `SPILLWAY_TOPIC`). Sent back to a
+    /// queue, such a letter is wrapped in an envelope for this topic that keeps its original id —
+    /// sent as it was, it would get a new SQS message id and so a new `spillway-id` (rule 7).
+    /// Without it, plain letters are not sent to a queue.
+    pub raw_topic: Option<&'a str>,
 }
 
 /// What a dead-letter message carries.
@@ -294,14 +227,10 @@ fn describe(m: &Message) -> String {
 impl Replay<'_> {
     /// Moves the messages; `progress` counts moved messages.
     pub async fn run(&self, progress: &indicatif::ProgressBar) -> Result<Summary, String> {
+        // Not SQS's own redrive (StartMessageMoveTask), even for a whole DLQ: it gives every
+        // message a new message id (a plain letter would get a new spillway-id, rule 7) and
+        // moves what no queue can use (Kinesis on-failure records, binary data) unchecked.
         let filters = self.filters;
-        let unfiltered =
-            filters.reason.is_none() && filters.older_than.is_none() && filters.max.is_none();
-        if let (Target::Queue(queue_url), true, false) = (self.target, unfiltered, self.dry_run) {
-            if let Some(summary) = move_task(self.sqs, self.dlq_url, queue_url, self.rate).await {
-                return Ok(summary);
-            }
-        }
         let limiter = self
             .rate
             .map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r)));
@@ -310,7 +239,7 @@ impl Replay<'_> {
         // not taken by the target) stays hidden until the run ends — its visibility extended as
         // the run goes on — so receives only ever return messages not yet looked at, and the
         // run ends when the DLQ has none left; then they are all made visible again.
-        let mut held = Held::new(filters.visibility);
+        let mut held = Held::new(filters.visibility.max(MIN_VISIBILITY));
         let mut empty_receives = 0;
         loop {
             let taken = summary.moved + summary.would_move;
@@ -322,31 +251,42 @@ impl Replay<'_> {
             let received = self
                 .receive(filters.max.map_or(10, |max| (max - taken).min(10)))
                 .await?;
-            if received.is_empty() {
+            // One held before whose hiding lapsed: hidden again by this receive, already counted.
+            // A receive with nothing new counts as empty: the run ends when nothing new comes.
+            let (fresh, again): (Vec<Message>, Vec<Message>) =
+                received.into_iter().partition(|m| !held.contains(m));
+            let mut passed_again = Vec::new();
+            for m in again {
+                if held.holds(&m) {
+                    held.hold(m);
+                } else {
+                    passed_again.push(m);
+                }
+            }
+            if !passed_again.is_empty() {
+                let refs: Vec<&Message> = passed_again.iter().collect();
+                set_visibility(self.sqs, self.dlq_url, &refs, Duration::ZERO).await;
+            }
+            if fresh.is_empty() {
                 empty_receives += 1;
                 continue;
             }
             empty_receives = 0;
-            // One held before whose hiding lapsed: hidden again by this receive, already counted.
-            let (fresh, again): (Vec<Message>, Vec<Message>) =
-                received.into_iter().partition(|m| !held.contains(m));
-            for m in again {
-                held.hold(m);
-            }
             let (chosen, rest): (Vec<Message>, Vec<Message>) =
                 fresh.into_iter().partition(|m| matches(filters, m));
             summary.skipped += rest.len() as u64;
-            for m in rest {
-                held.hold(m);
-            }
-            if self.dry_run {
+            let shown = if self.dry_run {
                 for m in &chosen {
                     progress.println(describe(m));
                 }
                 summary.would_move += chosen.len() as u64;
-                for m in chosen {
-                    held.hold(m);
-                }
+                chosen.clone()
+            } else {
+                Vec::new()
+            };
+            self.pass_over(&mut held, rest.into_iter().chain(shown).collect())
+                .await;
+            if self.dry_run {
                 continue;
             }
             if let Some(limiter) = &limiter {
@@ -393,6 +333,24 @@ impl Replay<'_> {
         }
     }
 
+    /// Letters looked at and left in the DLQ: held hidden until the run ends. On a FIFO DLQ,
+    /// which hands out nothing more of a message group while one of its messages is hidden, they
+    /// go back at once (and, seen, are not counted again), or the rest of their group would never
+    /// be looked at.
+    async fn pass_over(&self, held: &mut Held, letters: Vec<Message>) {
+        if spillway_core::limits::is_fifo_queue(self.dlq_url) {
+            let refs: Vec<&Message> = letters.iter().collect();
+            set_visibility(self.sqs, self.dlq_url, &refs, Duration::ZERO).await;
+            for m in &letters {
+                held.seen(m);
+            }
+        } else {
+            for m in letters {
+                held.hold(m);
+            }
+        }
+    }
+
     async fn receive(&self, want: u64) -> Result<Vec<Message>, String> {
         Ok(self
             .sqs
@@ -401,9 +359,7 @@ impl Replay<'_> {
             .max_number_of_messages(i32::try_from(want).unwrap_or(10))
             .wait_time_seconds(1)
             .visibility_timeout(
-                i32::try_from(self.filters.visibility.as_secs())
-                    .unwrap_or(30)
-                    .max(1),
+                i32::try_from(self.filters.visibility.max(MIN_VISIBILITY).as_secs()).unwrap_or(30),
             )
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::All)
@@ -424,7 +380,7 @@ impl Replay<'_> {
     /// of the message's records, else why not.
     async fn write(&self, messages: &[Message]) -> Vec<Result<u64, String>> {
         if let Target::Queue(url) = self.target {
-            return to_queue(self.sqs, url, messages).await;
+            return to_queue(self.sqs, url, messages, self.raw_topic).await;
         }
         // Each message's records, read back from the stream for on-failure records.
         let mut outcomes: Vec<Result<u64, String>> = Vec::with_capacity(messages.len());
@@ -459,80 +415,121 @@ impl Replay<'_> {
     }
 }
 
-/// Back to an SQS queue, body and FIFO group as they were.
+/// What goes back to a queue for a letter: the envelope it holds, or a plain (raw-mode) letter
+/// wrapped in an envelope for `raw_topic` that keeps the letter's original id and time.
+fn queue_body(m: &Message, raw_topic: Option<&str>) -> Result<String, String> {
+    let body = m.body().unwrap_or_default();
+    match letter(m)? {
+        Letter::Range(_) => Err("a Kinesis on-failure record holds no data for a queue; replay it with --to-kafka or --to-stream".into()),
+        Letter::Data(_) if attribute(m, buffer_drain::dlq::ENCODING_ATTRIBUTE).is_some() => Err("binary Kinesis data cannot go to an SQS queue; replay it with --to-kafka or --to-stream".into()),
+        Letter::Data(item) => match decode(body.as_bytes(), RawMode::Accept) {
+            Ok(Decoded::Raw(_)) => {
+                let topic = raw_topic.ok_or_else(|| {
+                    "a plain (raw-mode) letter sent back to a queue as it is would get a new message id and so a new spillway-id; give --raw-topic (the drain's SPILLWAY_TOPIC) to send it in an envelope that keeps its id, or replay it --to-kafka".to_owned()
+                })?;
+                let mut env = spillway_core::envelope::Envelope::new(topic, item.data);
+                env.id = item.id;
+                if let Some(at) = item.buffered_at_ms {
+                    env.received_at_ms = at;
+                }
+                Ok(env.encode())
+            }
+            // An envelope, or a damaged one (it dead-letters again: the operator's call).
+            _ => Ok(body.to_owned()),
+        },
+    }
+}
+
+/// Back to an SQS queue, each letter's envelope and FIFO group as they were.
 async fn to_queue(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     messages: &[Message],
+    raw_topic: Option<&str>,
 ) -> Vec<Result<u64, String>> {
     let fifo = spillway_core::limits::is_fifo_queue(url);
-    let mut outcomes: Vec<Result<u64, String>> = messages
+    let bodies: Vec<Result<String, String>> =
+        messages.iter().map(|m| queue_body(m, raw_topic)).collect();
+    let mut outcomes: Vec<Result<u64, String>> = bodies
         .iter()
-        .map(|m| match letter(m) {
-            Ok(Letter::Range(_)) => Err("a Kinesis on-failure record holds no data for a queue; replay it with --to-kafka or --to-stream".into()),
-            Ok(Letter::Data(_)) if attribute(m, buffer_drain::dlq::ENCODING_ATTRIBUTE).is_some() => Err("binary Kinesis data cannot go to an SQS queue; replay it with --to-kafka or --to-stream".into()),
-            Ok(Letter::Data(_)) => Ok(1),
-            Err(e) => Err(e),
-        })
+        .map(|b| b.as_ref().map(|_| 1).map_err(Clone::clone))
         .collect();
-    let entries: Vec<_> = messages
+    let entries: Vec<(usize, usize, SendMessageBatchRequestEntry)> = messages
         .iter()
+        .zip(&bodies)
         .enumerate()
-        .filter(|(i, _)| outcomes[*i].is_ok())
-        .map(|(i, m)| {
+        .filter_map(|(i, (m, body))| Some((i, m, body.as_ref().ok()?)))
+        .map(|(i, m, body)| {
             let mut entry = SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
-                .message_body(m.body().unwrap_or_default());
+                .message_body(body);
             if fifo {
                 let group = m
                     .attributes()
                     .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
                     .cloned();
+                // Not the letter's message id: SQS keeps a message's id when it redrives it to
+                // the DLQ, so a letter replayed, failed and dead-lettered again within SQS's five
+                // minutes would be dropped as a duplicate of itself — and deleted from the DLQ.
+                // One id per receive: a retry of this very send is still deduplicated.
+                let dedup = uuid::Uuid::new_v5(
+                    &uuid::Uuid::NAMESPACE_OID,
+                    m.receipt_handle().unwrap_or_default().as_bytes(),
+                )
+                .simple()
+                .to_string();
                 entry = entry
                     .message_group_id(group.unwrap_or_else(|| "replay".into()))
-                    .message_deduplication_id(m.message_id().unwrap_or_default());
+                    .message_deduplication_id(dedup);
             }
-            entry.build().expect("id and body are set")
+            (i, body.len(), entry.build().expect("id and body are set"))
         })
         .collect();
-    if entries.is_empty() {
-        return outcomes;
-    }
-    match sqs
-        .send_message_batch()
-        .queue_url(url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-    {
-        Ok(out) => {
-            let answers = answered(
-                0..messages.len(),
-                out.successful.iter().map(|e| e.id.as_str()),
-                out.failed.iter().map(|e| (e.id.as_str(), e.code.as_str())),
-            );
-            for (outcome, answer) in outcomes.iter_mut().zip(answers) {
-                if outcome.is_ok() {
+    // SQS caps a whole batch at 256 KiB, as it does one message: one large letter must not fail
+    // nine others with it.
+    let runs = pack(entries.iter().map(|(_, len, _)| len + 200), 10, 262_144);
+    let mut entries = entries.into_iter();
+    for run in runs {
+        let batch: Vec<(usize, usize, SendMessageBatchRequestEntry)> =
+            entries.by_ref().take(run.len()).collect();
+        let sent: Vec<usize> = batch.iter().map(|(i, _, _)| *i).collect();
+        match sqs
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(batch.into_iter().map(|(_, _, e)| e).collect()))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let answers = answered(
+                    0..messages.len(),
+                    out.successful.iter().map(|e| e.id.as_str()),
+                    out.failed.iter().map(|e| (e.id.as_str(), e.code.as_str())),
+                );
+                for (i, answer) in answers.into_iter().enumerate() {
+                    if !sent.contains(&i) {
+                        continue;
+                    }
                     match answer {
                         Answered::Done => {}
                         Answered::Failed(code) => {
-                            *outcome = Err(format!("{url} refused it: {code}"));
+                            outcomes[i] = Err(format!("{url} refused it: {code}"));
                         }
                         Answered::Unanswered => {
-                            *outcome =
+                            outcomes[i] =
                                 Err(format!("{url}'s SendMessageBatch answer did not name it"));
                         }
                     }
                 }
             }
-        }
-        Err(e) => {
-            let e = format!(
-                "cannot send to {url}: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(&e)
-            );
-            for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
-                *o = Err(e.clone());
+            Err(e) => {
+                let e = format!(
+                    "cannot send to {url}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                );
+                for &i in &sent {
+                    outcomes[i] = Err(e.clone());
+                }
             }
         }
     }
@@ -727,11 +724,14 @@ async fn set_visibility(
     }
 }
 
-/// The messages a run looked at and left in the DLQ, kept hidden until it ends.
+/// The messages a run looked at and left in the DLQ, kept hidden until it ends (on a FIFO DLQ,
+/// only remembered as seen).
 struct Held {
     visibility: Duration,
     /// By message id: the latest copy (its receipt handle) and when its hiding lapses.
     messages: std::collections::HashMap<String, (Message, Instant)>,
+    /// Looked at and made visible again (FIFO DLQs).
+    seen: std::collections::HashSet<String>,
 }
 
 impl Held {
@@ -739,12 +739,25 @@ impl Held {
         Self {
             visibility,
             messages: std::collections::HashMap::new(),
+            seen: std::collections::HashSet::new(),
         }
     }
 
     fn contains(&self, m: &Message) -> bool {
+        let id = m.message_id().unwrap_or_default();
+        self.messages.contains_key(id) || self.seen.contains(id)
+    }
+
+    /// Whether `m` is held hidden (not only seen).
+    fn holds(&self, m: &Message) -> bool {
         self.messages
             .contains_key(m.message_id().unwrap_or_default())
+    }
+
+    /// Remembers `m` as looked at, without holding it.
+    fn seen(&mut self, m: &Message) {
+        self.seen
+            .insert(m.message_id().unwrap_or_default().to_owned());
     }
 
     /// Holds `m`, just received (so hidden for the visibility timeout from now).
@@ -766,8 +779,8 @@ impl Held {
         if lapsing.is_empty() {
             return;
         }
-        set_visibility(sqs, url, &lapsing, self.visibility).await;
         let until = Instant::now() + self.visibility;
+        set_visibility(sqs, url, &lapsing, self.visibility).await;
         for (_, lapses) in self.messages.values_mut().filter(|(_, u)| *u <= soon) {
             *lapses = until;
         }

@@ -207,7 +207,7 @@ async fn a_replay_killed_halfway_and_run_again_loses_nothing() {
         "--rate",
         "200",
         "--visibility-timeout",
-        "2s",
+        "10s",
     ])
     .spawn()
     .expect("start");
@@ -217,8 +217,9 @@ async fn a_replay_killed_halfway_and_run_again_loses_nothing() {
         .status()
         .expect("kill");
     let _ = first.wait();
-    // What the killed run had in flight reappears after its visibility timeout.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // What the killed run had in flight reappears after its visibility timeout (10 s, the least
+    // replay takes).
+    tokio::time::sleep(Duration::from_secs(11)).await;
     summary(
         &spillway(&["--dlq-url", &dlq, "--to-queue", &source])
             .output()
@@ -492,4 +493,49 @@ async fn kinesis_on_failure_records_are_read_back_from_the_stream_and_replayed()
     let ids = stream_ids(&kinesis, &target).await;
     assert_eq!(ids.len(), N);
     assert!(ids.iter().all(|id| sent.contains(id)));
+}
+
+/// Issue 15 item 7: plain (raw-mode) letters replay `--to-kafka` to the topic they were for
+/// (`--raw-topic`, the drain's `SPILLWAY_TOPIC`), each with its original message id as
+/// `spillway-id` — the id the drain gave it the first time (rule 7). They used to be refused:
+/// replay forced raw mode off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_letters_replay_to_their_topic_with_their_original_ids() {
+    let sqs = spillway_tests::sqs().await;
+    let dlq = queue(&sqs, "replay-raw").await;
+    let topic = spillway_tests::unique_name("raw-replayed");
+    let mut originals = HashSet::new();
+    let entries: Vec<_> = (0..5)
+        .map(|i| {
+            let original = format!("original-{i}-{}", spillway_tests::unique_name("m"));
+            originals.insert(original.clone());
+            let attr = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(original)
+                .build()
+                .expect("attr");
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(format!("plain text {i}"))
+                .message_attributes("spillway-original-id", attr)
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    sqs.send_message_batch()
+        .queue_url(&dlq)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .expect("send");
+    let out = spillway(&["--dlq-url", &dlq, "--to-kafka", "--raw-topic", &topic])
+        .env(
+            "SPILLWAY_KAFKA_BOOTSTRAP",
+            spillway_tests::kafka_bootstrap(),
+        )
+        .env("SPILLWAY_KAFKA_AUTH", "plaintext")
+        .output()
+        .expect("run");
+    assert_eq!(summary(&out)["moved"], 5);
+    assert_eq!(kafka_ids(&topic, 5).await, originals);
 }

@@ -11,6 +11,10 @@ use spillway::replay::{Filters, Replay, Summary, Target};
 use spillway_core::envelope::Envelope;
 
 const DLQ: &str = "https://sqs.us-east-1.amazonaws.com/1/dlq";
+const FIFO_DLQ: &str = "https://sqs.us-east-1.amazonaws.com/1/dlq.fifo";
+
+/// The `ChangeMessageVisibilityBatch` entries (receipt handle, timeout) the scripted DLQs got.
+static VISIBILITY: Mutex<Vec<(String, i64)>> = Mutex::new(Vec::new());
 
 /// A dead letter as `ReceiveMessage` answers it.
 fn letter(id: &str, reason: &str) -> serde_json::Value {
@@ -24,11 +28,20 @@ fn letter(id: &str, reason: &str) -> serde_json::Value {
 
 /// A DLQ whose `ReceiveMessage` calls get `receives` in turn (then nothing), whose other batch
 /// calls succeed for every entry but what `delete_fails` names; the ids it was asked to delete
-/// are kept in `deleted`.
+/// are kept in `deleted`, the entries `SendMessageBatch` got (the target queue) in `sent`.
 fn dlq(
     receives: Vec<Vec<serde_json::Value>>,
     delete_fails: &'static [&'static str],
     deleted: Arc<Mutex<Vec<String>>>,
+) -> aws_sdk_sqs::Client {
+    dlq_sending(receives, delete_fails, deleted, Arc::default())
+}
+
+fn dlq_sending(
+    receives: Vec<Vec<serde_json::Value>>,
+    delete_fails: &'static [&'static str],
+    deleted: Arc<Mutex<Vec<String>>>,
+    sent: Arc<Mutex<Vec<serde_json::Value>>>,
 ) -> aws_sdk_sqs::Client {
     let call = AtomicUsize::new(0);
     spillway_tests::scripted::sqs(move |target: &str, request: &serde_json::Value| {
@@ -60,7 +73,22 @@ fn dlq(
                 }
                 (200, serde_json::json!({"Successful": ok, "Failed": failed}))
             }
-            "SendMessageBatch" | "ChangeMessageVisibilityBatch" => all_ok(),
+            "SendMessageBatch" => {
+                sent.lock().expect("lock").extend(entries.iter().cloned());
+                all_ok()
+            }
+            "ChangeMessageVisibilityBatch" => {
+                VISIBILITY
+                    .lock()
+                    .expect("lock")
+                    .extend(entries.iter().map(|e| {
+                        (
+                            e["ReceiptHandle"].as_str().unwrap_or_default().to_owned(),
+                            e["VisibilityTimeout"].as_i64().unwrap_or(-1),
+                        )
+                    }));
+                all_ok()
+            }
             "ChangeMessageVisibility" => (200, serde_json::json!({})),
             // No `StartMessageMoveTask` here: replay moves message by message.
             _ => (
@@ -85,15 +113,28 @@ async fn run(
     kinesis: &aws_sdk_kinesis::Client,
     target: &Target,
     filters: &Filters,
+    raw_topic: Option<&str>,
+) -> Summary {
+    run_from(DLQ, sqs, kinesis, target, filters, raw_topic).await
+}
+
+async fn run_from(
+    dlq_url: &str,
+    sqs: &aws_sdk_sqs::Client,
+    kinesis: &aws_sdk_kinesis::Client,
+    target: &Target,
+    filters: &Filters,
+    raw_topic: Option<&str>,
 ) -> Summary {
     Replay {
         sqs,
         kinesis,
-        dlq_url: DLQ,
+        dlq_url,
         target,
         filters,
         rate: None,
         dry_run: false,
+        raw_topic,
     }
     .run(&indicatif::ProgressBar::hidden())
     .await
@@ -117,7 +158,7 @@ async fn a_letter_the_delete_answer_names_failed_is_not_counted_moved() {
         deleted.clone(),
     );
     let target = Target::Queue("https://sqs.us-east-1.amazonaws.com/1/source".into());
-    let summary = run(&sqs, &no_kinesis(), &target, &filters(None)).await;
+    let summary = run(&sqs, &no_kinesis(), &target, &filters(None), None).await;
     assert_eq!((summary.moved, summary.failed), (1, 1), "{summary:?}");
     assert!(
         summary
@@ -151,7 +192,7 @@ async fn a_record_throttled_once_then_written_counts_as_written() {
         }
     });
     let target = Target::Stream("s".into());
-    let summary = run(&sqs, &kinesis, &target, &filters(None)).await;
+    let summary = run(&sqs, &kinesis, &target, &filters(None), None).await;
     assert_eq!((summary.moved, summary.failed), (1, 0), "{summary:?}");
     assert_eq!(*deleted.lock().expect("lock"), ["a"]);
 }
@@ -177,8 +218,126 @@ async fn a_filtered_run_does_not_stop_at_a_letter_it_has_seen() {
         &no_kinesis(),
         &target,
         &filters(Some("not authorised")),
+        None,
     )
     .await;
     assert_eq!((summary.moved, summary.skipped), (1, 1), "{summary:?}");
     assert_eq!(*deleted.lock().expect("lock"), ["match"]);
+}
+
+/// Issue 15 item 7: a letter replayed to a FIFO queue twice — replayed, failed, dead-lettered
+/// again (SQS keeps its message id) and replayed within five minutes — is sent both times: the
+/// deduplication id is one per receive, not the letter's message id, which made SQS drop the
+/// second send while replay deleted the letter from the DLQ.
+#[tokio::test]
+async fn a_letter_replayed_to_a_fifo_queue_twice_is_sent_twice() {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let target = Target::Queue("https://sqs.us-east-1.amazonaws.com/1/source.fifo".into());
+    for receive in ["first", "second"] {
+        let mut again = letter("a", "r");
+        again["ReceiptHandle"] = format!("h-a-{receive}").into();
+        again["Attributes"]["MessageGroupId"] = "g".into();
+        let sqs = dlq_sending(vec![vec![again]], &[], Arc::default(), sent.clone());
+        let summary = run(&sqs, &no_kinesis(), &target, &filters(None), None).await;
+        assert_eq!(summary.moved, 1, "{summary:?}");
+    }
+    let sent = sent.lock().expect("lock");
+    let ids: Vec<&str> = sent
+        .iter()
+        .filter_map(|e| e["MessageDeduplicationId"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1], "the second send would be dropped");
+    assert!(sent.iter().all(|e| e["MessageGroupId"] == "g"));
+}
+
+/// Issue 15 item 7: a plain (raw-mode) letter sent back to a queue keeps its id: it goes in an
+/// envelope for `--raw-topic` whose id is the letter's original message id (sent as it was, the
+/// queue gave it a new message id and the drain a new `spillway-id`). Without `--raw-topic` it is
+/// not sent, and says why.
+#[tokio::test]
+async fn a_plain_letter_goes_back_to_a_queue_in_an_envelope_that_keeps_its_id() {
+    let plain = || {
+        serde_json::json!({
+            "MessageId": "dlq-1", "ReceiptHandle": "h-dlq-1", "MD5OfBody": "x", "Body": "plain text",
+            "Attributes": {"SentTimestamp": "1764211200123"},
+            "MessageAttributes": {"spillway-original-id": {"DataType": "String", "StringValue": "first-id"}}
+        })
+    };
+    let target = Target::Queue("https://sqs.us-east-1.amazonaws.com/1/source".into());
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let sqs = dlq_sending(vec![vec![plain()]], &[], Arc::default(), sent.clone());
+    let summary = run(&sqs, &no_kinesis(), &target, &filters(None), Some("events")).await;
+    assert_eq!(summary.moved, 1, "{summary:?}");
+    let body = sent.lock().expect("lock")[0]["MessageBody"]
+        .as_str()
+        .expect("body")
+        .to_owned();
+    match spillway_core::envelope::decode(body.as_bytes(), spillway_core::envelope::RawMode::Reject)
+    {
+        Ok(spillway_core::envelope::Decoded::Envelope(env)) => {
+            assert_eq!(
+                (
+                    env.id.as_str(),
+                    env.topic.as_str(),
+                    &env.value[..],
+                    env.received_at_ms
+                ),
+                ("first-id", "events", &b"plain text"[..], 1_764_211_200_123)
+            );
+        }
+        other => panic!("not an envelope: {other:?}"),
+    }
+
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let sqs = dlq_sending(vec![vec![plain()]], &[], Arc::default(), sent.clone());
+    let summary = run(&sqs, &no_kinesis(), &target, &filters(None), None).await;
+    assert_eq!((summary.moved, summary.failed), (0, 1), "{summary:?}");
+    assert!(summary.errors[0].contains("--raw-topic"), "{summary:?}");
+    assert!(sent.lock().expect("lock").is_empty());
+}
+
+/// Review of item 6: on a FIFO DLQ a hidden letter holds back the rest of its message group, so a
+/// filtered run makes the letters it skips visible again at once (and counts each once) — held
+/// until the end, they kept the matching letter behind them from ever being received.
+#[tokio::test]
+async fn a_filtered_run_on_a_fifo_dlq_lets_a_skipped_letter_go_at_once() {
+    let in_group = |id: &str, reason: &str| {
+        let mut l = letter(id, reason);
+        l["ReceiptHandle"] = format!("h-fifo-{id}").into();
+        l["Attributes"]["MessageGroupId"] = "g".into();
+        l
+    };
+    let deleted = Arc::new(Mutex::new(Vec::new()));
+    let sqs = dlq(
+        vec![
+            vec![in_group("skip", "undecodable")],
+            vec![in_group("skip", "undecodable")],
+            vec![in_group("match", "kafka: not authorised")],
+        ],
+        &[],
+        deleted.clone(),
+    );
+    let target = Target::Queue("https://sqs.us-east-1.amazonaws.com/1/source.fifo".into());
+    let summary = run_from(
+        FIFO_DLQ,
+        &sqs,
+        &no_kinesis(),
+        &target,
+        &filters(Some("not authorised")),
+        None,
+    )
+    .await;
+    assert_eq!((summary.moved, summary.skipped), (1, 1), "{summary:?}");
+    let released: Vec<(String, i64)> = VISIBILITY
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(h, _)| h.starts_with("h-fifo-skip"))
+        .cloned()
+        .collect();
+    assert!(
+        released.iter().all(|(_, t)| *t == 0) && released.len() >= 2,
+        "the skipped letter is let go each time it comes: {released:?}"
+    );
 }

@@ -455,6 +455,47 @@ const HTTP_V2_EVENT: &str = r#"{
   "body": "AAEC/w==", "isBase64Encoded": true
 }"#;
 
+/// Issue 15 item 10: behind `binaryMediaTypes: */*` API Gateway hands every body over
+/// base64-encoded, whatever its type (protobuf, an image, text): each is buffered as the very bytes
+/// the caller sent.
+#[tokio::test]
+async fn bodies_of_any_type_behind_binary_media_types_arrive_byte_for_byte() {
+    let (client, url) = sqs_queue(false).await;
+    let router = sqs_app(&client, &url, false, &[]);
+    let samples: [(&str, &[u8]); 3] = [
+        (
+            "application/x-protobuf",
+            &[0x08, 0x96, 0x01, 0x12, 0x02, 0xff, 0x00],
+        ),
+        (
+            "image/png",
+            &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a],
+        ),
+        ("text/plain; charset=utf-8", "ü 😀 'quoted'".as_bytes()),
+    ];
+    for (content_type, bytes) in samples {
+        let body = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let event = REST_V1_EVENT
+            .replace("application/octet-stream", content_type)
+            .replace("AAEC/w==", &body);
+        let req = lambda_http::request::from_str(&event).expect("a valid API Gateway event");
+        let req = req.map(|body| Body::from(body.to_vec()));
+        let (status, _, answer) = call(router.clone(), req).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "{content_type}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let got = receive(&client, &url, 3).await;
+    let mut values: Vec<Vec<u8>> = got.into_iter().map(|e| e.value).collect();
+    values.sort();
+    let mut sent: Vec<Vec<u8>> = samples.iter().map(|(_, b)| b.to_vec()).collect();
+    sent.sort();
+    assert_eq!(values, sent);
+}
+
 #[tokio::test]
 async fn api_gateway_rest_and_http_api_payloads_with_base64_bodies() {
     let (client, url) = sqs_queue(false).await;

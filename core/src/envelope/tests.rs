@@ -206,8 +206,17 @@ fn any_envelope() -> impl Strategy<Value = Envelope> {
         )
 }
 
+/// Cases per property: `SPILLWAY_FUZZ_CASES` when set (the long run in the README), else 2,000.
+/// (`spillway_tests::fuzz_cases` for the other crates; core cannot depend on it.)
+fn fuzz_cases() -> u32 {
+    std::env::var("SPILLWAY_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(2000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
 
     #[test]
     fn any_envelope_round_trips(env in any_envelope()) {
@@ -225,13 +234,13 @@ proptest! {
     }
 
     #[test]
-    fn decode_never_panics_on_arbitrary_bytes(body in any::<Vec<u8>>()) {
+    fn fuzz_decode_never_panics_on_arbitrary_bytes(body in any::<Vec<u8>>()) {
         let _ = decode(&body, RawMode::Accept);
         let _ = decode(&body, RawMode::Reject);
     }
 
     #[test]
-    fn decode_never_panics_on_damaged_envelopes(
+    fn fuzz_decode_never_panics_on_damaged_envelopes(
         env in any_envelope(),
         cut in any::<prop::sample::Index>(),
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
