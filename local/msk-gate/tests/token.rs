@@ -194,12 +194,11 @@ async fn huge_expiries_and_repeated_parameters_are_refused_without_a_panic() {
         "0",
         "-1",
     ] {
+        let verdict =
+            verifier().verify(&token_of(&with_param(&url, "X-Amz-Expires", expires)), now);
         assert!(
-            matches!(
-                verifier().verify(&token_of(&with_param(&url, "X-Amz-Expires", expires)), now),
-                Err(TokenError::Malformed(_))
-            ),
-            "X-Amz-Expires={expires}"
+            matches!(verdict, Err(TokenError::Malformed(_))),
+            "X-Amz-Expires={expires}: {verdict:?}"
         );
     }
     for (name, value) in [
