@@ -601,6 +601,7 @@ proptest! {
         // Unbuildable requests are skipped, not failures: allow as many skips as cases (the
         // default, 65,536, ended a million-case run early).
         max_global_rejects: spillway_tests::fuzz_cases(300).max(65_536),
+        max_local_rejects: spillway_tests::fuzz_cases(300).max(65_536),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
