@@ -15,7 +15,6 @@ use buffer_drain::lambda::{handle_kinesis, handle_sqs};
 use buffer_drain::message::Decoding;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaRespErr;
-use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
 use spillway_core::envelope::{Envelope, RawMode};
 
 const TOPIC: &str = "orders";
@@ -42,15 +41,7 @@ fn producer_with(
     spillway_core::kafka::Producer,
     std::sync::Arc<spillway_core::kafka::context::ClientHealth>,
 ) {
-    let config = KafkaConfig {
-        bootstrap: bootstrap.to_owned(),
-        auth: KafkaAuth::Plaintext,
-        compression: Compression::Lz4,
-        message_max_bytes: 1_000_000,
-        ca_file: None,
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    };
+    let config = spillway_tests::plaintext_kafka(bootstrap);
     let mut client = spillway_core::kafka::producer_config(&config).expect("settings");
     // Undeliverable records fail within 2 s here instead of 2 minutes.
     client.set("message.timeout.ms", "2000");

@@ -15,7 +15,6 @@ use buffer_drain::lambda::handle_sqs;
 use buffer_drain::message::Decoding;
 use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
 use rdkafka::mocking::MockCluster;
-use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
 use spillway_core::envelope::{Envelope, RawMode};
 use spillway_tests::scripted::{kinesis, sqs};
 
@@ -28,15 +27,7 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
 }
 
 fn drain(bootstrap: &str, dead_letters: Option<DeadLetters>) -> Drain {
-    let config = KafkaConfig {
-        bootstrap: bootstrap.to_owned(),
-        auth: KafkaAuth::Plaintext,
-        compression: Compression::Lz4,
-        message_max_bytes: 1_000_000,
-        ca_file: None,
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    };
+    let config = spillway_tests::plaintext_kafka(bootstrap);
     let context = spillway_core::kafka::context::SpillwayContext::plain();
     let health = context.health();
     let producer = spillway_core::kafka::producer_config(&config)

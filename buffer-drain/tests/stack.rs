@@ -11,21 +11,13 @@ use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
 use msk_consumer::local::to_record;
 use msk_consumer::verify::{Summary, Verifier};
 use rdkafka::consumer::Consumer as _;
-use spillway_core::config::{Compression, DrainConfig, KafkaAuth, KafkaConfig};
+use spillway_core::config::{DrainConfig, KafkaConfig};
 use spillway_core::envelope::{Envelope, RawMode};
 use spillway_core::limits::BufferKind;
 
 fn kafka(bootstrap: &str) -> KafkaConfig {
     spillway_tests::require("Kafka", bootstrap);
-    KafkaConfig {
-        bootstrap: bootstrap.to_owned(),
-        auth: KafkaAuth::Plaintext,
-        compression: Compression::Lz4,
-        message_max_bytes: 1_000_000,
-        ca_file: None,
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    }
+    spillway_tests::plaintext_kafka(bootstrap)
 }
 
 async fn drain(

@@ -246,6 +246,20 @@ pub async fn poll_until_empty<W, F>(
     );
 }
 
+/// A Kafka config for a plaintext broker at `bootstrap` (the local Tansu, librdkafka's mock
+/// cluster): what every test that needs no IAM uses.
+pub fn plaintext_kafka(bootstrap: &str) -> spillway_core::config::KafkaConfig {
+    spillway_core::config::KafkaConfig {
+        bootstrap: bootstrap.to_owned(),
+        auth: spillway_core::config::KafkaAuth::Plaintext,
+        compression: spillway_core::config::Compression::Lz4,
+        message_max_bytes: 1_000_000,
+        ca_file: None,
+        token_refresh: Duration::from_secs(300),
+        max_connects_per_sec: 100,
+    }
+}
+
 /// Cases each fuzz test runs: `SPILLWAY_FUZZ_CASES` when set (the long run:
 /// `SPILLWAY_FUZZ_CASES=1000000 cargo test --release --workspace fuzz_`), else `default` — the
 /// short run every `./run-tests` makes.

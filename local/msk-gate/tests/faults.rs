@@ -12,7 +12,7 @@ use buffer_drain::poller::{PollSettings, SqsPoller};
 use msk_consumer::local::to_record;
 use msk_consumer::verify::Verifier;
 use rdkafka::consumer::Consumer as _;
-use spillway_core::config::{Compression, DrainConfig, KafkaAuth, KafkaConfig};
+use spillway_core::config::DrainConfig;
 use spillway_core::envelope::{Envelope, RawMode};
 use spillway_core::limits::BufferKind;
 
@@ -79,15 +79,7 @@ async fn send(sqs: &aws_sdk_sqs::Client, url: &str, topic: &str, n: usize) {
 
 /// Counts distinct ids on `topic`, read from the broker directly.
 async fn count(topic: &str, expect: u64) -> u64 {
-    let kafka = KafkaConfig {
-        bootstrap: spillway_tests::kafka_bootstrap(),
-        auth: KafkaAuth::Plaintext,
-        compression: Compression::None,
-        message_max_bytes: 1_000_000,
-        ca_file: None,
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    };
+    let kafka = spillway_tests::plaintext_kafka(&spillway_tests::kafka_bootstrap());
     let consumer = msk_consumer::config::consumer(&kafka, &spillway_tests::unique_name("count"))
         .await
         .expect("consumer");
