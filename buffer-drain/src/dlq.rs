@@ -2,39 +2,119 @@
 //! once, with their reason, instead of cycling until `maxReceiveCount` (delivery rule 6).
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use std::time::Instant;
 
 use spillway_core::batch::pack;
+use spillway_core::claim::ClaimStore;
+use spillway_core::dead_letter::{self as contract, attribute_text, encode_body, Encoding};
+pub use spillway_core::dead_letter::{
+    ENCODING_ATTRIBUTE, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE, SOURCE_ATTRIBUTE,
+};
 
 use crate::source::SourceRecord;
 
-/// Attribute naming why the record was dead-lettered.
-pub const REASON_ATTRIBUTE: &str = "spillway-reason";
-/// Attribute naming the queue or stream the record came from.
-pub const SOURCE_ATTRIBUTE: &str = "spillway-source";
-/// Attribute holding the record's SQS message id or Kinesis sequence number.
-pub const ORIGINAL_ID_ATTRIBUTE: &str = "spillway-original-id";
-/// Attribute present, with value `base64`, when the body is the base64 of data that an SQS body
-/// could not carry as it was (binary Kinesis data).
-pub const ENCODING_ATTRIBUTE: &str = "spillway-body-encoding";
-
 /// SQS batch calls: at most 10 entries and 256 KiB (the limit of queues that were not raised).
 const MAX_ENTRIES: usize = 10;
-const MAX_BATCH_BYTES: usize = 262_144;
+const MAX_BATCH_BYTES: usize = contract::MAX_LETTER_BYTES;
 
-/// A dead-letter queue.
+/// A dead-letter queue, and where letters too large for it go.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     client: aws_sdk_sqs::Client,
     url: String,
+    claims: Option<ClaimStore>,
+}
+
+/// One letter as the queue gets it.
+struct Prepared {
+    body: String,
+    encoding: Encoding,
+    reason: String,
+    source: String,
+    original_id: String,
+}
+
+impl Prepared {
+    fn attributes(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            (REASON_ATTRIBUTE, self.reason.as_str()),
+            (SOURCE_ATTRIBUTE, self.source.as_str()),
+            (ORIGINAL_ID_ATTRIBUTE, self.original_id.as_str()),
+        ]
+        .into_iter()
+        .chain(self.encoding.attribute().map(|e| (ENCODING_ATTRIBUTE, e)))
+    }
+
+    fn bytes(&self) -> usize {
+        contract::letter_bytes(&self.body, self.attributes())
+    }
 }
 
 impl DeadLetters {
-    /// Writes to the queue at `url`.
+    /// Writes to the queue at `url`; letters too large for it are reported failed unless
+    /// [`DeadLetters::with_claims`] gives them somewhere to go.
     pub fn new(client: aws_sdk_sqs::Client, url: String) -> Self {
-        Self { client, url }
+        Self {
+            client,
+            url,
+            claims: None,
+        }
+    }
+
+    /// Letters over [`contract::MAX_LETTER_BYTES`] are kept in `claims` (an S3 bucket) and the
+    /// queue gets a claim check naming the object (issue 15 item 2).
+    pub fn with_claims(mut self, claims: ClaimStore) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// Each letter as the queue takes it: a claim check when it would not fit (written to S3
+    /// now, by `until`), else `Err` saying why it cannot be written.
+    async fn prepare(
+        &self,
+        letters: &[(&SourceRecord, String)],
+        until: Instant,
+    ) -> Vec<Result<Prepared, String>> {
+        let prepared: Vec<Prepared> = letters
+            .iter()
+            .map(|(record, reason)| {
+                let (body, encoding) = encode_body(&record.data);
+                Prepared {
+                    body,
+                    encoding,
+                    reason: attribute_text(reason),
+                    source: attribute_text(&record.source),
+                    original_id: attribute_text(&record.item_id),
+                }
+            })
+            .collect();
+        let claimed = prepared.into_iter().zip(letters).map(|(mut p, (record, _))| async move {
+            if p.bytes() <= contract::MAX_LETTER_BYTES {
+                return Ok(p);
+            }
+            let Some(claims) = &self.claims else {
+                return Err(format!(
+                    "the letter is {} bytes, over the dead-letter queue's {}; set SPILLWAY_DLQ_BUCKET to keep such letters in S3",
+                    p.bytes(),
+                    contract::MAX_LETTER_BYTES
+                ));
+            };
+            let name = format!("{}\n{}", record.source, record.item_id);
+            let put = claims.put(&name, &record.data);
+            match tokio::time::timeout_at(until.into(), put).await {
+                Ok(Ok(claim)) => {
+                    p.body = claim.encode();
+                    p.encoding = Encoding::Claim;
+                    Ok(p)
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(bucket = %claims.bucket(), error = %e, "claim check write failed");
+                    Err("the letter is too large for the dead-letter queue and its S3 claim check could not be written".into())
+                }
+                Err(_) => Err("the S3 claim check of a letter too large for the dead-letter queue did not answer before the deadline".into()),
+            }
+        });
+        futures::future::join_all(claimed).await
     }
 
     /// Sends each `(record, reason)`; one outcome per letter, in order. `Err` means the letter is
@@ -46,34 +126,37 @@ impl DeadLetters {
         letters: &[(&SourceRecord, String)],
         until: Instant,
     ) -> Vec<Result<(), String>> {
-        let bodies: Vec<(String, bool)> = letters.iter().map(|(r, _)| body(&r.data)).collect();
+        let prepared = self.prepare(letters, until).await;
         let fifo = spillway_core::limits::is_fifo_queue(&self.url);
-        let mut outcomes: Vec<Result<(), String>> =
-            vec![
-                Err("no time was left to write it to the dead-letter queue".into());
-                letters.len()
-            ];
+        let mut outcomes: Vec<Result<(), String>> = prepared
+            .iter()
+            .map(|p| match p {
+                Ok(_) => Err("no time was left to write it to the dead-letter queue".into()),
+                Err(e) => Err(e.clone()),
+            })
+            .collect();
+        let ready: Vec<usize> = (0..letters.len()).filter(|&i| prepared[i].is_ok()).collect();
         for run in pack(
-            bodies.iter().map(|(b, _)| b.len() + 256),
+            ready.iter().map(|&i| prepared[i].as_ref().map_or(0, Prepared::bytes)),
             MAX_ENTRIES,
             MAX_BATCH_BYTES,
         ) {
             if Instant::now() >= until {
                 break;
             }
+            let run: Vec<usize> = ready[run].to_vec();
             let entries: Vec<_> = run
-                .clone()
-                .map(|i| {
-                    let (record, reason) = &letters[i];
-                    let (body, encoded) = &bodies[i];
+                .iter()
+                        .enumerate()
+                .filter_map(|(k, &i)| Some((k, i, prepared[i].as_ref().ok()?)))
+                .map(|(k, i, p)| {
+                    let record = letters[i].0;
+                    // Entry ids are positions in this call.
                     let mut entry = SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(body)
-                        .message_attributes(REASON_ATTRIBUTE, text(reason))
-                        .message_attributes(SOURCE_ATTRIBUTE, text(&record.source))
-                        .message_attributes(ORIGINAL_ID_ATTRIBUTE, text(&record.item_id));
-                    if *encoded {
-                        entry = entry.message_attributes(ENCODING_ATTRIBUTE, text("base64"));
+                        .id(k.to_string())
+                        .message_body(&p.body);
+                    for (name, value) in p.attributes() {
+                        entry = entry.message_attributes(name, text(value));
                     }
                     if fifo {
                         entry = entry
@@ -98,11 +181,11 @@ impl DeadLetters {
                 Ok(Ok(out)) => {
                     use spillway_core::batch::{answered, Answered};
                     let answers = answered(
-                        run.clone(),
+                        0..run.len(),
                         out.successful.iter().map(|ok| ok.id.as_str()),
                         out.failed.iter().map(|f| (f.id.as_str(), f.code.as_str())),
                     );
-                    for (i, answer) in run.clone().zip(answers) {
+                    for (&i, answer) in run.iter().zip(answers) {
                         outcomes[i] = match answer {
                             Answered::Done => Ok(()),
                             Answered::Failed(code) => {
@@ -117,13 +200,13 @@ impl DeadLetters {
                 Ok(Err(e)) => {
                     let detail = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
                     tracing::error!(dlq = %self.url, error = %detail, "dead-letter write failed");
-                    for i in run {
+                    for &i in &run {
                         outcomes[i] = Err("the dead-letter queue could not be written".into());
                     }
                 }
                 Err(_) => {
                     tracing::error!(dlq = %self.url, "dead-letter write still unanswered at the deadline");
-                    for i in run {
+                    for &i in &run {
                         outcomes[i] =
                             Err("the dead-letter queue did not answer before the deadline".into());
                     }
@@ -134,29 +217,11 @@ impl DeadLetters {
     }
 }
 
-/// The most characters an attribute value of a dead letter carries (the batch packing allows
-/// 256 bytes of attributes beside the body).
-const MAX_ATTRIBUTE_CHARS: usize = 160;
-
-/// An attribute value SQS takes whatever `value` holds: characters SQS refuses in message text
-/// (control characters, U+FFFE, U+FFFF) become `?`, characters beyond U+FFFF too (some
-/// SQS-compatible servers refuse them), and it is cut to [`MAX_ATTRIBUTE_CHARS`].
+/// An attribute value (already [`attribute_text`]).
 fn text(value: &str) -> MessageAttributeValue {
-    let safe: String = value
-        .chars()
-        .take(MAX_ATTRIBUTE_CHARS)
-        .map(|c| match c {
-            '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' => c,
-            _ => '?',
-        })
-        .collect();
     MessageAttributeValue::builder()
         .data_type("String")
-        .string_value(if safe.is_empty() {
-            "-".to_owned()
-        } else {
-            safe
-        })
+        .string_value(value)
         .build()
         .expect("data type is set")
 }
@@ -168,39 +233,4 @@ fn dedup_id(id: &str) -> String {
         .take(128)
         .collect::<String>()
         + "-dlq"
-}
-
-/// The body as SQS can carry it: the data itself when it is text SQS accepts, else base64.
-fn body(data: &[u8]) -> (String, bool) {
-    match std::str::from_utf8(data) {
-        Ok(text) if text.chars().all(sqs_body_char) => (text.to_owned(), false),
-        _ => (STANDARD.encode(data), true),
-    }
-}
-
-/// Characters an SQS body may contain (kept to the Basic Multilingual Plane, like the envelope).
-fn sqs_body_char(c: char) -> bool {
-    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Issue 15 item 8: whatever a reason holds, the attribute is text SQS takes, and short.
-    #[test]
-    fn attribute_values_are_always_text_sqs_takes() {
-        let value = text("a\u{1}b\u{FFFF}c\u{1F600}\td");
-        assert_eq!(value.string_value(), Some("a?b?c?\td"));
-        assert_eq!(text("").string_value(), Some("-"));
-        let long = text(&"x".repeat(10_000));
-        assert_eq!(long.string_value().map(str::len), Some(MAX_ATTRIBUTE_CHARS));
-    }
-
-    #[test]
-    fn binary_data_is_base64_and_text_is_kept() {
-        assert_eq!(body(b"plain {json}"), ("plain {json}".into(), false));
-        assert_eq!(body(&[0xFF, 0x00]), ("/wA=".into(), true));
-        assert_eq!(body("nul\u{0}".as_bytes()), ("bnVsAA==".into(), true));
-    }
 }

@@ -32,15 +32,26 @@ impl From<AllFailed> for lambda_runtime::Diagnostic {
     }
 }
 
-/// The drain for this container: its producer and dead-letter queue, built once at init.
+/// The drain for this container: its producer and dead-letter queue (and the S3 bucket for
+/// letters too large for it), built once at init. Without `aws` there is no dead-letter queue.
 pub async fn build_drain(
     kafka: &KafkaConfig,
     config: &DrainConfig,
-    sqs: Option<aws_sdk_sqs::Client>,
+    aws: Option<&aws_config::SdkConfig>,
 ) -> Result<Drain, Box<dyn std::error::Error + Send + Sync>> {
     let (producer, health) = spillway_core::kafka::producer(kafka).await?;
-    let dead_letters = match (&config.dlq_url, sqs) {
-        (Some(url), Some(client)) => Some(DeadLetters::new(client, url.clone())),
+    let dead_letters = match (&config.dlq_url, aws) {
+        (Some(url), Some(sdk)) => {
+            let dlq = DeadLetters::new(sqs_client(sdk), url.clone());
+            Some(match &config.dlq_bucket {
+                Some(bucket) => dlq.with_claims(spillway_core::claim::ClaimStore::new(
+                    spillway_core::claim::ClaimStore::client(sdk),
+                    bucket,
+                    spillway_core::dead_letter::CLAIM_PREFIX,
+                )),
+                None => dlq,
+            })
+        }
         _ => None,
     };
     let decoding = Decoding {

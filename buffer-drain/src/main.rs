@@ -42,10 +42,9 @@ async fn main() -> Result<(), Error> {
     let kafka = KafkaConfig::from_env(&env).unwrap_or_else(|e| fail(e));
     let config = DrainConfig::from_env(&env).unwrap_or_else(|e| fail(e));
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let sqs = buffer_drain::lambda::sqs_client(&sdk);
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        let drain = build_drain(&kafka, &config, Some(sqs)).await?;
+        let drain = build_drain(&kafka, &config, Some(&sdk)).await?;
         let (drain, margin) = (&drain, config.deadline_margin);
         return match config.source {
             BufferKind::Sqs => {

@@ -404,7 +404,7 @@ pub async fn run_local(
     match config.source {
         spillway_core::limits::BufferKind::Sqs => {
             for _ in 0..workers {
-                let drain = crate::lambda::build_drain(kafka, config, Some(sqs.clone())).await?;
+                let drain = crate::lambda::build_drain(kafka, config, Some(sdk)).await?;
                 let poller = SqsPoller::new(sqs.clone(), source.to_owned(), settings).await?;
                 tasks.spawn(async move {
                     loop {
@@ -423,7 +423,7 @@ pub async fn run_local(
                 .into_iter()
                 .take(workers)
             {
-                let drain = crate::lambda::build_drain(kafka, config, Some(sqs.clone())).await?;
+                let drain = crate::lambda::build_drain(kafka, config, Some(sdk)).await?;
                 let mut poller =
                     KinesisPoller::new(kinesis.clone(), source.to_owned(), shard, settings).await?;
                 tasks.spawn(async move {

@@ -884,6 +884,101 @@ async fn rule_6_kinesis_poison_keeps_its_data_in_the_dead_letter() {
     assert_eq!(encoding, Some("base64"));
 }
 
+/// Issue 15 item 2: a poison record too large for the dead-letter queue (here binary Kinesis data
+/// whose base64 is over 256 KiB) is kept in S3 and the DLQ gets a claim check naming it, with
+/// its reason; a small one beside it is still written whole. Before, the large one was reported
+/// failed on every retry until the stream's retention took it.
+#[tokio::test]
+async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check() {
+    use spillway_core::claim::{Claim, ClaimStore};
+    let cluster = cluster();
+    let (client, url) = dlq().await;
+    let s3 = spillway_tests::s3().await;
+    let bucket = spillway_tests::unique_name("dlq");
+    s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    let store = ClaimStore::new(s3, &bucket, spillway_core::dead_letter::CLAIM_PREFIX);
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client.clone(), url.clone()).with_claims(store.clone())),
+        RawMode::Reject,
+    );
+    let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let small = vec![0u8, 0xFF];
+    let event = kinesis_event(&[("100", large.clone()), ("101", small.clone())]);
+    let response = handle_kinesis(&drain, event, soon())
+        .await
+        .expect("handled");
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "both are dead letters: {:?}",
+        response.batch_item_failures
+    );
+    let mut letters = Vec::new();
+    for _ in 0..5 {
+        let out = client
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        letters.extend(out.messages.unwrap_or_default());
+        if letters.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(letters.len(), 2);
+    let attr = |m: &aws_sdk_sqs::types::Message, name: &str| {
+        m.message_attributes()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value())
+            .map(str::to_owned)
+    };
+    let claimed = letters
+        .iter()
+        .find(|m| attr(m, "spillway-body-encoding").as_deref() == Some("s3-claim"))
+        .expect("a claim check");
+    assert_eq!(attr(claimed, ORIGINAL_ID_ATTRIBUTE).as_deref(), Some("100"));
+    assert!(attr(claimed, REASON_ATTRIBUTE).is_some());
+    let claim = Claim::parse(claimed.body().expect("body")).expect("claim");
+    assert_eq!(claim.bucket, bucket);
+    assert_eq!(store.get(&claim).await.expect("object"), large);
+    let whole = letters
+        .iter()
+        .find(|m| attr(m, ORIGINAL_ID_ATTRIBUTE).as_deref() == Some("101"))
+        .expect("the small one");
+    assert_eq!(
+        STANDARD.decode(whole.body().expect("body")).expect("base64"),
+        small
+    );
+}
+
+/// Without a bucket, a letter too large for the DLQ is reported failed (never dropped), and the
+/// reason says what to set.
+#[tokio::test]
+async fn rule_6_poison_too_large_for_the_dlq_without_a_bucket_is_reported_failed() {
+    let cluster = cluster();
+    let (client, url) = dlq().await;
+    let drain = drain(
+        &cluster.bootstrap_servers(),
+        Some(DeadLetters::new(client.clone(), url.clone())),
+        RawMode::Reject,
+    );
+    let (records, ordering) = buffer_drain::source::from_kinesis(kinesis_event(&[
+        ("100", vec![0u8; 200_000]),
+        ("101", vec![0u8, 0xFF]),
+    ]));
+    let report = drain.drain(&records, ordering, soon()).await;
+    match &report.outcomes[0] {
+        buffer_drain::report::Outcome::Failed { reason, .. } => {
+            assert!(reason.contains("SPILLWAY_DLQ_BUCKET"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn raw_mode_produces_plain_messages_with_the_message_id_as_spillway_id() {
     let cluster = cluster();

@@ -24,16 +24,16 @@ async fn drain(
     bootstrap: &str,
     source: BufferKind,
     dlq_url: Option<String>,
-    sqs: &aws_sdk_sqs::Client,
 ) -> Drain {
     let config = DrainConfig {
         source,
         raw_mode: RawMode::Reject,
         deadline_margin: Duration::from_millis(500),
         dlq_url,
+        dlq_bucket: None,
         raw_topic: None,
     };
-    build_drain(&kafka(bootstrap), &config, Some(sqs.clone()))
+    build_drain(&kafka(bootstrap), &config, Some(&spillway_tests::sdk().await))
         .await
         .expect("drain")
 }
@@ -164,7 +164,7 @@ async fn ten_thousand_messages_from_sqs_each_arrive_in_kafka() {
         )
         .await
         .expect("poller");
-        pollers.push((poller, drain(&bootstrap, BufferKind::Sqs, None, &sqs).await));
+        pollers.push((poller, drain(&bootstrap, BufferKind::Sqs, None).await));
     }
     drain_queue(&sqs, &url, pollers, Duration::from_secs(180)).await;
 
@@ -182,7 +182,7 @@ async fn a_paused_broker_fails_the_batch_and_every_record_arrives_after_it_resum
     let url = queue(&sqs, false).await;
     let topic = spillway_tests::unique_name("paused");
     send(&sqs, &url, &topic, 200, |i| Some(format!("k{}", i % 5))).await;
-    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None, &sqs).await;
+    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None).await;
     let poller = SqsPoller::new(
         sqs.clone(),
         url.clone(),
@@ -224,7 +224,7 @@ async fn fifo_order_per_group_survives_a_failure() {
     let url = queue(&sqs, true).await;
     let topic = spillway_tests::unique_name("fifo");
     send(&sqs, &url, &topic, 60, |i| Some(format!("group-{}", i % 3))).await;
-    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None, &sqs).await;
+    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None).await;
     let poller = SqsPoller::new(
         sqs.clone(),
         url.clone(),
@@ -249,7 +249,6 @@ async fn fifo_order_per_group_survives_a_failure() {
 
 #[tokio::test]
 async fn kinesis_resumes_at_its_checkpoint_after_a_failure() {
-    let sqs = spillway_tests::sqs().await;
     let kinesis = spillway_tests::kinesis().await;
     let broker = spillway_tests::PrivateBroker::start();
     let stream = spillway_tests::unique_name("drain");
@@ -284,7 +283,7 @@ async fn kinesis_resumes_at_its_checkpoint_after_a_failure() {
         .await
         .expect("shards")
         .remove(0);
-    let drain = drain(&broker.bootstrap, BufferKind::Kinesis, None, &sqs).await;
+    let drain = drain(&broker.bootstrap, BufferKind::Kinesis, None).await;
     let mut poller = KinesisPoller::new(
         kinesis.clone(),
         stream.clone(),
@@ -341,7 +340,7 @@ async fn a_poison_message_lands_in_the_dlq_and_leaves_the_queue() {
         &url,
         vec![(
             poller,
-            drain(&bootstrap, BufferKind::Sqs, Some(dlq.clone()), &sqs).await,
+            drain(&bootstrap, BufferKind::Sqs, Some(dlq.clone())).await,
         )],
         Duration::from_secs(60),
     )

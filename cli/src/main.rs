@@ -66,6 +66,7 @@ enum Command {
         /// The dead-letter queue.
         #[arg(long, env = "SPILLWAY_SQS_DLQ_URL")]
         dlq_url: String,
+        dlq_bucket: None,
         /// Send the messages to this queue (normally the buffer the DLQ belongs to).
         #[arg(long, group = "target")]
         to_queue: Option<String>,

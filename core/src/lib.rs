@@ -10,6 +10,8 @@
 //! * [`config`] — typed configuration from `SPILLWAY_*` environment variables.
 //! * `kafka` (feature `kafka`) — librdkafka client settings from [`config::KafkaConfig`].
 //! * [`batch`] — packing messages into calls capped by count and bytes.
+//! * [`dead_letter`] — what a dead letter carries: written by the drain, read by replay.
+//! * [`claim`] — claim checks: data too large for a queue kept in S3 (the store: feature `claims`).
 //! * [`backoff`] — exponential backoff with full jitter inside a time budget.
 //!
 //! Delivery rules this crate underpins (DESIGN.md): rule 7 — every envelope carries a unique,
@@ -19,7 +21,9 @@
 
 pub mod backoff;
 pub mod batch;
+pub mod claim;
 pub mod config;
+pub mod dead_letter;
 pub mod envelope;
 pub mod headers;
 #[cfg(feature = "kafka")]

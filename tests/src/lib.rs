@@ -76,6 +76,31 @@ pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// SDK configuration for the whole local stack, from `local/up`'s environment: SQS at fauxqs
+/// (`AWS_ENDPOINT_URL_SQS`), every other service at moto (`AWS_ENDPOINT_URL`).
+pub async fn sdk() -> aws_config::SdkConfig {
+    require("SQS (fauxqs)", &sqs_endpoint());
+    require("moto", &aws_endpoint());
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "spillway-tests",
+        ))
+        .load()
+        .await
+}
+
+/// An S3 client for moto.
+pub async fn s3() -> aws_sdk_s3::Client {
+    let endpoint = aws_endpoint();
+    require("S3 (moto)", &endpoint);
+    spillway_core::claim::ClaimStore::client(&aws_config(&endpoint).await)
+}
+
 /// An SQS client for fauxqs.
 pub async fn sqs() -> aws_sdk_sqs::Client {
     let endpoint = sqs_endpoint();

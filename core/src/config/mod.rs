@@ -430,6 +430,10 @@ pub struct DrainConfig {
     /// `SPILLWAY_DLQ_URL`: SQS queue for poison records. Unset, poison records are reported as
     /// failures and reach the buffer's own DLQ after `maxReceiveCount` receives.
     pub dlq_url: Option<String>,
+    /// `SPILLWAY_DLQ_BUCKET`: S3 bucket for dead letters too large for the DLQ (over 256 KiB with
+    /// their attributes); the DLQ gets a claim check naming the object. Unset, such letters are
+    /// reported failed.
+    pub dlq_bucket: Option<String>,
     /// `SPILLWAY_TOPIC`: where raw-mode messages go (they name no topic); required with raw mode.
     pub raw_topic: Option<String>,
 }
@@ -455,6 +459,7 @@ impl DrainConfig {
                 Duration::from_secs(600),
             )?,
             dlq_url: env.string("SPILLWAY_DLQ_URL"),
+            dlq_bucket: env.string("SPILLWAY_DLQ_BUCKET"),
             raw_topic: env.string("SPILLWAY_TOPIC"),
         })
         .and_then(|c: Self| {

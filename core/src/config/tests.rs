@@ -133,6 +133,7 @@ fn drain_settings_parse_with_units() {
             raw_mode: RawMode::Accept,
             deadline_margin: Duration::from_millis(1500),
             dlq_url: None,
+            dlq_bucket: None,
             raw_topic: Some("raw-events".into()),
         })
     );

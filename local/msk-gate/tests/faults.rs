@@ -25,9 +25,10 @@ async fn iam_drain(gate: &PrivateGate, sqs: &aws_sdk_sqs::Client) -> Drain {
         raw_mode: RawMode::Reject,
         deadline_margin: Duration::from_millis(500),
         dlq_url: None,
+        dlq_bucket: None,
         raw_topic: None,
     };
-    build_drain(&gate.kafka(), &config, Some(sqs.clone()))
+    build_drain(&gate.kafka(), &config, None)
         .await
         .expect("IAM drain")
 }
