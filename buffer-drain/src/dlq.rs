@@ -63,6 +63,7 @@ impl DeadLetters {
 
     /// Letters over [`contract::MAX_LETTER_BYTES`] are kept in `claims` (an S3 bucket) and the
     /// queue gets a claim check naming the object (issue 15 item 2).
+    #[must_use]
     pub fn with_claims(mut self, claims: ClaimStore) -> Self {
         self.claims = Some(claims);
         self
@@ -135,9 +136,13 @@ impl DeadLetters {
                 Err(e) => Err(e.clone()),
             })
             .collect();
-        let ready: Vec<usize> = (0..letters.len()).filter(|&i| prepared[i].is_ok()).collect();
+        let ready: Vec<usize> = (0..letters.len())
+            .filter(|&i| prepared[i].is_ok())
+            .collect();
         for run in pack(
-            ready.iter().map(|&i| prepared[i].as_ref().map_or(0, Prepared::bytes)),
+            ready
+                .iter()
+                .map(|&i| prepared[i].as_ref().map_or(0, Prepared::bytes)),
             MAX_ENTRIES,
             MAX_BATCH_BYTES,
         ) {
@@ -147,7 +152,7 @@ impl DeadLetters {
             let run: Vec<usize> = ready[run].to_vec();
             let entries: Vec<_> = run
                 .iter()
-                        .enumerate()
+                .enumerate()
                 .filter_map(|(k, &i)| Some((k, i, prepared[i].as_ref().ok()?)))
                 .map(|(k, i, p)| {
                     let record = letters[i].0;

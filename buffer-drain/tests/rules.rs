@@ -895,7 +895,11 @@ async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check(
     let (client, url) = dlq().await;
     let s3 = spillway_tests::s3().await;
     let bucket = spillway_tests::unique_name("dlq");
-    s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
     let store = ClaimStore::new(s3, &bucket, spillway_core::dead_letter::CLAIM_PREFIX);
     let drain = drain(
         &cluster.bootstrap_servers(),
@@ -950,7 +954,9 @@ async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check(
         .find(|m| attr(m, ORIGINAL_ID_ATTRIBUTE).as_deref() == Some("101"))
         .expect("the small one");
     assert_eq!(
-        STANDARD.decode(whole.body().expect("body")).expect("base64"),
+        STANDARD
+            .decode(whole.body().expect("body"))
+            .expect("base64"),
         small
     );
 }

@@ -20,11 +20,7 @@ fn kafka(bootstrap: &str) -> KafkaConfig {
     spillway_tests::plaintext_kafka(bootstrap)
 }
 
-async fn drain(
-    bootstrap: &str,
-    source: BufferKind,
-    dlq_url: Option<String>,
-) -> Drain {
+async fn drain(bootstrap: &str, source: BufferKind, dlq_url: Option<String>) -> Drain {
     let config = DrainConfig {
         source,
         raw_mode: RawMode::Reject,
@@ -33,9 +29,13 @@ async fn drain(
         dlq_bucket: None,
         raw_topic: None,
     };
-    build_drain(&kafka(bootstrap), &config, Some(&spillway_tests::sdk().await))
-        .await
-        .expect("drain")
+    build_drain(
+        &kafka(bootstrap),
+        &config,
+        Some(&spillway_tests::sdk().await),
+    )
+    .await
+    .expect("drain")
 }
 
 /// The visibility timeout is 6× the function timeout, as AWS requires of a queue a Lambda drains

@@ -271,7 +271,6 @@ async fn show_counters(
     sqs: &aws_sdk_sqs::Client,
     queue_url: Option<String>,
     dlq_url: Option<String>,
-    dlq_bucket: None,
     counters: &Counters,
 ) {
     let spinner = std::io::stdout().is_terminal().then(|| {

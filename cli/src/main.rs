@@ -66,7 +66,6 @@ enum Command {
         /// The dead-letter queue.
         #[arg(long, env = "SPILLWAY_SQS_DLQ_URL")]
         dlq_url: String,
-        dlq_bucket: None,
         /// Send the messages to this queue (normally the buffer the DLQ belongs to).
         #[arg(long, group = "target")]
         to_queue: Option<String>,
@@ -325,6 +324,7 @@ fn replay(
                 },
                 deadline_margin: Duration::from_secs(1),
                 dlq_url: None,
+                dlq_bucket: None,
                 raw_topic: to.raw_topic.clone(),
             };
             let drain = buffer_drain::lambda::build_drain(&kafka, &config, None)
@@ -332,11 +332,13 @@ fn replay(
                 .map_err(|e| e.to_string())?;
             spillway::replay::Target::Kafka(Box::new(drain))
         } else if let Some(stream) = &to.to_stream {
-            spillway::replay::Target::Stream(stream.clone())
+            spillway::replay::Target::stream(&aws_sdk_kinesis::Client::new(&sdk), stream)
         } else {
-            spillway::replay::Target::Queue(to.to_queue.clone().unwrap_or_default())
+            spillway::replay::Target::queue(&sqs, to.to_queue.as_deref().unwrap_or_default())
+                .await?
         };
         let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+        let s3 = spillway_core::claim::ClaimStore::client(&sdk);
         let total = match max {
             Some(max) => Some(max),
             None => spillway::replay::waiting(&sqs, dlq_url).await,
@@ -356,6 +358,7 @@ fn replay(
         let summary = spillway::replay::Replay {
             sqs: &sqs,
             kinesis: &kinesis,
+            s3: &s3,
             dlq_url,
             target: &target,
             filters,

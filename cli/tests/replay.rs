@@ -539,3 +539,78 @@ async fn plain_letters_replay_to_their_topic_with_their_original_ids() {
     assert_eq!(summary(&out)["moved"], 5);
     assert_eq!(kafka_ids(&topic, 5).await, originals);
 }
+
+/// Issue 15 item 2: a letter the drain kept in S3 (too large for the DLQ) is read back through its
+/// claim check and replayed to Kafka with its id; the DLQ ends empty and the S3 object is removed
+/// once the letter is gone. A dry run names where the data is and moves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_kept_in_s3_is_replayed_to_kafka_and_its_object_removed() {
+    let sqs = spillway_tests::sqs().await;
+    let s3 = spillway_tests::s3().await;
+    let dlq = queue(&sqs, "replay-claim-dlq").await;
+    let bucket = spillway_tests::unique_name("claims");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let topic = spillway_tests::unique_name("replayed-large");
+    let env = Envelope::new(&topic, vec![b'x'; 300_000]);
+    let record = buffer_drain::source::SourceRecord {
+        item_id: "m-1".into(),
+        group: None,
+        data: env.encode().into_bytes(),
+        buffered_at_ms: None,
+        trace: None,
+        source: "arn:aws:sqs:us-east-1:000000000000:buffer".into(),
+    };
+    let store = spillway_core::claim::ClaimStore::new(
+        s3.clone(),
+        &bucket,
+        spillway_core::dead_letter::CLAIM_PREFIX,
+    );
+    let written = buffer_drain::dlq::DeadLetters::new(sqs.clone(), dlq.clone())
+        .with_claims(store)
+        .send(
+            &[(&record, "kafka: unknown topic".to_owned())],
+            std::time::Instant::now() + Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(written, [Ok(())]);
+    let objects = |s3: aws_sdk_s3::Client, bucket: String| async move {
+        s3.list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("list")
+            .key_count
+            .unwrap_or_default()
+    };
+    assert_eq!(objects(s3.clone(), bucket.clone()).await, 1);
+
+    let dry = spillway(&["--dlq-url", &dlq, "--to-kafka", "--dry-run"])
+        .env(
+            "SPILLWAY_KAFKA_BOOTSTRAP",
+            spillway_tests::kafka_bootstrap(),
+        )
+        .env("SPILLWAY_KAFKA_AUTH", "plaintext")
+        .output()
+        .expect("run");
+    assert_eq!(summary(&dry)["would_move"], 1);
+    let shown =
+        String::from_utf8_lossy(&dry.stderr).into_owned() + &String::from_utf8_lossy(&dry.stdout);
+    assert!(shown.contains(&format!("s3://{bucket}/")), "{shown}");
+
+    let out = spillway(&["--dlq-url", &dlq, "--to-kafka"])
+        .env(
+            "SPILLWAY_KAFKA_BOOTSTRAP",
+            spillway_tests::kafka_bootstrap(),
+        )
+        .env("SPILLWAY_KAFKA_AUTH", "plaintext")
+        .output()
+        .expect("run");
+    assert_eq!(summary(&out)["moved"], 1);
+    assert_eq!(spillway_tests::queue_depth(&sqs, &dlq).await, 0);
+    assert_eq!(kafka_ids(&topic, 1).await, HashSet::from([env.id.clone()]));
+    assert_eq!(objects(s3, bucket).await, 0, "the object is removed");
+}

@@ -129,6 +129,7 @@ async fn run_from(
     Replay {
         sqs,
         kinesis,
+        s3: &spillway_tests::s3().await,
         dlq_url,
         target,
         filters,
@@ -139,6 +140,16 @@ async fn run_from(
     .run(&indicatif::ProgressBar::hidden())
     .await
     .expect("replay")
+}
+
+/// A queue target on the scripted client (`SendMessageBatch` answers as the script says).
+fn queue_target(sqs: &aws_sdk_sqs::Client, url: &str) -> Target {
+    Target::Queue(ingest_api::buffer::SqsBuffer::new(
+        sqs.clone(),
+        url.to_owned(),
+        spillway_core::limits::is_fifo_queue(url),
+        262_144,
+    ))
 }
 
 fn no_kinesis() -> aws_sdk_kinesis::Client {
@@ -157,7 +168,7 @@ async fn a_letter_the_delete_answer_names_failed_is_not_counted_moved() {
         &["b"],
         deleted.clone(),
     );
-    let target = Target::Queue("https://sqs.us-east-1.amazonaws.com/1/source".into());
+    let target = queue_target(&sqs, "https://sqs.us-east-1.amazonaws.com/1/source");
     let summary = run(&sqs, &no_kinesis(), &target, &filters(None), None).await;
     assert_eq!((summary.moved, summary.failed), (1, 1), "{summary:?}");
     assert!(
@@ -177,21 +188,21 @@ async fn a_record_throttled_once_then_written_counts_as_written() {
     let deleted = Arc::new(Mutex::new(Vec::new()));
     let sqs = dlq(vec![vec![letter("a", "r")]], &[], deleted.clone());
     let puts = AtomicUsize::new(0);
+    // ingest-api's writer retries a record the batch call throttled alone (`PutRecord`).
     let kinesis = spillway_tests::scripted::kinesis(move |target: &str, _: &serde_json::Value| {
-        assert_eq!(target, "PutRecords");
-        if puts.fetch_add(1, Ordering::SeqCst) == 0 {
-            (
+        match (target, puts.fetch_add(1, Ordering::SeqCst)) {
+            ("PutRecords", 0) => (
                 200,
                 serde_json::json!({"FailedRecordCount": 1, "Records": [{"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"}]}),
-            )
-        } else {
-            (
+            ),
+            ("PutRecord", _) => (
                 200,
-                serde_json::json!({"FailedRecordCount": 0, "Records": [{"SequenceNumber": "1", "ShardId": "shardId-0"}]}),
-            )
+                serde_json::json!({"SequenceNumber": "1", "ShardId": "shardId-0"}),
+            ),
+            other => panic!("unexpected call {other:?}"),
         }
     });
-    let target = Target::Stream("s".into());
+    let target = Target::stream(&kinesis, "s");
     let summary = run(&sqs, &kinesis, &target, &filters(None), None).await;
     assert_eq!((summary.moved, summary.failed), (1, 0), "{summary:?}");
     assert_eq!(*deleted.lock().expect("lock"), ["a"]);
@@ -212,7 +223,7 @@ async fn a_filtered_run_does_not_stop_at_a_letter_it_has_seen() {
         &[],
         deleted.clone(),
     );
-    let target = Target::Queue("https://sqs.us-east-1.amazonaws.com/1/source".into());
+    let target = queue_target(&sqs, "https://sqs.us-east-1.amazonaws.com/1/source");
     let summary = run(
         &sqs,
         &no_kinesis(),
@@ -232,12 +243,12 @@ async fn a_filtered_run_does_not_stop_at_a_letter_it_has_seen() {
 #[tokio::test]
 async fn a_letter_replayed_to_a_fifo_queue_twice_is_sent_twice() {
     let sent = Arc::new(Mutex::new(Vec::new()));
-    let target = Target::Queue("https://sqs.us-east-1.amazonaws.com/1/source.fifo".into());
     for receive in ["first", "second"] {
         let mut again = letter("a", "r");
         again["ReceiptHandle"] = format!("h-a-{receive}").into();
         again["Attributes"]["MessageGroupId"] = "g".into();
         let sqs = dlq_sending(vec![vec![again]], &[], Arc::default(), sent.clone());
+        let target = queue_target(&sqs, "https://sqs.us-east-1.amazonaws.com/1/source.fifo");
         let summary = run(&sqs, &no_kinesis(), &target, &filters(None), None).await;
         assert_eq!(summary.moved, 1, "{summary:?}");
     }
@@ -264,9 +275,9 @@ async fn a_plain_letter_goes_back_to_a_queue_in_an_envelope_that_keeps_its_id() 
             "MessageAttributes": {"spillway-original-id": {"DataType": "String", "StringValue": "first-id"}}
         })
     };
-    let target = Target::Queue("https://sqs.us-east-1.amazonaws.com/1/source".into());
     let sent = Arc::new(Mutex::new(Vec::new()));
     let sqs = dlq_sending(vec![vec![plain()]], &[], Arc::default(), sent.clone());
+    let target = queue_target(&sqs, "https://sqs.us-east-1.amazonaws.com/1/source");
     let summary = run(&sqs, &no_kinesis(), &target, &filters(None), Some("events")).await;
     assert_eq!(summary.moved, 1, "{summary:?}");
     let body = sent.lock().expect("lock")[0]["MessageBody"]
@@ -318,7 +329,7 @@ async fn a_filtered_run_on_a_fifo_dlq_lets_a_skipped_letter_go_at_once() {
         &[],
         deleted.clone(),
     );
-    let target = Target::Queue("https://sqs.us-east-1.amazonaws.com/1/source.fifo".into());
+    let target = queue_target(&sqs, "https://sqs.us-east-1.amazonaws.com/1/source.fifo");
     let summary = run_from(
         FIFO_DLQ,
         &sqs,

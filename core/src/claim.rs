@@ -47,8 +47,13 @@ impl Claim {
 
     /// Reads a claim; the error names what is wrong, never the text itself.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let claim: Self = serde_json::from_str(text)
-            .map_err(|e| format!("not a claim check (line {}, column {})", e.line(), e.column()))?;
+        let claim: Self = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "not a claim check (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
         if claim.spillway_claim != VERSION {
             return Err(format!(
                 "claim check version {} is not supported (this build reads {VERSION})",
@@ -99,7 +104,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 #[cfg(feature = "claims")]
-pub use store::{ClaimError, ClaimStore};
+pub use store::{fetch, remove, ClaimError, ClaimStore};
 
 #[cfg(feature = "claims")]
 mod store {
@@ -167,59 +172,68 @@ mod store {
             Ok(claim)
         }
 
-        /// The data `claim` names, checked against its length and digest. Reads the claim's own
-        /// bucket, whichever this store writes to.
+        /// The data `claim` names ([`fetch`]).
         pub async fn get(&self, claim: &Claim) -> Result<Vec<u8>, ClaimError> {
-            let object = self
-                .client
-                .get_object()
-                .bucket(&claim.bucket)
-                .key(&claim.key)
-                .send()
-                .await
-                .map_err(|e| {
-                    ClaimError(format!(
-                        "cannot read s3://{}/{} (removed by the bucket's lifecycle?): {}",
-                        claim.bucket,
-                        claim.key,
-                        aws_sdk_s3::error::DisplayErrorContext(&e)
-                    ))
-                })?;
-            let data = object
-                .body
-                .collect()
-                .await
-                .map_err(|e| {
-                    ClaimError(format!(
-                        "reading s3://{}/{} broke off: {e}",
-                        claim.bucket, claim.key
-                    ))
-                })?
-                .into_bytes()
-                .to_vec();
-            claim.check(&data).map_err(ClaimError)?;
-            Ok(data)
+            fetch(&self.client, claim).await
         }
 
-        /// Removes the object `claim` names (once nothing needs it). Removing one that is gone
-        /// already succeeds.
+        /// Removes the object `claim` names ([`remove`]).
         pub async fn delete(&self, claim: &Claim) -> Result<(), ClaimError> {
-            self.client
-                .delete_object()
-                .bucket(&claim.bucket)
-                .key(&claim.key)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    ClaimError(format!(
-                        "cannot remove s3://{}/{}: {}",
-                        claim.bucket,
-                        claim.key,
-                        aws_sdk_s3::error::DisplayErrorContext(&e)
-                    ))
-                })
+            remove(&self.client, claim).await
         }
+    }
+
+    /// The data `claim` names, checked against its length and digest; read from the claim's own
+    /// bucket.
+    pub async fn fetch(client: &aws_sdk_s3::Client, claim: &Claim) -> Result<Vec<u8>, ClaimError> {
+        let object = client
+            .get_object()
+            .bucket(&claim.bucket)
+            .key(&claim.key)
+            .send()
+            .await
+            .map_err(|e| {
+                ClaimError(format!(
+                    "cannot read s3://{}/{} (removed by the bucket's lifecycle?): {}",
+                    claim.bucket,
+                    claim.key,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })?;
+        let data = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| {
+                ClaimError(format!(
+                    "reading s3://{}/{} broke off: {e}",
+                    claim.bucket, claim.key
+                ))
+            })?
+            .into_bytes()
+            .to_vec();
+        claim.check(&data).map_err(ClaimError)?;
+        Ok(data)
+    }
+
+    /// Removes the object `claim` names, once nothing needs it. Removing one that is gone already
+    /// succeeds.
+    pub async fn remove(client: &aws_sdk_s3::Client, claim: &Claim) -> Result<(), ClaimError> {
+        client
+            .delete_object()
+            .bucket(&claim.bucket)
+            .key(&claim.key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                ClaimError(format!(
+                    "cannot remove s3://{}/{}: {}",
+                    claim.bucket,
+                    claim.key,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })
     }
 }
 

@@ -130,7 +130,11 @@ pub enum Content {
 /// Reads a letter's body. `encoding` is the [`ENCODING_ATTRIBUTE`] value; `drain_written` whether
 /// it has a [`REASON_ATTRIBUTE`]. Only a message without one (Lambda wrote it) is read as a
 /// Kinesis on-failure record: a record whose data looks like one is still data.
-pub fn read_body(body: &str, encoding: Option<&str>, drain_written: bool) -> Result<Content, String> {
+pub fn read_body(
+    body: &str,
+    encoding: Option<&str>,
+    drain_written: bool,
+) -> Result<Content, String> {
     match Encoding::from_attribute(encoding)? {
         Encoding::Text => Ok(match (!drain_written).then(|| batch_info(body)).flatten() {
             Some(info) => Content::Pointer(info),
@@ -197,21 +201,36 @@ mod tests {
     fn attribute_values_are_always_text_sqs_takes() {
         assert_eq!(attribute_text("a\u{1}b\u{FFFF}c\u{1F600}\td"), "a?b?c?\td");
         assert_eq!(attribute_text(""), "-");
-        assert_eq!(attribute_text(&"x".repeat(10_000)).len(), MAX_ATTRIBUTE_CHARS);
+        assert_eq!(
+            attribute_text(&"x".repeat(10_000)).len(),
+            MAX_ATTRIBUTE_CHARS
+        );
     }
 
     #[test]
     fn binary_data_is_base64_and_text_is_kept() {
-        assert_eq!(encode_body(b"plain {json}"), ("plain {json}".into(), Encoding::Text));
-        assert_eq!(encode_body(&[0xFF, 0x00]), ("/wA=".into(), Encoding::Base64));
-        assert_eq!(encode_body("nul\u{0}".as_bytes()), ("bnVsAA==".into(), Encoding::Base64));
+        assert_eq!(
+            encode_body(b"plain {json}"),
+            ("plain {json}".into(), Encoding::Text)
+        );
+        assert_eq!(
+            encode_body(&[0xFF, 0x00]),
+            ("/wA=".into(), Encoding::Base64)
+        );
+        assert_eq!(
+            encode_body("nul\u{0}".as_bytes()),
+            ("bnVsAA==".into(), Encoding::Base64)
+        );
     }
 
     #[test]
     fn every_encoding_reads_back_as_it_was_written() {
         for data in [b"text".to_vec(), vec![0xFF, 0, 1], Vec::new()] {
             let (body, encoding) = encode_body(&data);
-            assert_eq!(read_body(&body, encoding.attribute(), true), Ok(Content::Data(data)));
+            assert_eq!(
+                read_body(&body, encoding.attribute(), true),
+                Ok(Content::Data(data))
+            );
         }
         let claim = Claim::new("b", "k", b"x");
         assert_eq!(
@@ -227,8 +246,14 @@ mod tests {
     #[test]
     fn only_lambda_letters_are_read_as_on_failure_records() {
         let body = r#"{"KinesisBatchInfo":{"shardId":"s","startSequenceNumber":"1","endSequenceNumber":"2","streamArn":"arn:aws:kinesis:r:1:stream/x","batchSize":2}}"#;
-        assert!(matches!(read_body(body, None, false), Ok(Content::Pointer(_))));
-        assert_eq!(read_body(body, None, true), Ok(Content::Data(body.as_bytes().to_vec())));
+        assert!(matches!(
+            read_body(body, None, false),
+            Ok(Content::Pointer(_))
+        ));
+        assert_eq!(
+            read_body(body, None, true),
+            Ok(Content::Data(body.as_bytes().to_vec()))
+        );
     }
 
     #[test]

@@ -456,8 +456,9 @@ fn prepare(state: &AppState, env: &Envelope) -> Result<Outgoing, ApiError> {
         .check(body.len(), buffer.extra_bytes(&env.id, env.key.as_deref()))?;
     Ok(Outgoing {
         id: env.id.clone(),
-        body,
+        body: body.into(),
         key: env.key.clone(),
+        group: None,
     })
 }
 

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
-use serde::Deserialize;
+pub use spillway_core::dead_letter::{batch_info, compare_sequence, stream_name, BatchInfo};
 
 use super::Item;
 
@@ -16,50 +16,6 @@ use super::Item;
 const MAX_CALLS: u32 = 2_000;
 /// The pause after an empty page inside a range (a shard allows five `GetRecords` a second).
 const EMPTY_PAGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// The part of Lambda's on-failure record that says where the batch was.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchInfo {
-    /// The shard.
-    pub shard_id: String,
-    /// The batch's first sequence number.
-    pub start_sequence_number: String,
-    /// The batch's last sequence number.
-    pub end_sequence_number: String,
-    /// `arn:aws:kinesis:<region>:<account>:stream/<name>`.
-    pub stream_arn: String,
-    /// Records in the batch.
-    #[serde(default)]
-    pub batch_size: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct OnFailure {
-    #[serde(rename = "KinesisBatchInfo")]
-    batch: BatchInfo,
-}
-
-/// The batch an on-failure record points to, or `None` when `body` is not one.
-pub fn batch_info(body: &str) -> Option<BatchInfo> {
-    if !body.trim_start().starts_with('{') || !body.contains("KinesisBatchInfo") {
-        return None;
-    }
-    serde_json::from_str::<OnFailure>(body)
-        .ok()
-        .map(|f| f.batch)
-}
-
-/// The stream name in a stream ARN.
-pub fn stream_name(arn: &str) -> Option<&str> {
-    arn.rsplit_once(":stream/").map(|(_, name)| name)
-}
-
-/// Orders Kinesis sequence numbers: decimal strings of up to 128 digits, too long for an integer.
-pub fn compare_sequence(a: &str, b: &str) -> Ordering {
-    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
 
 fn sdk_error<E: std::error::Error + 'static>(what: &str, e: E) -> String {
     format!(
@@ -138,6 +94,7 @@ pub async fn read(
                 partition_key: Some(r.partition_key.unwrap_or_else(|| r.sequence_number.clone())),
                 id: r.sequence_number,
                 data: r.data.into_inner(),
+                group: None,
             });
             if end == Ordering::Equal {
                 return whole(items, info, &where_);

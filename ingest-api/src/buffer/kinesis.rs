@@ -90,7 +90,7 @@ impl KinesisBuffer {
             .zip(keys)
             .map(|(m, k)| {
                 PutRecordsRequestEntry::builder()
-                    .data(Blob::new(m.body.as_bytes()))
+                    .data(Blob::new(m.body.to_vec()))
                     .partition_key(k)
                     .build()
                     .expect("data and partition key are set")
@@ -147,7 +147,7 @@ impl KinesisBuffer {
             let request = self
                 .client
                 .put_record()
-                .data(Blob::new(msg.body.as_bytes()))
+                .data(Blob::new(msg.body.to_vec()))
                 .partition_key(key);
             let request = if self.is_arn() {
                 request.stream_arn(&self.stream)

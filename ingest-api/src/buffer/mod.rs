@@ -35,10 +35,14 @@ pub struct Outgoing {
     /// The envelope id; also the FIFO deduplication id. With an `Idempotency-Key` it is derived
     /// from the topic and the key, so retries share it and the same key on two topics does not.
     pub id: String,
-    /// The encoded envelope.
-    pub body: String,
+    /// What the buffer holds: the encoded envelope from ingest; replay also writes plain records
+    /// (binary data only to Kinesis: an SQS body is text, and a binary one is refused).
+    pub body: bytes::Bytes,
     /// The Kafka key: the FIFO message group and the Kinesis partition key.
     pub key: Option<Vec<u8>>,
+    /// A FIFO message group that is not derived from the key: replay keeps the group a letter
+    /// had (another producer's, in raw mode). `None` from ingest.
+    pub group: Option<String>,
 }
 
 /// Why the buffer did not take a message.

@@ -49,7 +49,7 @@ impl SqsBuffer {
         let (group, dedup) = self.fifo_ids(msg);
         SendMessageBatchRequestEntry::builder()
             .id(index.to_string())
-            .message_body(&msg.body)
+            .message_body(text(&msg.body))
             .set_message_group_id(group)
             .set_message_deduplication_id(dedup)
             .build()
@@ -66,7 +66,10 @@ impl SqsBuffer {
             return (None, None);
         }
         let group = id_or_digest(
-            msg.key.as_deref().unwrap_or(msg.id.as_bytes()),
+            msg.group.as_deref().map_or(
+                msg.key.as_deref().unwrap_or(msg.id.as_bytes()),
+                str::as_bytes,
+            ),
             MAX_FIFO_ID,
             fifo_id_char,
         );
@@ -74,8 +77,35 @@ impl SqsBuffer {
         (Some(group), Some(dedup))
     }
 
-    /// Writes `batch`; see the module docs of [`super`].
+    /// Writes `batch`; see the module docs of [`super`]. A body that is not text (only replay
+    /// can give one) is refused: an SQS message body is text.
     pub async fn write(
+        &self,
+        batch: &[Outgoing],
+        deadline: Instant,
+    ) -> Vec<Result<(), WriteError>> {
+        if batch.iter().all(|m| std::str::from_utf8(&m.body).is_ok()) {
+            return self.write_text(batch, deadline).await;
+        }
+        let (text, binary): (Vec<usize>, Vec<usize>) =
+            (0..batch.len()).partition(|&i| std::str::from_utf8(&batch[i].body).is_ok());
+        let subset: Vec<Outgoing> = text.iter().map(|&i| batch[i].clone()).collect();
+        let mut outcomes = vec![Ok(()); batch.len()];
+        for i in binary {
+            outcomes[i] = Err(WriteError::Refused(
+                "binary data: an SQS message body is text".into(),
+            ));
+        }
+        for (i, outcome) in text
+            .into_iter()
+            .zip(self.write_text(&subset, deadline).await)
+        {
+            outcomes[i] = outcome;
+        }
+        outcomes
+    }
+
+    async fn write_text(
         &self,
         batch: &[Outgoing],
         deadline: Instant,
@@ -171,7 +201,7 @@ impl SqsBuffer {
                 .client
                 .send_message()
                 .queue_url(&self.queue_url)
-                .message_body(&msg.body)
+                .message_body(text(&msg.body))
                 .set_message_group_id(group.clone())
                 .set_message_deduplication_id(dedup.clone())
                 .send()
@@ -196,6 +226,11 @@ impl SqsBuffer {
         }
         Err(last)
     }
+}
+
+/// A body [`SqsBuffer::write`] has checked is text.
+fn text(body: &[u8]) -> &str {
+    std::str::from_utf8(body).unwrap_or_default()
 }
 
 /// Each entry of a `SendMessageBatch` answer for a run starting at request id `first`: `Ok` only

@@ -19,7 +19,7 @@ use spillway_core::limits::BufferKind;
 mod common;
 use common::PrivateGate;
 
-async fn iam_drain(gate: &PrivateGate, sqs: &aws_sdk_sqs::Client) -> Drain {
+async fn iam_drain(gate: &PrivateGate) -> Drain {
     let config = DrainConfig {
         source: BufferKind::Sqs,
         raw_mode: RawMode::Reject,
@@ -135,7 +135,7 @@ async fn a_burst_over_the_connection_quota_loses_nothing() {
         let poller = SqsPoller::new(sqs.clone(), url.clone(), settings())
             .await
             .expect("poller");
-        workers.push((poller, iam_drain(&gate, &sqs).await));
+        workers.push((poller, iam_drain(&gate).await));
     }
     let backoffs = run_workers(
         &sqs,
@@ -168,7 +168,7 @@ async fn thirty_seconds_of_refused_authentication_loses_nothing() {
         let poller = SqsPoller::new(sqs.clone(), url.clone(), settings())
             .await
             .expect("poller");
-        workers.push((poller, iam_drain(&gate, &sqs).await));
+        workers.push((poller, iam_drain(&gate).await));
     }
     // Mid-stream: refuse every authentication for 30 s and cut every connection; keep sending.
     let chaos = async {

@@ -1,0 +1,407 @@
+//! `spillway replay`: dead-lettered messages back to the source queue, or straight to Kafka.
+//!
+//! Receive → write to the target → delete: a DLQ message is deleted only after its target
+//! acknowledged it (delivery rule 2), so an interrupted replay — even `kill -9` — loses nothing;
+//! running it again moves what is left. Messages in flight when it stopped may be written twice
+//! (at most the in-flight window, 10 per worker); the copies carry the same envelope and so the
+//! same `spillway-id`. Messages a run looks at and leaves (skipped by the filters, shown by a dry
+//! run, refused by the target) stay hidden until it ends, so it looks at each once; on a FIFO DLQ,
+//! where a hidden message holds back its whole group, the skipped ones are made visible at once.
+//!
+//! Kinesis: Lambda's on-failure records name a shard and a range of sequence numbers; replay reads
+//! those records back from the stream and writes them to Kafka or to a stream; the dead letter is
+//! deleted once every record in its range was acknowledged. Records the drain dead-lettered itself
+//! carry their data (base64 when it was binary) and replay directly.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use buffer_drain::drain::Drain;
+use ingest_api::buffer::{KinesisBuffer, SqsBuffer};
+use spillway_core::claim::Claim;
+use spillway_core::envelope::{decode, Decoded, RawMode};
+
+use held::{delete, set_visibility, Held};
+use letter::{describe, letter, matches, Letter};
+
+mod held;
+pub mod kinesis;
+mod letter;
+mod target;
+
+/// Where replayed messages go.
+pub enum Target {
+    /// Back to a queue (normally the DLQ's source), through ingest-api's writer.
+    Queue(SqsBuffer),
+    /// Straight to Kafka through the drain's producer.
+    Kafka(Box<Drain>),
+    /// Back to a Kinesis stream (normally the one the records came from), through ingest-api's
+    /// writer.
+    Stream(KinesisBuffer),
+}
+
+impl Target {
+    /// A queue target for `url`, its message size limit read from the queue.
+    pub async fn queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Self, String> {
+        let limit = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read {url}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            })?
+            .attributes
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(spillway_core::limits::SQS_DEFAULT_MAX_MESSAGE_BYTES);
+        Ok(Target::Queue(SqsBuffer::new(
+            sqs.clone(),
+            url.to_owned(),
+            spillway_core::limits::is_fifo_queue(url),
+            limit,
+        )))
+    }
+
+    /// A stream target (a name or an ARN).
+    pub fn stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Self {
+        Target::Stream(KinesisBuffer::new(kinesis.clone(), stream.to_owned()))
+    }
+}
+
+/// The shortest time a received letter stays hidden: long enough for a receive and the calls that
+/// keep the letters a run holds hidden.
+pub const MIN_VISIBILITY: Duration = Duration::from_secs(10);
+
+/// Which messages to move.
+#[derive(Debug, Clone)]
+pub struct Filters {
+    /// Only messages whose `spillway-reason` attribute contains this.
+    pub reason: Option<String>,
+    /// Only messages at least this old.
+    pub older_than: Option<Duration>,
+    /// At most this many.
+    pub max: Option<u64>,
+    /// How long a received message stays hidden while it is moved; after an interruption, what was
+    /// in flight reappears in the DLQ after this long.
+    pub visibility: Duration,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Written to the target and deleted from the DLQ.
+    pub moved: u64,
+    /// Left in the DLQ by the filters.
+    pub skipped: u64,
+    /// Not accepted by the target; left in the DLQ.
+    pub failed: u64,
+    /// `--dry-run`: would have moved.
+    pub would_move: u64,
+    /// Records written to the target (a Kinesis on-failure record stands for many).
+    pub records: u64,
+    /// Why messages were not moved (the first few distinct reasons).
+    pub errors: Vec<String>,
+}
+
+/// One replay: where from, where to, what.
+pub struct Replay<'a> {
+    /// The dead-letter queue's client.
+    pub sqs: &'a aws_sdk_sqs::Client,
+    /// Reads the ranges Kinesis on-failure records point to.
+    pub kinesis: &'a aws_sdk_kinesis::Client,
+    /// Reads back (and, once they are moved, removes) letters kept in S3 behind a claim check.
+    pub s3: &'a aws_sdk_s3::Client,
+    /// The dead-letter queue.
+    pub dlq_url: &'a str,
+    /// Where the messages go.
+    pub target: &'a Target,
+    /// Which messages.
+    pub filters: &'a Filters,
+    /// At most this many messages a second.
+    pub rate: Option<NonZeroU32>,
+    /// Print what would move; move nothing.
+    pub dry_run: bool,
+    /// The topic plain (raw-mode) letters were for (the drain's `SPILLWAY_TOPIC`). Sent back to a
+    /// queue, such a letter is wrapped in an envelope for this topic that keeps its original id —
+    /// sent as it was, it would get a new SQS message id and so a new `spillway-id` (rule 7).
+    /// Without it, plain letters are not sent to a queue.
+    pub raw_topic: Option<&'a str>,
+}
+
+/// One record to write.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Its id in the buffer (SQS message id, Kinesis sequence number).
+    pub id: String,
+    /// The bytes the buffer held.
+    pub data: Vec<u8>,
+    /// The Kinesis partition key it had; `None` for a dead letter, whose key is derived only when it
+    /// goes to a stream ([`Item::stream_key`]).
+    pub partition_key: Option<String>,
+    /// When the buffer took it, ms since the Unix epoch.
+    pub buffered_at_ms: Option<u64>,
+    /// The FIFO message group the letter had (kept when it goes back to a FIFO queue).
+    pub group: Option<String>,
+}
+
+impl Item {
+    /// The Kafka key of the envelope the record holds, if it holds one that has a key.
+    fn envelope_key(&self) -> Option<Vec<u8>> {
+        match decode(&self.data, RawMode::Reject) {
+            Ok(Decoded::Envelope(env)) => env.key,
+            _ => None,
+        }
+    }
+}
+
+impl Replay<'_> {
+    /// Moves the messages; `progress` counts moved messages.
+    pub async fn run(&self, progress: &indicatif::ProgressBar) -> Result<Summary, String> {
+        // Not SQS's own redrive (StartMessageMoveTask), even for a whole DLQ: it gives every
+        // message a new message id (a plain letter would get a new spillway-id, rule 7) and
+        // moves what no queue can use (Kinesis on-failure records, binary data) unchecked.
+        let filters = self.filters;
+        let limiter = self
+            .rate
+            .map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r)));
+        let mut summary = Summary::default();
+        // Every message looked at and not deleted (skipped by the filters, shown by a dry run,
+        // not taken by the target) stays hidden until the run ends — its visibility extended as
+        // the run goes on — so receives only ever return messages not yet looked at, and the
+        // run ends when the DLQ has none left; then they are all made visible again.
+        let mut held = Held::new(filters.visibility.max(MIN_VISIBILITY));
+        let mut empty_receives = 0;
+        loop {
+            let taken = summary.moved + summary.would_move;
+            if filters.max.is_some_and(|max| taken >= max) || empty_receives >= 2 {
+                held.release_all(self.sqs, self.dlq_url).await;
+                return Ok(summary);
+            }
+            held.keep_hidden(self.sqs, self.dlq_url).await;
+            let received = self
+                .receive(filters.max.map_or(10, |max| (max - taken).min(10)))
+                .await?;
+            // One held before whose hiding lapsed: hidden again by this receive, already counted.
+            // A receive with nothing new counts as empty: the run ends when nothing new comes.
+            let (fresh, again): (Vec<Message>, Vec<Message>) =
+                received.into_iter().partition(|m| !held.contains(m));
+            let mut passed_again = Vec::new();
+            for m in again {
+                if held.holds(&m) {
+                    held.hold(m);
+                } else {
+                    passed_again.push(m);
+                }
+            }
+            if !passed_again.is_empty() {
+                let refs: Vec<&Message> = passed_again.iter().collect();
+                set_visibility(self.sqs, self.dlq_url, &refs, Duration::ZERO).await;
+            }
+            if fresh.is_empty() {
+                empty_receives += 1;
+                continue;
+            }
+            empty_receives = 0;
+            let (chosen, rest): (Vec<Message>, Vec<Message>) =
+                fresh.into_iter().partition(|m| matches(filters, m));
+            summary.skipped += rest.len() as u64;
+            let shown = if self.dry_run {
+                for m in &chosen {
+                    say(progress, describe(m));
+                }
+                summary.would_move += chosen.len() as u64;
+                chosen.clone()
+            } else {
+                Vec::new()
+            };
+            self.pass_over(&mut held, rest.into_iter().chain(shown).collect())
+                .await;
+            if self.dry_run {
+                continue;
+            }
+            if let Some(limiter) = &limiter {
+                for _ in &chosen {
+                    limiter.until_ready().await;
+                }
+            }
+            self.move_letters(chosen, &mut summary, &mut held, progress)
+                .await;
+        }
+    }
+
+    /// Writes `chosen` to the target and deletes from the DLQ what the target took; what is not
+    /// deleted is held (and counted failed).
+    async fn move_letters(
+        &self,
+        chosen: Vec<Message>,
+        summary: &mut Summary,
+        held: &mut Held,
+        progress: &indicatif::ProgressBar,
+    ) {
+        let outcomes = self.write(&chosen).await;
+        let mut written = Vec::new();
+        let note = |summary: &mut Summary, e: String| {
+            summary.failed += 1;
+            if summary.errors.len() < 10 && !summary.errors.contains(&e) {
+                say(progress, format!("not moved: {e}"));
+                summary.errors.push(e);
+            }
+        };
+        for (m, outcome) in chosen.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(done) => written.push((m, done)),
+                Err(e) => {
+                    note(summary, e);
+                    held.hold(m);
+                }
+            }
+        }
+        let refs: Vec<&Message> = written.iter().map(|(m, _)| m).collect();
+        let deleted = delete(self.sqs, self.dlq_url, &refs).await;
+        for ((m, (records, claim)), deleted) in written.into_iter().zip(deleted) {
+            match deleted {
+                Ok(()) => {
+                    summary.moved += 1;
+                    summary.records += records;
+                    progress.inc(1);
+                    // Only now that the letter is gone: the object was its only copy. If this
+                    // fails, the bucket's lifecycle removes it.
+                    if let Some(claim) = claim {
+                        if let Err(e) = spillway_core::claim::remove(self.s3, &claim).await {
+                            say(progress, format!("moved, but its S3 object stays: {e}"));
+                        }
+                    }
+                }
+                Err(e) => {
+                    note(
+                        summary,
+                        format!("written to the target but still in the DLQ (it will be replayed again): {e}"),
+                    );
+                    held.hold(m);
+                }
+            }
+        }
+    }
+
+    /// Letters looked at and left in the DLQ: held hidden until the run ends. On a FIFO DLQ,
+    /// which hands out nothing more of a message group while one of its messages is hidden, they
+    /// go back at once (and, seen, are not counted again), or the rest of their group would never
+    /// be looked at.
+    async fn pass_over(&self, held: &mut Held, letters: Vec<Message>) {
+        if spillway_core::limits::is_fifo_queue(self.dlq_url) {
+            let refs: Vec<&Message> = letters.iter().collect();
+            set_visibility(self.sqs, self.dlq_url, &refs, Duration::ZERO).await;
+            for m in &letters {
+                held.seen(m);
+            }
+        } else {
+            for m in letters {
+                held.hold(m);
+            }
+        }
+    }
+
+    async fn receive(&self, want: u64) -> Result<Vec<Message>, String> {
+        Ok(self
+            .sqs
+            .receive_message()
+            .queue_url(self.dlq_url)
+            .max_number_of_messages(i32::try_from(want).unwrap_or(10))
+            .wait_time_seconds(1)
+            .visibility_timeout(
+                i32::try_from(self.filters.visibility.max(MIN_VISIBILITY).as_secs()).unwrap_or(30),
+            )
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot receive from {}: {}",
+                    self.dlq_url,
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            })?
+            .messages
+            .unwrap_or_default())
+    }
+
+    /// The records `m` holds: its data, read back from S3 for a claim check or from the stream
+    /// for a Kinesis on-failure record; and the claim, to remove once the letter is gone.
+    async fn records(&self, m: &Message) -> Result<(Vec<Item>, Option<Claim>), String> {
+        match letter(m)? {
+            Letter::Data(item) => Ok((vec![item], None)),
+            Letter::Claimed(mut item, claim) => {
+                item.data = spillway_core::claim::fetch(self.s3, &claim)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((vec![item], Some(claim)))
+            }
+            Letter::Range(_) if matches!(self.target, Target::Queue(_)) => Err(
+                "a Kinesis on-failure record holds no data for a queue; replay it with --to-kafka or --to-stream".into(),
+            ),
+            Letter::Range(info) => Ok((kinesis::read(self.kinesis, &info).await?, None)),
+        }
+    }
+
+    /// Writes each message to the target: `Ok((records written, claim))` once the target
+    /// acknowledged all of the message's records, else why not.
+    async fn write(&self, messages: &[Message]) -> Vec<Result<(u64, Option<Claim>), String>> {
+        let mut outcomes = Vec::with_capacity(messages.len());
+        let (mut items, mut owner, mut send_ids) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, m) in messages.iter().enumerate() {
+            outcomes.push(self.records(m).await.map(|(records, claim)| {
+                // One id per receive of the letter (see `target::write`).
+                let send_id = uuid::Uuid::new_v5(
+                    &uuid::Uuid::NAMESPACE_OID,
+                    m.receipt_handle().unwrap_or_default().as_bytes(),
+                )
+                .simple()
+                .to_string();
+                for (k, _) in records.iter().enumerate() {
+                    owner.push(i);
+                    send_ids.push(if k == 0 {
+                        send_id.clone()
+                    } else {
+                        format!("{send_id}-{k}")
+                    });
+                }
+                items.extend(records);
+                (0, claim)
+            }));
+        }
+        let written = target::write(self.target, &items, &send_ids, self.raw_topic).await;
+        for (i, ok) in owner.into_iter().zip(written) {
+            if let Ok((n, _)) = &mut outcomes[i] {
+                match ok {
+                    Ok(()) => *n += 1,
+                    Err(e) => outcomes[i] = Err(e),
+                }
+            }
+        }
+        outcomes
+    }
+}
+
+/// A line for the operator: above the progress bar, or on stderr when there is none (a hidden
+/// bar prints nothing — `--dry-run` used to show no letter at all).
+fn say(progress: &indicatif::ProgressBar, line: String) {
+    if progress.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        progress.println(line);
+    }
+}
+
+/// Messages waiting in the DLQ now (for the progress bar).
+pub async fn waiting(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<u64> {
+    crate::status::queue(sqs, url).await.ok().map(|q| q.waiting)
+}

@@ -1,0 +1,126 @@
+//! Writing replayed records: to a queue or a stream through ingest-api's own buffer writers
+//! (batching, per-entry answers, throttling retries), to Kafka through the drain.
+
+use std::time::{Duration, Instant};
+
+use buffer_drain::report::Outcome;
+use buffer_drain::source::{Ordering, SourceRecord};
+use ingest_api::buffer::{KinesisBuffer, Outgoing, SqsBuffer};
+
+use super::{letter, Item, Target};
+
+/// Records given to the drain at a time.
+const KAFKA_CHUNK: usize = 500;
+/// How long a queue or stream write may keep retrying what the target throttles.
+const RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+/// Writes `items` to `target`; one outcome per record. `send_ids` are the ids a queue write
+/// sends them under (the FIFO deduplication id: one per receive of the letter, so a retry of this
+/// very send is deduplicated and a later replay of the same letter is not).
+pub(super) async fn write(
+    target: &Target,
+    items: &[Item],
+    send_ids: &[String],
+    raw_topic: Option<&str>,
+) -> Vec<Result<(), String>> {
+    match target {
+        Target::Queue(queue) => to_queue(queue, items, send_ids, raw_topic).await,
+        Target::Kafka(drain) => to_kafka(drain, items).await,
+        Target::Stream(stream) => to_stream(stream, items).await,
+    }
+}
+
+async fn to_queue(
+    queue: &SqsBuffer,
+    items: &[Item],
+    send_ids: &[String],
+    raw_topic: Option<&str>,
+) -> Vec<Result<(), String>> {
+    let prepared: Vec<Result<Outgoing, String>> = items
+        .iter()
+        .zip(send_ids)
+        .map(|(item, id)| {
+            let (body, key) = letter::for_queue(item, raw_topic)?;
+            Ok(Outgoing {
+                id: id.clone(),
+                body: body.into(),
+                key,
+                group: item.group.clone(),
+            })
+        })
+        .collect();
+    let ready: Vec<Outgoing> = prepared.iter().filter_map(|p| p.clone().ok()).collect();
+    let mut written = queue
+        .write(&ready, Instant::now() + RETRY_BUDGET)
+        .await
+        .into_iter();
+    prepared
+        .into_iter()
+        .map(|p| {
+            p.and_then(|_| {
+                written
+                    .next()
+                    .unwrap_or_else(|| {
+                        Err(ingest_api::buffer::WriteError::Unavailable(
+                            "no answer".into(),
+                        ))
+                    })
+                    .map_err(|e| format!("the queue did not take it: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// Straight to Kafka through the drain, a chunk at a time.
+async fn to_kafka(drain: &buffer_drain::drain::Drain, items: &[Item]) -> Vec<Result<(), String>> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for chunk in items.chunks(KAFKA_CHUNK) {
+        let records: Vec<SourceRecord> = chunk
+            .iter()
+            .map(|item| SourceRecord {
+                item_id: item.id.clone(),
+                group: None,
+                data: item.data.clone(),
+                buffered_at_ms: item.buffered_at_ms,
+                trace: None,
+                source: "replay".into(),
+            })
+            .collect();
+        let report = drain
+            .drain(
+                &records,
+                Ordering::Unordered,
+                Instant::now() + Duration::from_secs(60),
+            )
+            .await;
+        outcomes.extend(report.outcomes.iter().map(|o| match o {
+            Outcome::Delivered => Ok(()),
+            other => Err(format!("Kafka did not take it: {other:?}")),
+        }));
+    }
+    outcomes
+}
+
+/// Back to a Kinesis stream: each record under the partition key it had, else the key ingest-api
+/// gives its envelope (the Kafka key, else the id).
+async fn to_stream(stream: &KinesisBuffer, items: &[Item]) -> Vec<Result<(), String>> {
+    let outgoing: Vec<Outgoing> = items
+        .iter()
+        .map(|item| Outgoing {
+            id: item.id.clone(),
+            key: item
+                .partition_key
+                .as_ref()
+                .map(|k| k.as_bytes().to_vec())
+                .or_else(|| item.envelope_key()),
+            body: item.data.clone().into(),
+            group: None,
+        })
+        .collect();
+    stream
+        .write(&outgoing, Instant::now() + RETRY_BUDGET)
+        .await
+        .into_iter()
+        .map(|r| r.map_err(|e| format!("the stream did not take it: {e}")))
+        .collect()
+}
