@@ -19,6 +19,7 @@ common = dict(region_name=region, aws_access_key_id="test", aws_secret_access_ke
               config=Config(retries={"max_attempts": 2}))
 sqs = boto3.client("sqs", endpoint_url=sqs_endpoint, **common)
 kinesis = boto3.client("kinesis", endpoint_url=aws_endpoint, **common)
+s3 = boto3.client("s3", endpoint_url=aws_endpoint, **common)
 
 
 def queue_pair(name, dlq_name, fifo):
@@ -48,8 +49,11 @@ def stream(name):
 queue_url, dlq_url = queue_pair(os.environ["QUEUE_NAME"], os.environ["DLQ_NAME"], fifo=False)
 fifo_url, fifo_dlq_url = queue_pair(os.environ["FIFO_QUEUE_NAME"], os.environ["FIFO_DLQ_NAME"], fifo=True)
 stream(os.environ["STREAM_NAME"])
+# Dead letters too large for the DLQ (claim checks); creating it again is a no-op in us-east-1.
+s3.create_bucket(Bucket="spillway-dead-letters")
 print(f"SPILLWAY_SQS_QUEUE_URL={queue_url}")
 print(f"SPILLWAY_SQS_DLQ_URL={dlq_url}")
 print(f"SPILLWAY_SQS_FIFO_QUEUE_URL={fifo_url}")
 print(f"SPILLWAY_SQS_FIFO_DLQ_URL={fifo_dlq_url}")
 print(f"SPILLWAY_KINESIS_STREAM={os.environ['STREAM_NAME']}")
+print("SPILLWAY_DLQ_BUCKET=spillway-dead-letters")

@@ -16,6 +16,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sources from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as msk from 'aws-cdk-lib/aws-msk';
+import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
@@ -77,6 +78,10 @@ export class SpillwayStack extends cdk.Stack {
     if (buffer.queue) new cdk.CfnOutput(this, 'QueueUrl', { value: buffer.queue.queueUrl });
     if (buffer.stream) new cdk.CfnOutput(this, 'StreamName', { value: buffer.stream.streamName });
     new cdk.CfnOutput(this, 'DeadLetterQueueUrl', { value: buffer.deadLetters.queueUrl });
+    new cdk.CfnOutput(this, 'DeadLetterBucket', {
+      value: buffer.deadLetterObjects.bucketName,
+      description: 'dead letters too large for the DLQ (the DLQ message is a claim check naming the object)',
+    });
     this.suppressions();
   }
 
@@ -210,7 +215,23 @@ export class SpillwayStack extends cdk.Stack {
     const deadLetters = new sqs.Queue(this, 'DeadLetters', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
-      retentionPeriod: cdk.Duration.days(14),
+      retentionPeriod: cdk.Duration.days(DLQ_RETENTION_DAYS),
+    });
+    // Dead letters too large for the DLQ (over 256 KiB with their attributes): the drain keeps
+    // them here and the DLQ gets a claim check naming the object; replay reads them back and
+    // removes the object. Objects outlive the longest a letter can stay in the DLQ.
+    const deadLetterObjects = new s3.Bucket(this, 'DeadLetterObjects', {
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      lifecycleRules: [
+        {
+          expiration: cdk.Duration.days(DLQ_RETENTION_DAYS + 1),
+          abortIncompleteMultipartUploadAfter: cdk.Duration.days(1),
+        },
+      ],
+      removalPolicy: cdk.RemovalPolicy.RETAIN,
     });
     if (s.buffer === 'sqs') {
       const queue = new sqs.Queue(this, 'Buffer', {
@@ -221,7 +242,7 @@ export class SpillwayStack extends cdk.Stack {
         retentionPeriod: cdk.Duration.days(4),
         deadLetterQueue: { queue: deadLetters, maxReceiveCount: s.maxReceiveCount },
       });
-      return { kind: 'sqs', queue, deadLetters };
+      return { kind: 'sqs', queue, deadLetters, deadLetterObjects };
     }
     const stream = new kinesis.Stream(this, 'Buffer', {
       shardCount: s.kinesisShards,
@@ -229,7 +250,7 @@ export class SpillwayStack extends cdk.Stack {
       retentionPeriod: cdk.Duration.hours(streamRetentionHours(s)),
       encryption: kinesis.StreamEncryption.MANAGED,
     });
-    return { kind: 'kinesis', stream, deadLetters };
+    return { kind: 'kinesis', stream, deadLetters, deadLetterObjects };
   }
 
   // ---- functions ------------------------------------------------------------------------------
@@ -277,6 +298,7 @@ export class SpillwayStack extends cdk.Stack {
         SPILLWAY_MAX_CONNECTS_PER_SEC: String(s.maxConnectsPerSec),
         SPILLWAY_DEADLINE_MARGIN: `${s.drainDeadlineMarginSecs}s`,
         SPILLWAY_DLQ_URL: buffer.deadLetters.queueUrl,
+        SPILLWAY_DLQ_BUCKET: buffer.deadLetterObjects.bucketName,
       },
     });
     // Least privilege on the cluster: connect and write idempotently; write and describe only the
@@ -294,6 +316,7 @@ export class SpillwayStack extends cdk.Stack {
       }),
     );
     buffer.deadLetters.grantSendMessages(fn);
+    buffer.deadLetterObjects.grantPut(fn, 'dead-letters/*');
     if (buffer.queue) {
       fn.addEventSource(
         new sources.SqsEventSource(buffer.queue, {
@@ -599,6 +622,11 @@ export class SpillwayStack extends cdk.Stack {
     const s = this.settings;
     NagSuppressions.addStackSuppressions(this, [
       {
+        id: 'AwsSolutions-S1',
+        reason:
+          'The dead-letter bucket holds only poison records too large for the DLQ, written by the drain role and read by operators replaying; CloudTrail data events are the audit trail an account enables for it, not a second bucket of access logs.',
+      },
+      {
         id: 'AwsSolutions-IAM4',
         reason:
           'Lambda roles use AWSLambdaBasicExecutionRole / AWSLambdaVPCAccessExecutionRole (logs and VPC network interfaces only); the API Gateway account role uses AmazonAPIGatewayPushToCloudWatchLogs. All data access is granted by scoped inline policies.',
@@ -671,7 +699,11 @@ interface Buffer {
   readonly queue?: sqs.Queue;
   readonly stream?: kinesis.Stream;
   readonly deadLetters: sqs.Queue;
+  readonly deadLetterObjects: s3.Bucket;
 }
+
+/** How long the DLQ keeps a letter (SQS's most). */
+const DLQ_RETENTION_DAYS = 14;
 
 function checkAssets(dir: string): void {
   const missing = BINARIES.filter((b) => !fs.existsSync(path.join(dir, b, 'bootstrap')));

@@ -164,6 +164,30 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     }
   });
 
+  test('dead letters too large for the DLQ go to an encrypted, private bucket that keeps them as long as the DLQ does', () => {
+    const buckets = resources(s.json, 'AWS::S3::Bucket');
+    expect(buckets).toHaveLength(1);
+    const [bucketId, bucket] = buckets[0];
+    expect(bucket.Properties.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault.SSEAlgorithm).toBe('AES256');
+    expect(bucket.Properties.PublicAccessBlockConfiguration).toEqual({
+      BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true,
+    });
+    const dlq = resources(s.json, 'AWS::SQS::Queue').find(([id]) => id.startsWith('DeadLetters'))!;
+    const keepDays = dlq[1].Properties.MessageRetentionPeriod / 86400;
+    const rule = bucket.Properties.LifecycleConfiguration.Rules[0];
+    expect(rule.Status).toBe('Enabled');
+    expect(rule.ExpirationInDays).toBeGreaterThan(keepDays);
+    const drain = s.json.Resources[functionId(s.json, 'Drain')].Properties;
+    expect(drain.Environment.Variables.SPILLWAY_DLQ_BUCKET).toEqual({ Ref: bucketId });
+    const policies = resources(s.json, 'AWS::IAM::Policy').filter(([, p]) =>
+      JSON.stringify(p.Properties.Roles).includes(drain.Role['Fn::GetAtt'][0]),
+    );
+    const puts = policies.flatMap(([, p]) => p.Properties.PolicyDocument.Statement)
+      .filter((st: { Action: string | string[] }) => [st.Action].flat().includes('s3:PutObject'));
+    expect(puts).toHaveLength(1);
+    expect(JSON.stringify(puts[0].Resource)).toContain('/dead-letters/*');
+  });
+
   test('the alarms exist', () => {
     const metrics = resources(s.json, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties.MetricName);
     expect(metrics).toEqual(expect.arrayContaining(['ApproximateNumberOfMessagesVisible', 'Errors', 'Throttles', '5XXError']));
