@@ -40,6 +40,15 @@ export interface Settings {
   readonly drainMaxConcurrency: number;
   readonly maxConnectsPerSec: number;
   readonly maxReceiveCount: number;
+  // Consumer
+  /**
+   * Provisioned pollers for the consumer's MSK mapping (0: on-demand). Only a provisioned mapping
+   * takes retry limits, bisection and an on-failure destination; on-demand, a batch the handler
+   * fails comes again until it succeeds.
+   */
+  readonly consumerPollers: number;
+  /** Provisioned mode: retries of a failed batch before its records go to the on-failure queue. */
+  readonly consumerRetryAttempts: number;
   // Kinesis
   readonly kinesisShards: number;
   readonly kinesisMaxRetries: number;
@@ -82,6 +91,8 @@ export const DEFAULTS = {
   drainMaxConcurrency: 20,
   maxConnectsPerSec: 2,
   maxReceiveCount: 5,
+  consumerPollers: 0,
+  consumerRetryAttempts: 3,
   kinesisShards: 2,
   kinesisMaxRetries: 5,
   kinesisMaxRecordAgeSecs: 3600,
@@ -182,6 +193,8 @@ export function settingsFromContext(node: Node): Settings {
     drainBatchingWindowSecs: r.number('drainBatchingWindowSecs', DEFAULTS.drainBatchingWindowSecs, 0, 300),
     drainMaxConcurrency: r.number('drainMaxConcurrency', DEFAULTS.drainMaxConcurrency, 2, 1000),
     maxConnectsPerSec: r.number('maxConnectsPerSec', DEFAULTS.maxConnectsPerSec, 1, 100),
+    consumerPollers: r.number('consumerPollers', DEFAULTS.consumerPollers, 0, 2000),
+    consumerRetryAttempts: r.number('consumerRetryAttempts', DEFAULTS.consumerRetryAttempts, 0, 10_000),
     maxReceiveCount: r.number('maxReceiveCount', DEFAULTS.maxReceiveCount, 5, 1000),
     kinesisShards: r.number('kinesisShards', DEFAULTS.kinesisShards, 1, 500),
     kinesisMaxRetries: r.number('kinesisMaxRetries', DEFAULTS.kinesisMaxRetries, 0, 10_000),

@@ -370,12 +370,38 @@ export class SpillwayStack extends cdk.Stack {
     // All partitions of the topic: the MSK event source polls every partition. Mapped directly
     // rather than with ManagedKafkaEventSource, which attaches the broad AWSLambdaMSKExecutionRole;
     // the poller needs only these, plus the network interface rights of the VPC role.
+    // Records the handler cannot take stop their partition only until they are set aside: in
+    // provisioned mode (consumerPollers ≥ 1, billed per poller) the mapping retries a failed batch
+    // consumerRetryAttempts times, halving it to find the record, then sends that record's
+    // position to a queue. On-demand mappings have none of these controls: there the consumer
+    // itself skips and counts records the event carries unreadably (alarm ConsumerUnreadable),
+    // and a handler failure retries until it succeeds.
+    const s = this.settings;
+    const provisioned =
+      s.consumerPollers > 0
+        ? {
+            provisionedPollerConfig: {
+              minimumPollers: s.consumerPollers,
+              maximumPollers: Math.min(2000, 4 * s.consumerPollers),
+            },
+            retryAttempts: s.consumerRetryAttempts,
+            bisectBatchOnError: true,
+            onFailure: new sources.SqsDlq(
+              new sqs.Queue(this, 'ConsumerFailures', {
+                encryption: sqs.QueueEncryption.SQS_MANAGED,
+                enforceSSL: true,
+                retentionPeriod: cdk.Duration.days(14),
+              }),
+            ),
+          }
+        : {};
     fn.addEventSourceMapping('Msk', {
       eventSourceArn: cluster.arn,
       kafkaTopic: topic.name,
       kafkaConsumerGroupId: CONSUMER_GROUP,
       startingPosition: lambda.StartingPosition.TRIM_HORIZON,
       batchSize: 100,
+      ...provisioned,
     });
     fn.addToRolePolicy(
       new iam.PolicyStatement({
@@ -590,6 +616,18 @@ export class SpillwayStack extends cdk.Stack {
     alarm('DrainErrors', drain.metricErrors({ period: minute, statistic: 'Sum' }), 0, 'The drain function failed invocations.');
     alarm('DrainThrottles', drain.metricThrottles({ period: minute, statistic: 'Sum' }), 0, 'The drain function was throttled.');
     alarm('ConsumerErrors', consumer.metricErrors({ period: minute, statistic: 'Sum' }), 0, 'The consumer function failed.');
+    alarm(
+      'ConsumerUnreadable',
+      new cloudwatch.Metric({
+        namespace: 'spillway',
+        metricName: 'Unreadable',
+        dimensionsMap: { Function: consumer.functionName },
+        period: minute,
+        statistic: 'Sum',
+      }),
+      0,
+      'The consumer skipped records the MSK event carried unreadably (their positions are in its log).',
+    );
     alarm('Api5xx', api.metricServerError({ period: minute, statistic: 'Sum' }), 0, 'The API answered 5xx.');
 
     const dashboard = new cloudwatch.Dashboard(this, 'Dashboard', { dashboardName: `${this.stackName}-pipeline` });

@@ -323,6 +323,27 @@ test('retention follows the retry budget: a week of retries keeps a week and a d
   );
 });
 
+// Issue 15 item 13: one record the consumer cannot take must not stop its partition.
+test('the consumer mapping: on-demand alarms on skipped unreadable records; provisioned pollers add bounded retries, bisection and an on-failure queue', () => {
+  const consumerMapping = (json: any) => {
+    const consumer = functionId(json, 'Consumer');
+    return resources(json, 'AWS::Lambda::EventSourceMapping').find(([, r]) => r.Properties.FunctionName?.Ref === consumer)![1]
+      .Properties;
+  };
+  const onDemand = synth({});
+  const plain = consumerMapping(onDemand.json);
+  expect(plain.ProvisionedPollerConfig).toBeUndefined();
+  const unreadable = resources(onDemand.json, 'AWS::CloudWatch::Alarm').find(([id]) => id.startsWith('ConsumerUnreadable'));
+  expect(unreadable![1].Properties.MetricName).toBe('Unreadable');
+  expect(unreadable![1].Properties.Namespace).toBe('spillway');
+
+  const provisioned = consumerMapping(synth({ consumerPollers: '2' }).json);
+  expect(provisioned.ProvisionedPollerConfig).toEqual({ MinimumPollers: 2, MaximumPollers: 8 });
+  expect(provisioned.MaximumRetryAttempts).toBe(3);
+  expect(provisioned.BisectBatchOnFunctionError).toBe(true);
+  expect(provisioned.DestinationConfig.OnFailure.Destination).toBeDefined();
+});
+
 test('bad context names the option and what it accepts', () => {
   expect(() => synth({ buffer: 'kafka' })).toThrow('context buffer=kafka: expected one of sqs, kinesis');
   // Issue 14 item 3: a timeout the deadline margin leaves no room in is refused at synth.

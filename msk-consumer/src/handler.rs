@@ -102,6 +102,9 @@ pub struct BatchReport {
     pub latencies_ms: Vec<u64>,
     /// Records the handler failed.
     pub failures: Vec<RecordFailure>,
+    /// Records the event carried unreadably (`topic-partition@offset: problem`): skipped, as no
+    /// retry could read them, and counted.
+    pub unreadable: Vec<String>,
 }
 
 /// Runs `handler` on every record, in order, and reports. A failure does not stop the batch.
@@ -161,6 +164,10 @@ impl BatchReport {
                 unit: "Count",
             },
             Metric {
+                name: "Unreadable",
+                unit: "Count",
+            },
+            Metric {
                 name: "EndToEndLatency",
                 unit: "Milliseconds",
             },
@@ -179,6 +186,7 @@ impl BatchReport {
             "Bytes": self.bytes,
             "Duplicates": self.duplicates,
             "HandlerFailures": self.failures.len(),
+            "Unreadable": self.unreadable.len(),
             "EndToEndLatency": emf_values(&self.latencies_ms),
         })
         .to_string()

@@ -26,20 +26,21 @@ pub async fn handle_event<H: RecordHandler>(
     function: &str,
 ) -> Result<BatchReport, BatchFailed> {
     let (records, malformed) = from_event(event);
-    let report = process_batch(&records, handler, seen).await;
+    let mut report = process_batch(&records, handler, seen).await;
+    // A record the event carries unreadably stays unreadable however often the batch comes
+    // again: failing the batch for it would stop its partition for good (an on-demand MSK mapping
+    // has no retry limit). It is skipped, named by position (never content) and counted.
+    report.unreadable = malformed.iter().map(ToString::to_string).collect();
+    for problem in &report.unreadable {
+        tracing::error!(record = %problem, "unreadable record skipped");
+    }
     println!("{}", report.emf("spillway", function));
-    let mut failures = malformed.iter().map(ToString::to_string).chain(
-        report
-            .failures
-            .iter()
-            .map(|f| format!("{}: {}", f.position, f.error)),
-    );
-    match failures.next() {
+    match report.failures.first() {
         None => Ok(report),
         Some(first) => Err(BatchFailed {
-            failed: malformed.len() + report.failures.len(),
+            failed: report.failures.len(),
             records: records.len() + malformed.len(),
-            first,
+            first: format!("{}: {}", first.position, first.error),
         }),
     }
 }

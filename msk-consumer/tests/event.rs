@@ -97,18 +97,29 @@ async fn a_failed_record_fails_the_invocation_without_skipping_the_rest() {
     assert_eq!(report.latencies_ms.len(), 1);
 }
 
+/// Issue 15 item 13: a record Lambda's event cannot carry readably (here a value that is not
+/// base64) can never be handled, however often the batch is retried; on an on-demand MSK mapping
+/// (no retry limit, no bisect, no on-failure destination) failing the batch for it stopped its
+/// partition for good. It is counted (`Unreadable`, alarmed on) and named by position in the log;
+/// the rest of the batch is handled and the partition moves on.
 #[tokio::test]
-async fn an_undecodable_record_is_reported_not_dropped() {
+async fn an_undecodable_record_is_counted_and_does_not_stop_its_partition() {
     let broken = EVENT.replace("\"dg==\"", "\"not base64!\"");
     let event: KafkaEvent = serde_json::from_str(&broken).expect("MSK event");
-    let err = handle_event(event, &Picky::default(), &SeenIds::new(10), "test")
+    let handler = Picky::default();
+    let report = handle_event(event, &handler, &SeenIds::new(10), "test")
         .await
-        .expect_err("malformed");
-    assert_eq!(err.failed, 1);
+        .expect("the batch is not failed for a record no retry can read");
+    assert_eq!(report.unreadable.len(), 1);
     assert!(
-        err.first
-            .starts_with("orders-3@7: value is not valid base64"),
-        "{}",
-        err.first
+        report.unreadable[0].starts_with("orders-3@7: value is not valid base64"),
+        "{:?}",
+        report.unreadable
     );
+    assert_eq!(
+        handler.seen.lock().expect("lock").len(),
+        2,
+        "the others were handled"
+    );
+    assert!(report.emf("spillway", "test").contains("\"Unreadable\":1"));
 }
