@@ -14,51 +14,62 @@ pub(super) async fn delete(
     url: &str,
     messages: &[&Message],
 ) -> Vec<Result<(), String>> {
-    let mut outcomes = Vec::with_capacity(messages.len());
-    for chunk in messages.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()
-                    .expect("set")
-            })
-            .collect();
-        match sqs
-            .delete_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(out) => outcomes.extend(
-                answered(
-                    0..chunk.len(),
-                    out.successful.iter().map(|e| e.id.as_str()),
-                    out.failed.iter().map(|e| (e.id.as_str(), e.code.as_str())),
-                )
-                .into_iter()
-                .map(|answer| match answer {
-                    Answered::Done => Ok(()),
-                    Answered::Failed(code) => Err(format!("{url} did not delete it: {code}")),
-                    Answered::Unanswered => {
-                        Err(format!("{url}'s DeleteMessageBatch answer did not name it"))
-                    }
-                }),
-            ),
-            Err(e) => {
-                let e = format!(
-                    "cannot delete from {url}: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&e)
-                );
-                outcomes.extend(chunk.iter().map(|_| Err(e.clone())));
+    let calls = messages
+        .chunks(10)
+        .map(|chunk| delete_some(sqs, url, chunk));
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// One `DeleteMessageBatch` call.
+async fn delete_some(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    chunk: &[&Message],
+) -> Vec<Result<(), String>> {
+    let entries = chunk
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .build()
+                .expect("set")
+        })
+        .collect();
+    match sqs
+        .delete_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+    {
+        Ok(out) => answered(
+            0..chunk.len(),
+            out.successful.iter().map(|e| e.id.as_str()),
+            out.failed.iter().map(|e| (e.id.as_str(), e.code.as_str())),
+        )
+        .into_iter()
+        .map(|answer| match answer {
+            Answered::Done => Ok(()),
+            Answered::Failed(code) => Err(format!("{url} did not delete it: {code}")),
+            Answered::Unanswered => {
+                Err(format!("{url}'s DeleteMessageBatch answer did not name it"))
             }
+        })
+        .collect(),
+        Err(e) => {
+            let e = format!(
+                "cannot delete from {url}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&e)
+            );
+            chunk.iter().map(|_| Err(e.clone())).collect()
         }
     }
-    outcomes
 }
 
 /// Sets the visibility timeout of `messages`, ten to a call; what fails simply becomes visible

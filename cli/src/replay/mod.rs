@@ -3,7 +3,7 @@
 //! Receive → write to the target → delete: a DLQ message is deleted only after its target
 //! acknowledged it (delivery rule 2), so an interrupted replay — even `kill -9` — loses nothing;
 //! running it again moves what is left. Messages in flight when it stopped may be written twice
-//! (at most the in-flight window, 10 per worker); the copies carry the same envelope and so the
+//! (at most the in-flight window, [`RECEIVE_AT_ONCE`] letters); the copies carry the same envelope and so the
 //! same `spillway-id`. Messages a run looks at and leaves (skipped by the filters, shown by a dry
 //! run, refused by the target) stay hidden until it ends, so it looks at each once; on a FIFO DLQ,
 //! where a hidden message holds back its whole group, the skipped ones are made visible at once.
@@ -70,15 +70,22 @@ impl Target {
         )))
     }
 
-    /// A stream target (a name or an ARN).
+    /// A stream target (a name or an ARN), written one call at a time so that records keep
+    /// their order per partition key.
     pub fn stream(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Self {
-        Target::Stream(KinesisBuffer::new(kinesis.clone(), stream.to_owned()))
+        Target::Stream(KinesisBuffer::new(kinesis.clone(), stream.to_owned()).sequential())
     }
 }
 
 /// The shortest time a received letter stays hidden: long enough for a receive and the calls that
 /// keep the letters a run holds hidden.
 pub const MIN_VISIBILITY: Duration = Duration::from_secs(10);
+
+/// The most letters one step of a run receives, writes and deletes: ten to a call, the calls
+/// concurrent; a run starts at ten and doubles while the receives come back full.
+/// Also the most a run killed part-way can have written and not deleted (written again by the
+/// next run, with the same envelope id).
+const RECEIVE_AT_ONCE: u64 = 80;
 
 /// Which messages to move.
 #[derive(Debug, Clone)]
@@ -179,6 +186,7 @@ impl Replay<'_> {
         // run ends when the DLQ has none left; then they are all made visible again.
         let mut held = Held::new(filters.visibility.max(MIN_VISIBILITY));
         let mut empty_receives = 0;
+        let mut width = 10;
         loop {
             let taken = summary.moved + summary.would_move;
             if filters.max.is_some_and(|max| taken >= max) || empty_receives >= 2 {
@@ -186,9 +194,15 @@ impl Replay<'_> {
                 return Ok(summary);
             }
             held.keep_hidden(self.sqs, self.dlq_url).await;
-            let received = self
-                .receive(filters.max.map_or(10, |max| (max - taken).min(10)))
-                .await?;
+            let want = filters.max.map_or(width, |max| (max - taken).min(width));
+            let received = self.receive(want).await?;
+            // Wider while receives come back full, one call again once they do not (a DLQ
+            // nearly empty gets one long poll, not eight).
+            width = if received.len() as u64 >= want {
+                (width * 2).min(RECEIVE_AT_ONCE)
+            } else {
+                10
+            };
             // One held before whose hiding lapsed: hidden again by this receive, already counted.
             // A receive with nothing new counts as empty: the run ends when nothing new comes.
             let (fresh, again): (Vec<Message>, Vec<Message>) =
@@ -309,7 +323,17 @@ impl Replay<'_> {
         }
     }
 
+    /// Up to `want` letters: `ReceiveMessage` calls of ten, at the same time.
     async fn receive(&self, want: u64) -> Result<Vec<Message>, String> {
+        let calls = (0..want.div_ceil(10)).map(|k| self.receive_some((want - 10 * k).min(10)));
+        let mut messages = Vec::new();
+        for received in futures::future::join_all(calls).await {
+            messages.extend(received?);
+        }
+        Ok(messages)
+    }
+
+    async fn receive_some(&self, want: u64) -> Result<Vec<Message>, String> {
         Ok(self
             .sqs
             .receive_message()

@@ -37,12 +37,25 @@ pub fn partition_key(id: &str, key: Option<&[u8]>) -> String {
 pub struct KinesisBuffer {
     client: Client,
     stream: String,
+    concurrency: usize,
 }
 
 impl KinesisBuffer {
     /// A writer for `stream` (a name or an ARN).
     pub fn new(client: Client, stream: String) -> Self {
-        Self { client, stream }
+        Self {
+            client,
+            stream,
+            concurrency: CONCURRENT_CALLS,
+        }
+    }
+
+    /// One `PutRecords` call at a time: records of one partition key keep their order across
+    /// calls (replay writes a shard's records back in sequence order).
+    #[must_use]
+    pub fn sequential(mut self) -> Self {
+        self.concurrency = 1;
+        self
     }
 
     fn is_arn(&self) -> bool {
@@ -69,7 +82,7 @@ impl KinesisBuffer {
                     .await;
                 (run, outcome)
             })
-            .buffered(CONCURRENT_CALLS)
+            .buffered(self.concurrency)
             .collect()
             .await;
         let mut outcomes: Vec<Result<(), WriteError>> = vec![Ok(()); batch.len()];
