@@ -100,8 +100,7 @@ impl DeadLetters {
                     contract::MAX_LETTER_BYTES
                 ));
             };
-            let name = format!("{}\n{}", record.source, record.item_id);
-            let put = claims.put(&name, &record.data);
+            let put = claims.put(&record.data);
             match tokio::time::timeout_at(until.into(), put).await {
                 Ok(Ok(claim)) => {
                     p.body = claim.encode();

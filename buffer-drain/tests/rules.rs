@@ -9,7 +9,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use buffer_drain::dlq::{DeadLetters, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE, SOURCE_ATTRIBUTE};
+use buffer_drain::dlq::{
+    DeadLetters, ENCODING_ATTRIBUTE, ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE, SOURCE_ATTRIBUTE,
+};
 use buffer_drain::drain::Drain;
 use buffer_drain::lambda::{handle_kinesis, handle_sqs};
 use buffer_drain::message::Decoding;
@@ -900,10 +902,10 @@ async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check(
         .send()
         .await
         .expect("bucket");
-    let store = ClaimStore::new(s3, &bucket, spillway_core::dead_letter::CLAIM_PREFIX);
+    let store = ClaimStore::new(s3.clone(), &bucket, spillway_core::dead_letter::CLAIM_PREFIX);
     let drain = drain(
         &cluster.bootstrap_servers(),
-        Some(DeadLetters::new(client.clone(), url.clone()).with_claims(store.clone())),
+        Some(DeadLetters::new(client.clone(), url.clone()).with_claims(store)),
         RawMode::Reject,
     );
     let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -948,7 +950,10 @@ async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check(
     assert!(attr(claimed, REASON_ATTRIBUTE).is_some());
     let claim = Claim::parse(claimed.body().expect("body")).expect("claim");
     assert_eq!(claim.bucket, bucket);
-    assert_eq!(store.get(&claim).await.expect("object"), large);
+    assert_eq!(
+        spillway_core::claim::fetch(&s3, &claim).await.expect("object"),
+        large
+    );
     let whole = letters
         .iter()
         .find(|m| attr(m, ORIGINAL_ID_ATTRIBUTE).as_deref() == Some("101"))
@@ -959,6 +964,102 @@ async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check(
             .expect("base64"),
         small
     );
+}
+
+/// Review of issue 15: the same record dead-lettered twice (a Kinesis retry after a later record
+/// failed, an SQS timeout after the DLQ write) makes two letters; each has an object of its own,
+/// so replaying one — which removes its object — leaves the other readable. They shared one key,
+/// and the second letter could never be replayed.
+#[tokio::test]
+async fn a_record_dead_lettered_twice_has_two_objects() {
+    use spillway_core::claim::{fetch, remove, Claim, ClaimStore};
+    let (client, url) = dlq().await;
+    let s3 = spillway_tests::s3().await;
+    let bucket = spillway_tests::unique_name("dlq");
+    s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    let store = ClaimStore::new(s3.clone(), &bucket, spillway_core::dead_letter::CLAIM_PREFIX);
+    let letters = DeadLetters::new(client.clone(), url.clone()).with_claims(store);
+    let (records, _) =
+        buffer_drain::source::from_kinesis(kinesis_event(&[("100", vec![7u8; 300_000])]));
+    for _ in 0..2 {
+        let sent = letters
+            .send(&[(&records[0], "poison".to_owned())], soon())
+            .await;
+        assert_eq!(sent, [Ok(())]);
+    }
+    let mut claims = Vec::new();
+    while claims.len() < 2 {
+        let out = client
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        let got = out.messages.unwrap_or_default();
+        assert!(!got.is_empty(), "two letters");
+        claims.extend(
+            got.iter()
+                .map(|m| Claim::parse(m.body().unwrap_or_default()).expect("claim")),
+        );
+    }
+    assert_ne!(claims[0].key, claims[1].key);
+    remove(&s3, &claims[0]).await.expect("remove");
+    assert_eq!(fetch(&s3, &claims[1]).await.expect("still there").len(), 300_000);
+}
+
+/// The claim check's threshold is the letter as SQS counts it, body and attributes: a letter of
+/// exactly 262,144 bytes goes to the queue whole (and the queue takes it), one byte more goes to S3.
+#[tokio::test]
+async fn a_letter_at_the_queue_limit_is_written_whole_and_one_byte_more_is_claimed() {
+    use spillway_core::dead_letter::{letter_bytes, MAX_LETTER_BYTES};
+    let (client, url) = dlq().await;
+    let s3 = spillway_tests::s3().await;
+    let bucket = spillway_tests::unique_name("dlq");
+    s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    let store = spillway_core::claim::ClaimStore::new(
+        s3,
+        &bucket,
+        spillway_core::dead_letter::CLAIM_PREFIX,
+    );
+    let letters = DeadLetters::new(client.clone(), url.clone()).with_claims(store);
+    let (probe, _) = buffer_drain::source::from_kinesis(kinesis_event(&[("100", Vec::new())]));
+    let attributes = [
+        (REASON_ATTRIBUTE, "poison"),
+        (SOURCE_ATTRIBUTE, probe[0].source.as_str()),
+        (ORIGINAL_ID_ATTRIBUTE, "100"),
+    ];
+    let overhead = letter_bytes("", attributes);
+    for (extra, encoding) in [(0, None), (1, Some("s3-claim"))] {
+        let data = vec![b'x'; MAX_LETTER_BYTES - overhead + extra];
+        let (records, _) = buffer_drain::source::from_kinesis(kinesis_event(&[("100", data)]));
+        let sent = letters
+            .send(&[(&records[0], "poison".to_owned())], soon())
+            .await;
+        assert_eq!(sent, [Ok(())], "{extra} byte(s) over");
+        let out = client
+            .receive_message()
+            .queue_url(&url)
+            .wait_time_seconds(2)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        let letter = &out.messages.unwrap_or_default()[0];
+        let got = letter
+            .message_attributes()
+            .and_then(|a| a.get(ENCODING_ATTRIBUTE))
+            .and_then(|v| v.string_value());
+        assert_eq!(got, encoding, "{extra} byte(s) over");
+        client
+            .delete_message()
+            .queue_url(&url)
+            .receipt_handle(letter.receipt_handle().unwrap_or_default())
+            .send()
+            .await
+            .expect("delete");
+    }
 }
 
 /// Without a bucket, a letter too large for the DLQ is reported failed (never dropped), and the

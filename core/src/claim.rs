@@ -3,9 +3,10 @@
 //! do not fit a dead-letter queue; `spillway replay` reads them back.
 //!
 //! A claim names its bucket, key, length and SHA-256, so a reader refuses an object that was
-//! changed or cut short rather than forwarding it. Keys are derived from a name the writer gives
-//! (the record's source and id), so writing the same record again overwrites one object instead of
-//! leaving a second; keys are digests, so they carry nothing of the record.
+//! changed or cut short rather than forwarding it. Every put is an object of its own (a random,
+//! time-ordered key that carries nothing of the record): the same record dead-lettered twice is
+//! two letters, and the reader that removes one letter's object must not take the other's. An
+//! object whose letter was never written is left to the bucket's lifecycle.
 
 use serde::{Deserialize, Serialize};
 
@@ -87,12 +88,13 @@ impl Claim {
     }
 }
 
-/// The object key for `name` under `prefix`: a digest, so that it carries nothing of the name.
-pub fn key_for(prefix: &str, name: &str) -> String {
-    format!("{prefix}{}", sha256_hex(name.as_bytes()))
+/// A new object key under `prefix`.
+pub fn new_key(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::now_v7().simple())
 }
 
-fn sha256_hex(data: &[u8]) -> String {
+/// The SHA-256 of `data`, lower-case hex.
+pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     use std::fmt::Write as _;
     Sha256::digest(data)
@@ -108,7 +110,7 @@ pub use store::{fetch, remove, ClaimError, ClaimStore};
 
 #[cfg(feature = "claims")]
 mod store {
-    use super::{key_for, Claim};
+    use super::{new_key, Claim};
 
     /// Why a claim could not be written or read. The text names the object, never the data.
     #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -150,9 +152,9 @@ mod store {
             &self.bucket
         }
 
-        /// Stores `data` under a key derived from `name`; the claim once S3 confirmed it.
-        pub async fn put(&self, name: &str, data: &[u8]) -> Result<Claim, ClaimError> {
-            let key = key_for(&self.prefix, name);
+        /// Stores `data` as a new object; the claim once S3 confirmed it.
+        pub async fn put(&self, data: &[u8]) -> Result<Claim, ClaimError> {
+            let key = new_key(&self.prefix);
             let claim = Claim::new(&self.bucket, &key, data);
             self.client
                 .put_object()
@@ -170,16 +172,6 @@ mod store {
                     ))
                 })?;
             Ok(claim)
-        }
-
-        /// The data `claim` names ([`fetch`]).
-        pub async fn get(&self, claim: &Claim) -> Result<Vec<u8>, ClaimError> {
-            fetch(&self.client, claim).await
-        }
-
-        /// Removes the object `claim` names ([`remove`]).
-        pub async fn delete(&self, claim: &Claim) -> Result<(), ClaimError> {
-            remove(&self.client, claim).await
         }
     }
 
@@ -243,8 +235,9 @@ mod tests {
 
     #[test]
     fn a_claim_reads_back_as_written_and_checks_its_data() {
-        let claim = Claim::new("b", &key_for("dead-letters/", "arn:x\n1"), b"data");
-        assert!(claim.key.starts_with("dead-letters/") && !claim.key.contains("arn"));
+        let claim = Claim::new("b", &new_key("dead-letters/"), b"data");
+        assert!(claim.key.starts_with("dead-letters/"));
+        assert_ne!(new_key("p/"), new_key("p/"));
         assert_eq!(Claim::parse(&claim.encode()), Ok(claim.clone()));
         assert_eq!(claim.check(b"data"), Ok(()));
         assert!(claim.check(b"dat").unwrap_err().contains("3 bytes"));
