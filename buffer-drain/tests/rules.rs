@@ -902,7 +902,11 @@ async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check(
         .send()
         .await
         .expect("bucket");
-    let store = ClaimStore::new(s3.clone(), &bucket, spillway_core::dead_letter::CLAIM_PREFIX);
+    let store = ClaimStore::new(
+        s3.clone(),
+        &bucket,
+        spillway_core::dead_letter::CLAIM_PREFIX,
+    );
     let drain = drain(
         &cluster.bootstrap_servers(),
         Some(DeadLetters::new(client.clone(), url.clone()).with_claims(store)),
@@ -951,7 +955,9 @@ async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check(
     let claim = Claim::parse(claimed.body().expect("body")).expect("claim");
     assert_eq!(claim.bucket, bucket);
     assert_eq!(
-        spillway_core::claim::fetch(&s3, &claim).await.expect("object"),
+        spillway_core::claim::fetch(&s3, &claim)
+            .await
+            .expect("object"),
         large
     );
     let whole = letters
@@ -976,8 +982,16 @@ async fn a_record_dead_lettered_twice_has_two_objects() {
     let (client, url) = dlq().await;
     let s3 = spillway_tests::s3().await;
     let bucket = spillway_tests::unique_name("dlq");
-    s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
-    let store = ClaimStore::new(s3.clone(), &bucket, spillway_core::dead_letter::CLAIM_PREFIX);
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let store = ClaimStore::new(
+        s3.clone(),
+        &bucket,
+        spillway_core::dead_letter::CLAIM_PREFIX,
+    );
     let letters = DeadLetters::new(client.clone(), url.clone()).with_claims(store);
     let (records, _) =
         buffer_drain::source::from_kinesis(kinesis_event(&[("100", vec![7u8; 300_000])]));
@@ -1006,7 +1020,10 @@ async fn a_record_dead_lettered_twice_has_two_objects() {
     }
     assert_ne!(claims[0].key, claims[1].key);
     remove(&s3, &claims[0]).await.expect("remove");
-    assert_eq!(fetch(&s3, &claims[1]).await.expect("still there").len(), 300_000);
+    assert_eq!(
+        fetch(&s3, &claims[1]).await.expect("still there").len(),
+        300_000
+    );
 }
 
 /// The claim check's threshold is the letter as SQS counts it, body and attributes: a letter of
@@ -1017,7 +1034,11 @@ async fn a_letter_at_the_queue_limit_is_written_whole_and_one_byte_more_is_claim
     let (client, url) = dlq().await;
     let s3 = spillway_tests::s3().await;
     let bucket = spillway_tests::unique_name("dlq");
-    s3.create_bucket().bucket(&bucket).send().await.expect("bucket");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
     let store = spillway_core::claim::ClaimStore::new(
         s3,
         &bucket,

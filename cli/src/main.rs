@@ -101,6 +101,11 @@ enum Command {
         /// they would get a new one). Without it, plain letters are not moved.
         #[arg(long, env = "SPILLWAY_TOPIC")]
         raw_topic: Option<String>,
+        /// The bucket the drain keeps dead letters too large for the DLQ in (the drain's
+        /// SPILLWAY_DLQ_BUCKET; infra's DeadLetterBucket output). A letter whose claim check names
+        /// another bucket, or a key outside dead-letters/, is not read: only the drain writes there.
+        #[arg(long, env = "SPILLWAY_DLQ_BUCKET")]
+        dlq_bucket: Option<String>,
     },
     /// Show or change the drain's event source mapping, checked against MSK's quotas.
     ///
@@ -213,6 +218,7 @@ fn main() -> ExitCode {
             dry_run,
             visibility_timeout,
             raw_topic,
+            dlq_bucket,
         } => replay(
             &dlq_url,
             &ReplayTarget {
@@ -220,6 +226,7 @@ fn main() -> ExitCode {
                 to_kafka,
                 to_stream,
                 raw_topic,
+                dlq_bucket,
             },
             &spillway::replay::Filters {
                 reason,
@@ -297,6 +304,7 @@ struct ReplayTarget {
     to_kafka: bool,
     to_stream: Option<String>,
     raw_topic: Option<String>,
+    dlq_bucket: Option<String>,
 }
 
 fn replay(
@@ -365,6 +373,7 @@ fn replay(
             rate,
             dry_run,
             raw_topic: to.raw_topic.as_deref(),
+            dlq_bucket: to.dlq_bucket.as_deref(),
         }
         .run(&progress)
         .await;

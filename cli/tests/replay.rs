@@ -588,20 +588,27 @@ async fn a_letter_kept_in_s3_is_replayed_to_kafka_and_its_object_removed() {
     };
     assert_eq!(objects(s3.clone(), bucket.clone()).await, 1);
 
-    let dry = spillway(&["--dlq-url", &dlq, "--to-kafka", "--dry-run"])
-        .env(
-            "SPILLWAY_KAFKA_BOOTSTRAP",
-            spillway_tests::kafka_bootstrap(),
-        )
-        .env("SPILLWAY_KAFKA_AUTH", "plaintext")
-        .output()
-        .expect("run");
+    let dry = spillway(&[
+        "--dlq-url",
+        &dlq,
+        "--to-kafka",
+        "--dry-run",
+        "--dlq-bucket",
+        &bucket,
+    ])
+    .env(
+        "SPILLWAY_KAFKA_BOOTSTRAP",
+        spillway_tests::kafka_bootstrap(),
+    )
+    .env("SPILLWAY_KAFKA_AUTH", "plaintext")
+    .output()
+    .expect("run");
     assert_eq!(summary(&dry)["would_move"], 1);
     let shown =
         String::from_utf8_lossy(&dry.stderr).into_owned() + &String::from_utf8_lossy(&dry.stdout);
     assert!(shown.contains(&format!("s3://{bucket}/")), "{shown}");
 
-    let out = spillway(&["--dlq-url", &dlq, "--to-kafka"])
+    let out = spillway(&["--dlq-url", &dlq, "--to-kafka", "--dlq-bucket", &bucket])
         .env(
             "SPILLWAY_KAFKA_BOOTSTRAP",
             spillway_tests::kafka_bootstrap(),

@@ -129,17 +129,135 @@ async fn run_from(
     Replay {
         sqs,
         kinesis,
-        s3: &spillway_tests::s3().await,
+        s3: &no_s3(),
         dlq_url,
         target,
         filters,
         rate: None,
         dry_run: false,
         raw_topic,
+        dlq_bucket: None,
     }
     .run(&indicatif::ProgressBar::hidden())
     .await
     .expect("replay")
+}
+
+/// An S3 client no call of which can succeed (nothing listens on port 9): for runs that must
+/// not read S3.
+fn no_s3() -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url("http://127.0.0.1:9")
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "no-s3",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A letter the drain kept in S3: its claim check, as `ReceiveMessage` answers it.
+fn claimed_letter(id: &str, claim: &spillway_core::claim::Claim) -> serde_json::Value {
+    serde_json::json!({
+        "MessageId": id, "ReceiptHandle": format!("h-{id}"), "MD5OfBody": "x",
+        "Body": claim.encode(),
+        "Attributes": {"SentTimestamp": "1764211200123"},
+        "MessageAttributes": {
+            "spillway-reason": {"DataType": "String", "StringValue": "kafka: unknown topic"},
+            "spillway-body-encoding": {"DataType": "String", "StringValue": "s3-claim"}
+        }
+    })
+}
+
+/// Review of issue 15: a claim check is read only from the drain's dead-letter bucket, under
+/// `dead-letters/`. A letter SQS moved keeps its sender's attributes, so a producer could make
+/// one name any object the operator may read — replay would forward it, then delete it.
+#[tokio::test]
+async fn a_claim_check_outside_the_dead_letter_bucket_is_not_read() {
+    let elsewhere = spillway_core::claim::Claim::new("payroll", "dead-letters/x", b"secret");
+    let outside = spillway_core::claim::Claim::new("spillway-dl", "reports/x", b"secret");
+    for (claim, bucket) in [
+        (&elsewhere, Some("spillway-dl")),
+        (&outside, Some("spillway-dl")),
+        (&elsewhere, None),
+    ] {
+        let deleted = Arc::new(Mutex::new(Vec::new()));
+        let sqs = dlq(vec![vec![claimed_letter("c", claim)]], &[], deleted.clone());
+        let target = queue_target(&sqs, "https://sqs.us-east-1.amazonaws.com/1/source");
+        let summary = Replay {
+            sqs: &sqs,
+            kinesis: &no_kinesis(),
+            s3: &no_s3(),
+            dlq_url: DLQ,
+            target: &target,
+            filters: &filters(None),
+            rate: None,
+            dry_run: false,
+            raw_topic: None,
+            dlq_bucket: bucket,
+        }
+        .run(&indicatif::ProgressBar::hidden())
+        .await
+        .expect("replay");
+        assert_eq!((summary.moved, summary.failed), (0, 1), "{summary:?}");
+        assert!(summary.errors[0].contains("not read (give the drain"), "{summary:?}");
+        assert!(deleted.lock().expect("lock").is_empty());
+    }
+}
+
+/// Review of issue 15: the object is a claimed letter's only copy; when the DLQ does not delete
+/// the letter, the object stays (it is removed only once the letter is gone).
+#[tokio::test]
+async fn a_claimed_letter_the_dlq_does_not_delete_keeps_its_object() {
+    let s3 = spillway_tests::s3().await;
+    let bucket = spillway_tests::unique_name("claims");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let data = Envelope::new("orders", vec![b'x'; 1000])
+        .encode()
+        .into_bytes();
+    let claim = spillway_core::claim::ClaimStore::new(
+        s3.clone(),
+        &bucket,
+        spillway_core::dead_letter::CLAIM_PREFIX,
+    )
+    .put(&data)
+    .await
+    .expect("put");
+    let deleted = Arc::new(Mutex::new(Vec::new()));
+    let sqs = dlq(
+        vec![vec![claimed_letter("c", &claim)]],
+        &["c"],
+        deleted.clone(),
+    );
+    let target = queue_target(&sqs, "https://sqs.us-east-1.amazonaws.com/1/source");
+    let summary = Replay {
+        sqs: &sqs,
+        kinesis: &no_kinesis(),
+        s3: &s3,
+        dlq_url: DLQ,
+        target: &target,
+        filters: &filters(None),
+        rate: None,
+        dry_run: false,
+        raw_topic: None,
+        dlq_bucket: Some(&bucket),
+    }
+    .run(&indicatif::ProgressBar::hidden())
+    .await
+    .expect("replay");
+    assert_eq!((summary.moved, summary.failed), (0, 1), "{summary:?}");
+    assert_eq!(
+        spillway_core::claim::fetch(&s3, &claim)
+            .await
+            .expect("kept"),
+        data
+    );
 }
 
 /// A queue target on the scripted client (`SendMessageBatch` answers as the script says).

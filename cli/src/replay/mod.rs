@@ -141,6 +141,10 @@ pub struct Replay<'a> {
     /// sent as it was, it would get a new SQS message id and so a new `spillway-id` (rule 7).
     /// Without it, plain letters are not sent to a queue.
     pub raw_topic: Option<&'a str>,
+    /// The drain's dead-letter bucket: claim checks are read only from it, under
+    /// `dead-letters/` (a letter SQS moved keeps its sender's attributes, so a claim check
+    /// naming some other object may not be the drain's). Without it, claim checks are not read.
+    pub dlq_bucket: Option<&'a str>,
 }
 
 /// One record to write.
@@ -151,7 +155,7 @@ pub struct Item {
     /// The bytes the buffer held.
     pub data: Vec<u8>,
     /// The Kinesis partition key it had; `None` for a dead letter, whose key is derived only when it
-    /// goes to a stream ([`Item::stream_key`]).
+    /// goes to a stream (ingest-api's rule: the envelope's Kafka key, else the id).
     pub partition_key: Option<String>,
     /// When the buffer took it, ms since the Unix epoch.
     pub buffered_at_ms: Option<u64>,
@@ -364,6 +368,16 @@ impl Replay<'_> {
         match letter(m)? {
             Letter::Data(item) => Ok((vec![item], None)),
             Letter::Claimed(mut item, claim) => {
+                if self.dlq_bucket != Some(claim.bucket.as_str())
+                    || !claim.key.starts_with(spillway_core::dead_letter::CLAIM_PREFIX)
+                {
+                    return Err(format!(
+                        "its claim check names s3://{}/{}, not an object of the dead-letter bucket{}: not read (give the drain's SPILLWAY_DLQ_BUCKET as --dlq-bucket)",
+                        claim.bucket,
+                        claim.key,
+                        self.dlq_bucket.map_or_else(String::new, |b| format!(" {b}/{}", spillway_core::dead_letter::CLAIM_PREFIX)),
+                    ));
+                }
                 item.data = spillway_core::claim::fetch(self.s3, &claim)
                     .await
                     .map_err(|e| e.to_string())?;
