@@ -202,7 +202,10 @@ async fn a_claim_check_outside_the_dead_letter_bucket_is_not_read() {
         .await
         .expect("replay");
         assert_eq!((summary.moved, summary.failed), (0, 1), "{summary:?}");
-        assert!(summary.errors[0].contains("not read (give the drain"), "{summary:?}");
+        assert!(
+            summary.errors[0].contains("not read (give the drain"),
+            "{summary:?}"
+        );
         assert!(deleted.lock().expect("lock").is_empty());
     }
 }
@@ -324,6 +327,46 @@ async fn a_record_throttled_once_then_written_counts_as_written() {
     let summary = run(&sqs, &kinesis, &target, &filters(None), None).await;
     assert_eq!((summary.moved, summary.failed), (1, 0), "{summary:?}");
     assert_eq!(*deleted.lock().expect("lock"), ["a"]);
+}
+
+/// Review of issue 15: a letter being moved is hidden only for its visibility timeout; the target
+/// gets at most half of it to take the letter, so that the delete still holds the letter (past
+/// it, another reader could have it and the delete would take nothing). Here the stream throttles
+/// every write: the letter fails within that half — it used to be retried for 30 s, three times
+/// the 10 s visibility.
+#[tokio::test]
+async fn a_write_the_target_keeps_throttling_ends_within_the_visibility_timeout() {
+    let deleted = Arc::new(Mutex::new(Vec::new()));
+    let sqs = dlq(vec![vec![letter("a", "r")]], &[], deleted.clone());
+    let kinesis = spillway_tests::scripted::kinesis(|target: &str, _: &serde_json::Value| {
+        match target {
+            "PutRecords" => (
+                200,
+                serde_json::json!({"FailedRecordCount": 1, "Records": [{"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"}]}),
+            ),
+            _ => (
+                400,
+                serde_json::json!({"__type": "ProvisionedThroughputExceededException", "message": "slow down"}),
+            ),
+        }
+    });
+    let target = Target::stream(&kinesis, "s");
+    let visibility = Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    let summary = run(
+        &sqs,
+        &no_kinesis(),
+        &target,
+        &Filters {
+            visibility,
+            ..filters(None)
+        },
+        None,
+    )
+    .await;
+    assert_eq!((summary.moved, summary.failed), (0, 1), "{summary:?}");
+    assert!(started.elapsed() < visibility, "{:?}", started.elapsed());
+    assert!(deleted.lock().expect("lock").is_empty());
 }
 
 /// Item 6: a filtered run goes on past a receive that hands back only a letter it already looked

@@ -14,7 +14,7 @@
 //! carry their data (base64 when it was binary) and replay directly.
 
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use buffer_drain::drain::Drain;
@@ -264,7 +264,12 @@ impl Replay<'_> {
         held: &mut Held,
         progress: &indicatif::ProgressBar,
     ) {
-        let outcomes = self.write(&chosen).await;
+        // The letters were hidden for the visibility timeout when they were received: reading
+        // and writing them ends with half of it left, so the delete uses receipt handles that
+        // still hold (after that, another reader could hold the letter and the delete would
+        // silently take nothing while the S3 object was removed).
+        let until = Instant::now() + self.filters.visibility.max(MIN_VISIBILITY) / 2;
+        let outcomes = self.write(&chosen, until).await;
         let mut written = Vec::new();
         let note = |summary: &mut Summary, e: String| {
             summary.failed += 1;
@@ -330,9 +335,19 @@ impl Replay<'_> {
     /// Up to `want` letters: `ReceiveMessage` calls of ten, at the same time.
     async fn receive(&self, want: u64) -> Result<Vec<Message>, String> {
         let calls = (0..want.div_ceil(10)).map(|k| self.receive_some((want - 10 * k).min(10)));
-        let mut messages = Vec::new();
+        let mut messages: Vec<Message> = Vec::new();
         for received in futures::future::join_all(calls).await {
-            messages.extend(received?);
+            for m in received? {
+                // SQS may hand one message to two receives (at-least-once): the later copy's
+                // receipt handle is the one that deletes it.
+                match messages
+                    .iter_mut()
+                    .find(|have| have.message_id() == m.message_id())
+                {
+                    Some(have) => *have = m,
+                    None => messages.push(m),
+                }
+            }
         }
         Ok(messages)
     }
@@ -392,11 +407,20 @@ impl Replay<'_> {
 
     /// Writes each message to the target: `Ok((records written, claim))` once the target
     /// acknowledged all of the message's records, else why not.
-    async fn write(&self, messages: &[Message]) -> Vec<Result<(u64, Option<Claim>), String>> {
+    async fn write(
+        &self,
+        messages: &[Message],
+        until: Instant,
+    ) -> Vec<Result<(u64, Option<Claim>), String>> {
         let mut outcomes = Vec::with_capacity(messages.len());
         let (mut items, mut owner, mut send_ids) = (Vec::new(), Vec::new(), Vec::new());
         for (i, m) in messages.iter().enumerate() {
-            outcomes.push(self.records(m).await.map(|(records, claim)| {
+            let read = tokio::time::timeout_at(until.into(), self.records(m))
+                .await
+                .unwrap_or_else(|_| {
+                    Err("not read before half its visibility timeout was spent".into())
+                });
+            outcomes.push(read.map(|(records, claim)| {
                 // One id per receive of the letter (see `target::write`).
                 let send_id = uuid::Uuid::new_v5(
                     &uuid::Uuid::NAMESPACE_OID,
@@ -416,7 +440,7 @@ impl Replay<'_> {
                 (0, claim)
             }));
         }
-        let written = target::write(self.target, &items, &send_ids, self.raw_topic).await;
+        let written = target::write(self.target, &items, &send_ids, self.raw_topic, until).await;
         for (i, ok) in owner.into_iter().zip(written) {
             if let Ok((n, _)) = &mut outcomes[i] {
                 match ok {

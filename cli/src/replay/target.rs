@@ -1,7 +1,7 @@
 //! Writing replayed records: to a queue or a stream through ingest-api's own buffer writers
 //! (batching, per-entry answers, throttling retries), to Kafka through the drain.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use buffer_drain::report::Outcome;
 use buffer_drain::source::{Ordering, SourceRecord};
@@ -11,22 +11,22 @@ use super::{letter, Item, Target};
 
 /// Records given to the drain at a time.
 const KAFKA_CHUNK: usize = 500;
-/// How long a queue or stream write may keep retrying what the target throttles.
-const RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 /// Writes `items` to `target`; one outcome per record. `send_ids` are the ids a queue write
 /// sends them under (the FIFO deduplication id: one per receive of the letter, so a retry of this
-/// very send is deduplicated and a later replay of the same letter is not).
+/// very send is deduplicated and a later replay of the same letter is not). Retries of what the
+/// target throttles end by `until`.
 pub(super) async fn write(
     target: &Target,
     items: &[Item],
     send_ids: &[String],
     raw_topic: Option<&str>,
+    until: Instant,
 ) -> Vec<Result<(), String>> {
     match target {
-        Target::Queue(queue) => to_queue(queue, items, send_ids, raw_topic).await,
-        Target::Kafka(drain) => to_kafka(drain, items).await,
-        Target::Stream(stream) => to_stream(stream, items).await,
+        Target::Queue(queue) => to_queue(queue, items, send_ids, raw_topic, until).await,
+        Target::Kafka(drain) => to_kafka(drain, items, until).await,
+        Target::Stream(stream) => to_stream(stream, items, until).await,
     }
 }
 
@@ -35,6 +35,7 @@ async fn to_queue(
     items: &[Item],
     send_ids: &[String],
     raw_topic: Option<&str>,
+    until: Instant,
 ) -> Vec<Result<(), String>> {
     let prepared: Vec<Result<Outgoing, String>> = items
         .iter()
@@ -50,10 +51,7 @@ async fn to_queue(
         })
         .collect();
     let ready: Vec<Outgoing> = prepared.iter().filter_map(|p| p.clone().ok()).collect();
-    let mut written = queue
-        .write(&ready, Instant::now() + RETRY_BUDGET)
-        .await
-        .into_iter();
+    let mut written = queue.write(&ready, until).await.into_iter();
     prepared
         .into_iter()
         .map(|p| {
@@ -72,7 +70,11 @@ async fn to_queue(
 }
 
 /// Straight to Kafka through the drain, a chunk at a time.
-async fn to_kafka(drain: &buffer_drain::drain::Drain, items: &[Item]) -> Vec<Result<(), String>> {
+async fn to_kafka(
+    drain: &buffer_drain::drain::Drain,
+    items: &[Item],
+    until: Instant,
+) -> Vec<Result<(), String>> {
     let mut outcomes = Vec::with_capacity(items.len());
     for chunk in items.chunks(KAFKA_CHUNK) {
         let records: Vec<SourceRecord> = chunk
@@ -86,13 +88,7 @@ async fn to_kafka(drain: &buffer_drain::drain::Drain, items: &[Item]) -> Vec<Res
                 source: "replay".into(),
             })
             .collect();
-        let report = drain
-            .drain(
-                &records,
-                Ordering::Unordered,
-                Instant::now() + Duration::from_secs(60),
-            )
-            .await;
+        let report = drain.drain(&records, Ordering::Unordered, until).await;
         outcomes.extend(report.outcomes.iter().map(|o| match o {
             Outcome::Delivered => Ok(()),
             other => Err(format!("Kafka did not take it: {other:?}")),
@@ -103,7 +99,11 @@ async fn to_kafka(drain: &buffer_drain::drain::Drain, items: &[Item]) -> Vec<Res
 
 /// Back to a Kinesis stream: each record under the partition key it had, else the key ingest-api
 /// gives its envelope (the Kafka key, else the id).
-async fn to_stream(stream: &KinesisBuffer, items: &[Item]) -> Vec<Result<(), String>> {
+async fn to_stream(
+    stream: &KinesisBuffer,
+    items: &[Item],
+    until: Instant,
+) -> Vec<Result<(), String>> {
     let outgoing: Vec<Outgoing> = items
         .iter()
         .map(|item| Outgoing {
@@ -118,7 +118,7 @@ async fn to_stream(stream: &KinesisBuffer, items: &[Item]) -> Vec<Result<(), Str
         })
         .collect();
     stream
-        .write(&outgoing, Instant::now() + RETRY_BUDGET)
+        .write(&outgoing, until)
         .await
         .into_iter()
         .map(|r| r.map_err(|e| format!("the stream did not take it: {e}")))
