@@ -56,4 +56,7 @@ print(f"SPILLWAY_SQS_DLQ_URL={dlq_url}")
 print(f"SPILLWAY_SQS_FIFO_QUEUE_URL={fifo_url}")
 print(f"SPILLWAY_SQS_FIFO_DLQ_URL={fifo_dlq_url}")
 print(f"SPILLWAY_KINESIS_STREAM={os.environ['STREAM_NAME']}")
+# The drain's own names for its dead letters, so that `cargo run -p buffer-drain` dead-letters
+# poison to the local DLQ (and its S3 bucket) as the deployed drain does.
+print(f"SPILLWAY_DLQ_URL={dlq_url}")
 print("SPILLWAY_DLQ_BUCKET=spillway-dead-letters")

@@ -463,6 +463,12 @@ impl DrainConfig {
             raw_topic: env.string("SPILLWAY_TOPIC"),
         })
         .and_then(|c: Self| {
+            if c.dlq_bucket.is_some() && c.dlq_url.is_none() {
+                return Err(ConfigError::Missing {
+                    var: "SPILLWAY_DLQ_URL",
+                    why: "SPILLWAY_DLQ_BUCKET keeps letters too large for the dead-letter queue, whose claim checks go to that queue".into(),
+                });
+            }
             if c.raw_mode == RawMode::Accept && c.raw_topic.is_none() {
                 return Err(ConfigError::Missing {
                     var: "SPILLWAY_TOPIC",

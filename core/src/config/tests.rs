@@ -144,4 +144,13 @@ fn drain_settings_parse_with_units() {
             .to_string(),
         "SPILLWAY_TOPIC is not set; SPILLWAY_RAW_MODE=on needs the topic plain messages go to"
     );
+    // Rule 11: a bucket for letters too large for the DLQ, but no DLQ to put their claim
+    // checks in, would silently report those records failed.
+    let env = [("SPILLWAY_DLQ_BUCKET", "dead-letters")];
+    assert_eq!(
+        DrainConfig::from_env(&Env::new(&env))
+            .unwrap_err()
+            .to_string(),
+        "SPILLWAY_DLQ_URL is not set; SPILLWAY_DLQ_BUCKET keeps letters too large for the dead-letter queue, whose claim checks go to that queue"
+    );
 }
