@@ -126,35 +126,35 @@ impl DeadLetters {
         letters: &[(&SourceRecord, String)],
         until: Instant,
     ) -> Vec<Result<(), String>> {
-        let prepared = self.prepare(letters, until).await;
         let fifo = spillway_core::limits::is_fifo_queue(&self.url);
-        let mut outcomes: Vec<Result<(), String>> = prepared
-            .iter()
-            .map(|p| match p {
-                Ok(_) => Err("no time was left to write it to the dead-letter queue".into()),
-                Err(e) => Err(e.clone()),
-            })
-            .collect();
-        let ready: Vec<usize> = (0..letters.len())
-            .filter(|&i| prepared[i].is_ok())
-            .collect();
+        let mut outcomes: Vec<Result<(), String>> = Vec::with_capacity(letters.len());
+        // The letters that can be written, with their index and size.
+        let mut ready: Vec<(usize, usize, Prepared)> = Vec::new();
+        for (i, prepared) in self.prepare(letters, until).await.into_iter().enumerate() {
+            match prepared {
+                Ok(p) => {
+                    outcomes.push(Err(
+                        "no time was left to write it to the dead-letter queue".into()
+                    ));
+                    ready.push((i, p.bytes(), p));
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
         for run in pack(
-            ready
-                .iter()
-                .map(|&i| prepared[i].as_ref().map_or(0, Prepared::bytes)),
+            ready.iter().map(|(_, bytes, _)| *bytes),
             MAX_ENTRIES,
             MAX_BATCH_BYTES,
         ) {
             if Instant::now() >= until {
                 break;
             }
-            let run: Vec<usize> = ready[run].to_vec();
+            let run = &ready[run];
             let entries: Vec<_> = run
                 .iter()
                 .enumerate()
-                .filter_map(|(k, &i)| Some((k, i, prepared[i].as_ref().ok()?)))
-                .map(|(k, i, p)| {
-                    let record = letters[i].0;
+                .map(|(k, (i, _, p))| {
+                    let record = letters[*i].0;
                     // Entry ids are positions in this call.
                     let mut entry = SendMessageBatchRequestEntry::builder()
                         .id(k.to_string())
@@ -189,8 +189,8 @@ impl DeadLetters {
                         out.successful.iter().map(|ok| ok.id.as_str()),
                         out.failed.iter().map(|f| (f.id.as_str(), f.code.as_str())),
                     );
-                    for (&i, answer) in run.iter().zip(answers) {
-                        outcomes[i] = match answer {
+                    for ((i, _, _), answer) in run.iter().zip(answers) {
+                        outcomes[*i] = match answer {
                             Answered::Done => Ok(()),
                             Answered::Failed(code) => {
                                 Err(format!("the dead-letter queue refused it: {code}"))
@@ -204,14 +204,14 @@ impl DeadLetters {
                 Ok(Err(e)) => {
                     let detail = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
                     tracing::error!(dlq = %self.url, error = %detail, "dead-letter write failed");
-                    for &i in &run {
-                        outcomes[i] = Err("the dead-letter queue could not be written".into());
+                    for (i, _, _) in run {
+                        outcomes[*i] = Err("the dead-letter queue could not be written".into());
                     }
                 }
                 Err(_) => {
                     tracing::error!(dlq = %self.url, "dead-letter write still unanswered at the deadline");
-                    for &i in &run {
-                        outcomes[i] =
+                    for (i, _, _) in run {
+                        outcomes[*i] =
                             Err("the dead-letter queue did not answer before the deadline".into());
                     }
                 }

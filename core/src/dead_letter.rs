@@ -262,9 +262,27 @@ mod tests {
     }
 
     #[test]
+    fn lambda_on_failure_records_are_recognised() {
+        let body = r#"{"requestContext":{"requestId":"r","functionArn":"arn:aws:lambda:us-east-1:123456789012:function:drain","condition":"RetryAttemptsExhausted","approximateInvokeCount":3},"version":"1.0","timestamp":"2026-11-27T00:38:06.021Z","KinesisBatchInfo":{"shardId":"shardId-000000000001","startSequenceNumber":"49601189658422359378836298521827638475320189012309704722","endSequenceNumber":"49601189658422359378836298522902373528957594348623495186","approximateArrivalOfFirstRecord":"2026-11-27T00:38:04.835Z","approximateArrivalOfLastRecord":"2026-11-27T00:38:05.580Z","batchSize":500,"streamArn":"arn:aws:kinesis:us-east-1:123456789012:stream/spillway-stream"}}"#;
+        let info = batch_info(body).expect("an on-failure record");
+        assert_eq!(info.shard_id, "shardId-000000000001");
+        assert_eq!(info.batch_size, Some(500));
+        assert_eq!(stream_name(&info.stream_arn), Some("spillway-stream"));
+        assert_eq!(batch_info(r#"{"spillway":1,"id":"x"}"#), None);
+        assert_eq!(batch_info("KinesisBatchInfo as text"), None);
+    }
+
+    #[test]
     fn sequence_numbers_compare_as_numbers() {
         assert_eq!(compare_sequence("9", "10"), Ordering::Less);
         assert_eq!(compare_sequence("010", "10"), Ordering::Equal);
+        assert_eq!(
+            compare_sequence(
+                "49601189658422359378836298522902373528957594348623495186",
+                "49601189658422359378836298521827638475320189012309704722"
+            ),
+            Ordering::Greater
+        );
         assert_eq!(stream_name("arn:aws:kinesis:r:1:stream/s-1"), Some("s-1"));
     }
 }

@@ -60,8 +60,8 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
-/// SDK configuration for a local endpoint with the test credentials.
-pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
+/// The test region and credentials.
+fn local_defaults() -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
@@ -71,9 +71,11 @@ pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
             None,
             "spillway-tests",
         ))
-        .endpoint_url(endpoint)
-        .load()
-        .await
+}
+
+/// SDK configuration for a local endpoint with the test credentials.
+pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
+    local_defaults().endpoint_url(endpoint).load().await
 }
 
 /// SDK configuration for the whole local stack, from `local/up`'s environment: SQS at fauxqs
@@ -81,17 +83,7 @@ pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
 pub async fn sdk() -> aws_config::SdkConfig {
     require("SQS (fauxqs)", &sqs_endpoint());
     require("moto", &aws_endpoint());
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "spillway-tests",
-        ))
-        .load()
-        .await
+    local_defaults().load().await
 }
 
 /// An S3 client for moto.

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
-pub use spillway_core::dead_letter::{batch_info, compare_sequence, stream_name, BatchInfo};
+use spillway_core::dead_letter::{compare_sequence, stream_name, BatchInfo};
 
 use super::Item;
 
@@ -133,17 +133,6 @@ fn whole(items: Vec<Item>, info: &BatchInfo, where_: &str) -> Result<Vec<Item>, 
 mod tests {
     use super::*;
 
-    #[test]
-    fn lambda_on_failure_records_are_recognised() {
-        let body = r#"{"requestContext":{"requestId":"r","functionArn":"arn:aws:lambda:us-east-1:123456789012:function:drain","condition":"RetryAttemptsExhausted","approximateInvokeCount":3},"version":"1.0","timestamp":"2026-11-27T00:38:06.021Z","KinesisBatchInfo":{"shardId":"shardId-000000000001","startSequenceNumber":"49601189658422359378836298521827638475320189012309704722","endSequenceNumber":"49601189658422359378836298522902373528957594348623495186","approximateArrivalOfFirstRecord":"2026-11-27T00:38:04.835Z","approximateArrivalOfLastRecord":"2026-11-27T00:38:05.580Z","batchSize":500,"streamArn":"arn:aws:kinesis:us-east-1:123456789012:stream/spillway-stream"}}"#;
-        let info = batch_info(body).expect("an on-failure record");
-        assert_eq!(info.shard_id, "shardId-000000000001");
-        assert_eq!(info.batch_size, Some(500));
-        assert_eq!(stream_name(&info.stream_arn), Some("spillway-stream"));
-        assert_eq!(batch_info(r#"{"spillway":1,"id":"x"}"#), None);
-        assert_eq!(batch_info("KinesisBatchInfo as text"), None);
-    }
-
     fn info(start: u32, end: u32, size: u64) -> BatchInfo {
         BatchInfo {
             shard_id: "shardId-000000000000".into(),
@@ -226,18 +215,5 @@ mod tests {
         assert!(short.is_err(), "{:?}", short.map(|i| ids(&i).join(",")));
         let past = read(&shard(vec![vec![1, 2, 6]]), &info(1, 4, 4)).await;
         assert!(past.is_err(), "{:?}", past.map(|i| ids(&i).join(",")));
-    }
-
-    #[test]
-    fn sequence_numbers_compare_as_numbers() {
-        assert_eq!(compare_sequence("9", "10"), Ordering::Less);
-        assert_eq!(compare_sequence("010", "10"), Ordering::Equal);
-        assert_eq!(
-            compare_sequence(
-                "49601189658422359378836298522902373528957594348623495186",
-                "49601189658422359378836298521827638475320189012309704722"
-            ),
-            Ordering::Greater
-        );
     }
 }

@@ -86,7 +86,7 @@ pub(super) fn describe(m: &Message) -> String {
             "Kinesis {} records of {}/{} from {} to {}",
             info.batch_size
                 .map_or_else(|| "?".into(), |n| n.to_string()),
-            super::kinesis::stream_name(&info.stream_arn).unwrap_or("?"),
+            spillway_core::dead_letter::stream_name(&info.stream_arn).unwrap_or("?"),
             info.shard_id,
             info.start_sequence_number,
             info.end_sequence_number
@@ -112,17 +112,12 @@ pub(super) fn describe(m: &Message) -> String {
 /// What goes back to a queue for a record: the envelope it holds (with its Kafka key, so a FIFO
 /// queue groups it as ingest did), or a plain (raw-mode) record wrapped in an envelope for
 /// `raw_topic` that keeps its original id and time — sent as it is, it would get a new message
-/// id and so a new `spillway-id` (rule 7).
+/// id and so a new `spillway-id` (rule 7). The envelope is binary-safe, so binary plain data goes
+/// too; other binary data the queue writer refuses (an SQS body is text).
 pub(super) fn for_queue(
     item: &Item,
     raw_topic: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
-    if std::str::from_utf8(&item.data).is_err() {
-        return Err(
-            "binary data cannot go to an SQS queue; replay it with --to-kafka or --to-stream"
-                .into(),
-        );
-    }
     match decode(&item.data, RawMode::Accept) {
         Ok(Decoded::Raw(_)) => {
             let topic = raw_topic.ok_or_else(|| {

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::error::SdkError;
-use sha2::{Digest, Sha256};
 use spillway_core::config::BufferConfig;
 use spillway_core::limits::BufferLimit;
 use thiserror::Error;
@@ -186,14 +185,7 @@ fn id_or_digest(value: &[u8], max: usize, allowed: impl Fn(u8) -> bool) -> Strin
         Ok(text) if !text.is_empty() && text.len() <= max && text.bytes().all(allowed) => {
             text.to_owned()
         }
-        _ => {
-            use std::fmt::Write as _;
-            let digest = Sha256::digest(value);
-            digest.iter().fold(String::with_capacity(64), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            })
-        }
+        _ => spillway_core::claim::sha256_hex(value),
     }
 }
 
