@@ -70,12 +70,15 @@ impl DeadLetters {
     }
 
     /// Each letter as the queue takes it: a claim check when it would not fit (written to S3
-    /// now, by `until`), else `Err` saying why it cannot be written.
+    /// now, within half the time to `until`), else `Err` saying why it cannot be written.
     async fn prepare(
         &self,
         letters: &[(&SourceRecord, String)],
         until: Instant,
     ) -> Vec<Result<Prepared, String>> {
+        // Claim checks get half the time left: an S3 that does not answer must leave the rest for
+        // the queue write of every other letter.
+        let claims_until = Instant::now() + until.saturating_duration_since(Instant::now()) / 2;
         let prepared: Vec<Prepared> = letters
             .iter()
             .map(|(record, reason)| {
@@ -101,7 +104,7 @@ impl DeadLetters {
                 ));
             };
             let put = claims.put(&record.data);
-            match tokio::time::timeout_at(until.into(), put).await {
+            match tokio::time::timeout_at(claims_until.into(), put).await {
                 Ok(Ok(claim)) => {
                     p.body = claim.encode();
                     p.encoding = Encoding::Claim;

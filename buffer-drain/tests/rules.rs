@@ -1083,6 +1083,45 @@ async fn a_letter_at_the_queue_limit_is_written_whole_and_one_byte_more_is_claim
     }
 }
 
+/// Review of issue 15: an S3 that does not answer costs only the large letter. The claim-check
+/// write gets half the time left, so the small letters beside it are still written; they used to
+/// wait for the S3 call until the deadline and be reported failed with it.
+#[tokio::test]
+async fn an_s3_that_does_not_answer_fails_only_the_letter_that_needs_it() {
+    let (client, url) = dlq().await;
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", silent.local_addr().expect("addr"));
+    let _held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let s3 = spillway_core::claim::ClaimStore::client(&spillway_tests::aws_config(&endpoint).await);
+    let store =
+        spillway_core::claim::ClaimStore::new(s3, "b", spillway_core::dead_letter::CLAIM_PREFIX);
+    let letters = DeadLetters::new(client.clone(), url.clone()).with_claims(store);
+    let (records, _) = buffer_drain::source::from_kinesis(kinesis_event(&[
+        ("100", vec![1u8; 300_000]),
+        ("101", vec![1u8, 2]),
+    ]));
+    let sent = letters
+        .send(
+            &[
+                (&records[0], "poison".to_owned()),
+                (&records[1], "poison".to_owned()),
+            ],
+            Instant::now() + Duration::from_secs(3),
+        )
+        .await;
+    assert!(sent[0].is_err(), "{sent:?}");
+    assert_eq!(sent[1], Ok(()), "{sent:?}");
+    assert_eq!(spillway_tests::queue_depth(&client, &url).await, 1);
+}
+
 /// Without a bucket, a letter too large for the DLQ is reported failed (never dropped), and the
 /// reason says what to set.
 #[tokio::test]
