@@ -184,30 +184,88 @@ async fn a_claim_check_outside_the_dead_letter_bucket_is_not_read() {
         (&elsewhere, None),
     ] {
         let deleted = Arc::new(Mutex::new(Vec::new()));
-        let sqs = dlq(vec![vec![claimed_letter("c", claim)]], &[], deleted.clone());
-        let target = queue_target(&sqs, "https://sqs.us-east-1.amazonaws.com/1/source");
-        let summary = Replay {
-            sqs: &sqs,
-            kinesis: &no_kinesis(),
-            s3: &no_s3(),
-            dlq_url: DLQ,
-            target: &target,
-            filters: &filters(None),
-            rate: None,
-            dry_run: false,
-            raw_topic: None,
-            dlq_bucket: bucket,
+        // A dry run says so too, rather than counting it as one that would move.
+        for dry_run in [true, false] {
+            let sqs = dlq(vec![vec![claimed_letter("c", claim)]], &[], deleted.clone());
+            let target = queue_target(&sqs, "https://sqs.us-east-1.amazonaws.com/1/source");
+            let summary = Replay {
+                sqs: &sqs,
+                kinesis: &no_kinesis(),
+                s3: &no_s3(),
+                dlq_url: DLQ,
+                target: &target,
+                filters: &filters(None),
+                rate: None,
+                dry_run,
+                raw_topic: None,
+                dlq_bucket: bucket,
+            }
+            .run(&indicatif::ProgressBar::hidden())
+            .await
+            .expect("replay");
+            assert_eq!(
+                (summary.moved, summary.would_move, summary.failed),
+                (0, 0, 1),
+                "{summary:?}"
+            );
+            assert!(
+                summary.errors[0].contains("not read (give the drain"),
+                "{summary:?}"
+            );
         }
-        .run(&indicatif::ProgressBar::hidden())
-        .await
-        .expect("replay");
-        assert_eq!((summary.moved, summary.failed), (0, 1), "{summary:?}");
-        assert!(
-            summary.errors[0].contains("not read (give the drain"),
-            "{summary:?}"
-        );
         assert!(deleted.lock().expect("lock").is_empty());
     }
+}
+
+/// Review of issue 15: with `--rate`, the limiter waits before a receive and a receive takes at
+/// most a second's worth: a letter's visibility timeout starts at the receive, so waiting for the
+/// rate afterwards (80 letters at 1/s) spent it before the letters were written.
+#[tokio::test]
+async fn with_a_rate_no_receive_takes_more_than_a_seconds_worth() {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let recorded = asked.clone();
+    let call = AtomicUsize::new(0);
+    let sqs = spillway_tests::scripted::sqs(move |target: &str, request: &serde_json::Value| {
+        let entries = request["Entries"].as_array().cloned().unwrap_or_default();
+        let ok: Vec<_> = entries
+            .iter()
+            .map(
+                |e| serde_json::json!({"Id": e["Id"], "MessageId": "new", "MD5OfMessageBody": "x"}),
+            )
+            .collect();
+        match target {
+            "ReceiveMessage" => {
+                let want = request["MaxNumberOfMessages"].as_u64().unwrap_or(0);
+                recorded.lock().expect("lock").push(want);
+                let n = call.fetch_add(1, Ordering::SeqCst);
+                let messages: Vec<_> = (0..want)
+                    .filter(|_| n < 4)
+                    .map(|k| letter(&format!("m{n}-{k}"), "r"))
+                    .collect();
+                (200, serde_json::json!({ "Messages": messages }))
+            }
+            _ => (200, serde_json::json!({"Successful": ok, "Failed": []})),
+        }
+    });
+    let target = queue_target(&sqs, "https://sqs.us-east-1.amazonaws.com/1/source");
+    let summary = Replay {
+        sqs: &sqs,
+        kinesis: &no_kinesis(),
+        s3: &no_s3(),
+        dlq_url: DLQ,
+        target: &target,
+        filters: &filters(None),
+        rate: std::num::NonZeroU32::new(3),
+        dry_run: false,
+        raw_topic: None,
+        dlq_bucket: None,
+    }
+    .run(&indicatif::ProgressBar::hidden())
+    .await
+    .expect("replay");
+    assert_eq!(summary.moved, 4 * 3, "{summary:?}");
+    let asked = asked.lock().expect("lock");
+    assert!(asked.iter().all(|&n| n <= 3), "{asked:?}");
 }
 
 /// Review of issue 15: the object is a claimed letter's only copy; when the DLQ does not delete

@@ -87,6 +87,9 @@ pub const MIN_VISIBILITY: Duration = Duration::from_secs(10);
 /// next run, with the same envelope id).
 const RECEIVE_AT_ONCE: u64 = 80;
 
+/// Letters whose records (an S3 object, a Kinesis range) are read at the same time.
+const READS_AT_ONCE: usize = 8;
+
 /// Which messages to move.
 #[derive(Debug, Clone)]
 pub struct Filters {
@@ -198,7 +201,16 @@ impl Replay<'_> {
                 return Ok(summary);
             }
             held.keep_hidden(self.sqs, self.dlq_url).await;
-            let want = filters.max.map_or(width, |max| (max - taken).min(width));
+            let mut want = filters.max.map_or(width, |max| (max - taken).min(width));
+            if let (Some(limiter), Some(rate), false) = (&limiter, self.rate, self.dry_run) {
+                // Before the receive, not after: a letter's visibility timeout starts when it is
+                // received, and all of it is for moving it. At most a second's worth at a time.
+                want = want.min(u64::from(rate.get()));
+                let n = NonZeroU32::new(u32::try_from(want).unwrap_or(u32::MAX))
+                    .unwrap_or(NonZeroU32::MIN);
+                let _ = limiter.until_n_ready(n).await;
+            }
+            let until = Instant::now() + filters.visibility.max(MIN_VISIBILITY) / 2;
             let received = self.receive(want).await?;
             // Wider while receives come back full, one call again once they do not (a DLQ
             // nearly empty gets one long poll, not eight).
@@ -233,9 +245,17 @@ impl Replay<'_> {
             summary.skipped += rest.len() as u64;
             let shown = if self.dry_run {
                 for m in &chosen {
-                    say(progress, describe(m));
+                    let refused = match letter(m) {
+                        Ok(Letter::Claimed(_, claim)) => self.claim_allowed(&claim).err(),
+                        _ => None,
+                    };
+                    if let Some(e) = refused {
+                        note(&mut summary, progress, e);
+                    } else {
+                        say(progress, describe(m));
+                        summary.would_move += 1;
+                    }
                 }
-                summary.would_move += chosen.len() as u64;
                 chosen.clone()
             } else {
                 Vec::new()
@@ -245,13 +265,12 @@ impl Replay<'_> {
             if self.dry_run {
                 continue;
             }
-            if let Some(limiter) = &limiter {
-                for _ in &chosen {
-                    limiter.until_ready().await;
-                }
-            }
-            self.move_letters(chosen, &mut summary, &mut held, progress)
+            self.move_letters(chosen, until, &mut summary, &mut held, progress)
                 .await;
+            if Instant::now() >= until {
+                // The step needed all its time: take fewer letters at once.
+                width = 10;
+            }
         }
     }
 
@@ -260,29 +279,22 @@ impl Replay<'_> {
     async fn move_letters(
         &self,
         chosen: Vec<Message>,
+        until: Instant,
         summary: &mut Summary,
         held: &mut Held,
         progress: &indicatif::ProgressBar,
     ) {
-        // The letters were hidden for the visibility timeout when they were received: reading
-        // and writing them ends with half of it left, so the delete uses receipt handles that
-        // still hold (after that, another reader could hold the letter and the delete would
-        // silently take nothing while the S3 object was removed).
-        let until = Instant::now() + self.filters.visibility.max(MIN_VISIBILITY) / 2;
+        // `until` is half the visibility timeout after the receive: reading and writing end
+        // with half of it left, so the delete uses receipt handles that still hold (after that,
+        // another reader could hold the letter and the delete would silently take nothing while
+        // the S3 object was removed).
         let outcomes = self.write(&chosen, until).await;
         let mut written = Vec::new();
-        let note = |summary: &mut Summary, e: String| {
-            summary.failed += 1;
-            if summary.errors.len() < 10 && !summary.errors.contains(&e) {
-                say(progress, format!("not moved: {e}"));
-                summary.errors.push(e);
-            }
-        };
         for (m, outcome) in chosen.into_iter().zip(outcomes) {
             match outcome {
                 Ok(done) => written.push((m, done)),
                 Err(e) => {
-                    note(summary, e);
+                    note(summary, progress, e);
                     held.hold(m);
                 }
             }
@@ -306,6 +318,7 @@ impl Replay<'_> {
                 Err(e) => {
                     note(
                         summary,
+                        progress,
                         format!("written to the target but still in the DLQ (it will be replayed again): {e}"),
                     );
                     held.hold(m);
@@ -377,22 +390,33 @@ impl Replay<'_> {
             .unwrap_or_default())
     }
 
+    /// Claim checks are read only from the drain's bucket, under `dead-letters/`.
+    fn claim_allowed(&self, claim: &Claim) -> Result<(), String> {
+        if self.dlq_bucket == Some(claim.bucket.as_str())
+            && claim
+                .key
+                .starts_with(spillway_core::dead_letter::CLAIM_PREFIX)
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "its claim check names s3://{}/{}, not an object of the dead-letter bucket{}: not read (give the drain's SPILLWAY_DLQ_BUCKET as --dlq-bucket)",
+            claim.bucket,
+            claim.key,
+            self.dlq_bucket.map_or_else(String::new, |b| format!(
+                " {b}/{}",
+                spillway_core::dead_letter::CLAIM_PREFIX
+            )),
+        ))
+    }
+
     /// The records `m` holds: its data, read back from S3 for a claim check or from the stream
     /// for a Kinesis on-failure record; and the claim, to remove once the letter is gone.
     async fn records(&self, m: &Message) -> Result<(Vec<Item>, Option<Claim>), String> {
         match letter(m)? {
             Letter::Data(item) => Ok((vec![item], None)),
             Letter::Claimed(mut item, claim) => {
-                if self.dlq_bucket != Some(claim.bucket.as_str())
-                    || !claim.key.starts_with(spillway_core::dead_letter::CLAIM_PREFIX)
-                {
-                    return Err(format!(
-                        "its claim check names s3://{}/{}, not an object of the dead-letter bucket{}: not read (give the drain's SPILLWAY_DLQ_BUCKET as --dlq-bucket)",
-                        claim.bucket,
-                        claim.key,
-                        self.dlq_bucket.map_or_else(String::new, |b| format!(" {b}/{}", spillway_core::dead_letter::CLAIM_PREFIX)),
-                    ));
-                }
+                self.claim_allowed(&claim)?;
                 item.data = spillway_core::claim::fetch(self.s3, &claim)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -412,14 +436,24 @@ impl Replay<'_> {
         messages: &[Message],
         until: Instant,
     ) -> Vec<Result<(u64, Option<Claim>), String>> {
+        use futures::StreamExt as _;
+        // Reads (S3 objects, Kinesis ranges) a few at a time, within half the step's time: the
+        // rest is the target's.
+        let read_until = Instant::now() + until.saturating_duration_since(Instant::now()) / 2;
+        let reads: Vec<_> = futures::stream::iter(messages)
+            .map(|m| async move {
+                tokio::time::timeout_at(read_until.into(), self.records(m))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err("not read in time: its visibility timeout would run out".into())
+                    })
+            })
+            .buffered(READS_AT_ONCE)
+            .collect()
+            .await;
         let mut outcomes = Vec::with_capacity(messages.len());
         let (mut items, mut owner, mut send_ids) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, m) in messages.iter().enumerate() {
-            let read = tokio::time::timeout_at(until.into(), self.records(m))
-                .await
-                .unwrap_or_else(|_| {
-                    Err("not read before half its visibility timeout was spent".into())
-                });
+        for (i, (m, read)) in messages.iter().zip(reads).enumerate() {
             outcomes.push(read.map(|(records, claim)| {
                 // One id per receive of the letter (see `target::write`).
                 let send_id = uuid::Uuid::new_v5(
@@ -450,6 +484,15 @@ impl Replay<'_> {
             }
         }
         outcomes
+    }
+}
+
+/// Counts a letter not moved, and says why (the first few distinct reasons).
+fn note(summary: &mut Summary, progress: &indicatif::ProgressBar, e: String) {
+    summary.failed += 1;
+    if summary.errors.len() < 10 && !summary.errors.contains(&e) {
+        say(progress, format!("not moved: {e}"));
+        summary.errors.push(e);
     }
 }
 
