@@ -13,6 +13,38 @@ pub use spillway_core::dead_letter::{
 
 use crate::source::SourceRecord;
 
+/// Why a letter is not in the dead-letter queue: its record is reported failed and comes again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeadLetterError {
+    /// Over the queue's limit and no bucket to keep it in.
+    #[error("the letter is {bytes} bytes, over the dead-letter queue's {limit}; set SPILLWAY_DLQ_BUCKET to keep such letters in S3", limit = contract::MAX_LETTER_BYTES)]
+    TooLarge {
+        /// The letter's size as SQS counts it.
+        bytes: usize,
+    },
+    /// The S3 claim check could not be written.
+    #[error("the letter is too large for the dead-letter queue and its S3 claim check could not be written")]
+    ClaimNotWritten,
+    /// S3 did not answer in the time the claim check had.
+    #[error("the S3 claim check of a letter too large for the dead-letter queue did not answer before the deadline")]
+    ClaimTimedOut,
+    /// The deadline came before the letter's write started.
+    #[error("no time was left to write it to the dead-letter queue")]
+    NoTimeLeft,
+    /// The queue's answer named the letter as failed, with this code.
+    #[error("the dead-letter queue refused it: {0}")]
+    Refused(String),
+    /// The queue's answer named neither success nor failure for it (rule 10).
+    #[error("the dead-letter queue's answer did not name it")]
+    Unanswered,
+    /// The call failed.
+    #[error("the dead-letter queue could not be written")]
+    WriteFailed,
+    /// The call was unanswered at the deadline.
+    #[error("the dead-letter queue did not answer before the deadline")]
+    TimedOut,
+}
+
 /// SQS batch calls: at most 10 entries and 256 KiB (the limit of queues that were not raised).
 const MAX_ENTRIES: usize = 10;
 const MAX_BATCH_BYTES: usize = contract::MAX_LETTER_BYTES;
@@ -75,7 +107,7 @@ impl DeadLetters {
         &self,
         letters: &[(&SourceRecord, String)],
         until: Instant,
-    ) -> Vec<Result<Prepared, String>> {
+    ) -> Vec<Result<Prepared, DeadLetterError>> {
         // Claim checks get half the time left: an S3 that does not answer must leave the rest for
         // the queue write of every other letter.
         let claims_until = Instant::now() + until.saturating_duration_since(Instant::now()) / 2;
@@ -97,11 +129,7 @@ impl DeadLetters {
                 return Ok(p);
             }
             let Some(claims) = &self.claims else {
-                return Err(format!(
-                    "the letter is {} bytes, over the dead-letter queue's {}; set SPILLWAY_DLQ_BUCKET to keep such letters in S3",
-                    p.bytes(),
-                    contract::MAX_LETTER_BYTES
-                ));
+                return Err(DeadLetterError::TooLarge { bytes: p.bytes() });
             };
             let put = claims.put(&record.data);
             match tokio::time::timeout_at(claims_until.into(), put).await {
@@ -112,9 +140,9 @@ impl DeadLetters {
                 }
                 Ok(Err(e)) => {
                     tracing::error!(bucket = %claims.bucket(), error = %e, "claim check write failed");
-                    Err("the letter is too large for the dead-letter queue and its S3 claim check could not be written".into())
+                    Err(DeadLetterError::ClaimNotWritten)
                 }
-                Err(_) => Err("the S3 claim check of a letter too large for the dead-letter queue did not answer before the deadline".into()),
+                Err(_) => Err(DeadLetterError::ClaimTimedOut),
             }
         });
         futures::future::join_all(claimed).await
@@ -128,17 +156,15 @@ impl DeadLetters {
         &self,
         letters: &[(&SourceRecord, String)],
         until: Instant,
-    ) -> Vec<Result<(), String>> {
+    ) -> Vec<Result<(), DeadLetterError>> {
         let fifo = spillway_core::limits::is_fifo_queue(&self.url);
-        let mut outcomes: Vec<Result<(), String>> = Vec::with_capacity(letters.len());
+        let mut outcomes: Vec<Result<(), DeadLetterError>> = Vec::with_capacity(letters.len());
         // The letters that can be written, with their index and size.
         let mut ready: Vec<(usize, usize, Prepared)> = Vec::new();
         for (i, prepared) in self.prepare(letters, until).await.into_iter().enumerate() {
             match prepared {
                 Ok(p) => {
-                    outcomes.push(Err(
-                        "no time was left to write it to the dead-letter queue".into()
-                    ));
+                    outcomes.push(Err(DeadLetterError::NoTimeLeft));
                     ready.push((i, p.bytes(), p));
                 }
                 Err(e) => outcomes.push(Err(e)),
@@ -196,11 +222,9 @@ impl DeadLetters {
                         outcomes[*i] = match answer {
                             Answered::Done => Ok(()),
                             Answered::Failed(code) => {
-                                Err(format!("the dead-letter queue refused it: {code}"))
+                                Err(DeadLetterError::Refused(code.to_owned()))
                             }
-                            Answered::Unanswered => {
-                                Err("the dead-letter queue's answer did not name it".into())
-                            }
+                            Answered::Unanswered => Err(DeadLetterError::Unanswered),
                         };
                     }
                 }
@@ -208,14 +232,13 @@ impl DeadLetters {
                     let detail = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
                     tracing::error!(dlq = %self.url, error = %detail, "dead-letter write failed");
                     for (i, _, _) in run {
-                        outcomes[*i] = Err("the dead-letter queue could not be written".into());
+                        outcomes[*i] = Err(DeadLetterError::WriteFailed);
                     }
                 }
                 Err(_) => {
                     tracing::error!(dlq = %self.url, "dead-letter write still unanswered at the deadline");
                     for (i, _, _) in run {
-                        outcomes[*i] =
-                            Err("the dead-letter queue did not answer before the deadline".into());
+                        outcomes[*i] = Err(DeadLetterError::TimedOut);
                     }
                 }
             }

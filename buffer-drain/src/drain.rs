@@ -43,7 +43,7 @@ impl Letter {
 
 use crate::dlq::DeadLetters;
 use crate::message::{to_kafka, Decoding};
-use crate::report::{DrainReport, Outcome};
+use crate::report::{DrainReport, Failure, KafkaFailure, Outcome};
 use crate::source::{Ordering, SourceRecord};
 
 /// The drain: one producer per container, created at init and reused by every invocation.
@@ -338,22 +338,10 @@ impl Drain {
         let started = Instant::now();
         let client = match self.usable_client(deadline).await {
             Ok(client) => client,
-            Err(fatal) => {
-                return failed_whole(
-                    records,
-                    "the Kafka producer is unusable; a new one could not be made yet",
-                    started,
-                    &fatal,
-                )
-            }
+            Err(fatal) => return failed_whole(records, Failure::ProducerUnusable, started, &fatal),
         };
         let Ok(backoff) = self.back_off_if_needed(deadline).await else {
-            return failed_whole(
-                records,
-                "backing off: Kafka refused authentication or throttled connections",
-                started,
-                &client,
-            );
+            return failed_whole(records, Failure::BackingOff, started, &client);
         };
         // Records are decoded as they are enqueued, so librdkafka's thread sends the first ones while
         // the rest are still being decoded. `false`: produced already, or never to be produced.
@@ -409,10 +397,7 @@ impl Drain {
                         let blocked = g.get(k).is_some_and(|i| !left(i));
                         if blocked {
                             for later in &g[k + 1..] {
-                                outcomes[*later] = Some(Outcome::Failed {
-                                    reason: "an earlier record of its message group failed".into(),
-                                    retryable: true,
-                                });
+                                outcomes[*later] = Some(Outcome::Failed(Failure::GroupBlocked));
                                 plans[*later] = false;
                             }
                         }
@@ -428,12 +413,7 @@ impl Drain {
         DrainReport {
             outcomes: outcomes
                 .into_iter()
-                .map(|o| {
-                    o.unwrap_or(Outcome::Failed {
-                        reason: "undelivered at the deadline".into(),
-                        retryable: true,
-                    })
-                })
+                .map(|o| o.unwrap_or(Outcome::Failed(Failure::Unacknowledged)))
                 .collect(),
             produce_latencies: latencies,
             elapsed: started.elapsed(),
@@ -470,10 +450,7 @@ impl Drain {
                 Err(e) => letters.push(Letter::poison(i, format!("undecodable: {e}"))),
                 Ok(message) => {
                     if Instant::now() >= deadline {
-                        outcomes[i] = Some(Outcome::Failed {
-                            reason: "not produced: the invocation's deadline was near".into(),
-                            retryable: true,
-                        });
+                        outcomes[i] = Some(Outcome::Failed(Failure::DeadlineNear));
                         continue;
                     }
                     let headers = message.owned_headers();
@@ -514,10 +491,7 @@ impl Drain {
                                     }
                                     Ok(None) => {}
                                     Err(_) => {
-                                        outcomes[i] = Some(Outcome::Failed {
-                                            reason: "not produced: Kafka's queue stayed full until the deadline".into(),
-                                            retryable: true,
-                                        });
+                                        outcomes[i] = Some(Outcome::Failed(Failure::QueueFull));
                                         break;
                                     }
                                 }
@@ -613,10 +587,10 @@ impl Drain {
             .into_iter()
             .filter(|l| {
                 if in_wave[l.index] {
-                    outcomes[l.index] = Some(Outcome::Failed {
-                        reason: format!("kafka (systemic, back off): {}", l.reason),
-                        retryable: true,
-                    });
+                    outcomes[l.index] = Some(Outcome::Failed(Failure::Kafka {
+                        disposition: KafkaFailure::Systemic,
+                        detail: l.reason.clone(),
+                    }));
                     false
                 } else {
                     true
@@ -638,10 +612,9 @@ impl Drain {
         let Some(dlq) = &self.dead_letters else {
             for Letter { index, reason, .. } in letters {
                 tracing::warn!(item = %records[index].item_id, %reason, "poison record, no SPILLWAY_DLQ_URL: reported failed");
-                outcomes[index] = Some(Outcome::Failed {
+                outcomes[index] = Some(Outcome::Failed(Failure::PoisonWithoutDeadLetterQueue(
                     reason,
-                    retryable: false,
-                });
+                )));
             }
             return;
         };
@@ -654,30 +627,21 @@ impl Drain {
         {
             outcomes[index] = Some(match sent {
                 Ok(()) => Outcome::DeadLettered(reason),
-                Err(e) => Outcome::Failed {
-                    reason: format!("{reason}; {e}"),
-                    retryable: true,
-                },
+                Err(error) => Outcome::Failed(Failure::DeadLetterWrite { reason, error }),
             });
         }
     }
 }
 
-/// Every record of the batch failed retryably for `reason`, before anything was produced.
+/// Every record of the batch failed retryably with `failure`, before anything was produced.
 fn failed_whole(
     records: &[SourceRecord],
-    reason: &str,
+    failure: Failure,
     started: Instant,
     client: &KafkaClient,
 ) -> DrainReport {
     DrainReport {
-        outcomes: vec![
-            Outcome::Failed {
-                reason: reason.to_owned(),
-                retryable: true,
-            };
-            records.len()
-        ],
+        outcomes: vec![Outcome::Failed(failure); records.len()],
         produce_latencies: Vec::new(),
         elapsed: started.elapsed(),
         backoff: None,
@@ -705,10 +669,7 @@ fn settle(
         }
         Ok(Err((e, _))) => decide(i, &e, outcomes, letters),
         Err(_) => {
-            outcomes[i] = Some(Outcome::Failed {
-                reason: "the producer dropped the delivery report".into(),
-                retryable: true,
-            });
+            outcomes[i] = Some(Outcome::Failed(Failure::ReportDropped));
         }
     }
 }
@@ -726,16 +687,16 @@ fn decide(
             systemic_when_shared: is_systemic_when_shared(error),
         }),
         Disposition::BackOff => {
-            outcomes[i] = Some(Outcome::Failed {
-                reason: format!("kafka (back off): {error}"),
-                retryable: true,
-            });
+            outcomes[i] = Some(Outcome::Failed(Failure::Kafka {
+                disposition: KafkaFailure::BackOff,
+                detail: error.to_string(),
+            }));
         }
         Disposition::Retry => {
-            outcomes[i] = Some(Outcome::Failed {
-                reason: format!("kafka: {error}"),
-                retryable: true,
-            });
+            outcomes[i] = Some(Outcome::Failed(Failure::Kafka {
+                disposition: KafkaFailure::Retry,
+                detail: error.to_string(),
+            }));
         }
     }
 }

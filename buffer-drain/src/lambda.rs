@@ -132,7 +132,7 @@ pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
 fn verdict(report: &DrainReport) -> Result<(), AllFailed> {
     if report.every_record_failed_retryably() {
         let first = match report.outcomes.first() {
-            Some(crate::report::Outcome::Failed { reason, .. }) => reason.clone(),
+            Some(crate::report::Outcome::Failed(failure)) => failure.to_string(),
             _ => String::new(),
         };
         return Err(AllFailed {

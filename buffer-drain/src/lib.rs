@@ -23,6 +23,7 @@
 
 pub mod dlq;
 pub mod drain;
+pub mod failure;
 pub mod lambda;
 pub mod message;
 pub mod poller;

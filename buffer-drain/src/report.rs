@@ -7,6 +7,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use serde::Serialize;
 
+pub use crate::failure::{Failure, KafkaFailure};
 use crate::source::SourceRecord;
 
 /// What became of one record.
@@ -18,12 +19,7 @@ pub enum Outcome {
     /// the buffer.
     DeadLettered(String),
     /// Not delivered: it stays in the buffer and comes again.
-    Failed {
-        /// Why.
-        reason: String,
-        /// Whether the broker or authentication may let it through later.
-        retryable: bool,
-    },
+    Failed(Failure),
 }
 
 /// The outcome of a batch, in record order.
@@ -47,7 +43,7 @@ impl DrainReport {
         self.outcomes
             .iter()
             .enumerate()
-            .filter(|(_, o)| matches!(o, Outcome::Failed { .. }))
+            .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
             .map(|(i, _)| i)
     }
 
@@ -56,15 +52,10 @@ impl DrainReport {
     /// hammering a struggling cluster.
     pub fn every_record_failed_retryably(&self) -> bool {
         !self.outcomes.is_empty()
-            && self.outcomes.iter().all(|o| {
-                matches!(
-                    o,
-                    Outcome::Failed {
-                        retryable: true,
-                        ..
-                    }
-                )
-            })
+            && self
+                .outcomes
+                .iter()
+                .all(|o| matches!(o, Outcome::Failed(f) if f.is_retryable()))
     }
 
     /// SQS: exactly the failed message ids (delivery rules 2 and 3).
@@ -99,21 +90,15 @@ impl DrainReport {
 
     /// The batch's metrics as a typed event.
     pub fn metrics(&self, source: &str) -> DrainMetrics {
-        let mut failed_by_reason: BTreeMap<String, usize> = BTreeMap::new();
+        let mut failed_by_reason: BTreeMap<&'static str, usize> = BTreeMap::new();
         let (mut delivered, mut dead_lettered) = (0, 0);
         for outcome in &self.outcomes {
             match outcome {
                 Outcome::Delivered => delivered += 1,
                 Outcome::DeadLettered(_) => dead_lettered += 1,
-                Outcome::Failed { reason, .. } => {
-                    // Group by the reason's kind, not its details, to keep metric cardinality low.
-                    let kind = reason
-                        .split([':', ';', '('])
-                        .next()
-                        .unwrap_or(reason)
-                        .trim()
-                        .to_owned();
-                    *failed_by_reason.entry(kind).or_default() += 1;
+                // Counted by kind, a fixed name, never by the wording of the reason.
+                Outcome::Failed(failure) => {
+                    *failed_by_reason.entry(failure.kind()).or_default() += 1;
                 }
             }
         }
@@ -162,8 +147,8 @@ pub struct DrainMetrics {
     pub dead_lettered: usize,
     /// Left in the buffer.
     pub failed: usize,
-    /// Failures by kind of reason.
-    pub failed_by_reason: BTreeMap<String, usize>,
+    /// Failures by [`Failure::kind`].
+    pub failed_by_reason: BTreeMap<&'static str, usize>,
     /// Batch duration.
     pub batch_ms: u64,
     /// Median enqueue-to-ack time.
@@ -217,5 +202,40 @@ impl DrainMetrics {
         if EMF_TO_STDOUT.load(std::sync::atomic::Ordering::Relaxed) {
             println!("{}", self.emf());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_of_different_kinds_are_counted_apart() {
+        let kafka = |disposition, detail: &str| {
+            Outcome::Failed(Failure::Kafka {
+                disposition,
+                detail: detail.into(),
+            })
+        };
+        let report = DrainReport {
+            outcomes: vec![
+                Outcome::Failed(Failure::DeadlineNear),
+                Outcome::Failed(Failure::QueueFull),
+                kafka(KafkaFailure::BackOff, "authentication failed"),
+                kafka(KafkaFailure::Retry, "broker transport failure"),
+                kafka(KafkaFailure::Retry, "message timed out"),
+            ],
+            ..DrainReport::default()
+        };
+        let metrics = report.metrics("sqs");
+        assert_eq!(
+            metrics.failed_by_reason,
+            BTreeMap::from([
+                ("deadline-near", 1),
+                ("queue-full", 1),
+                ("kafka-back-off", 1),
+                ("kafka-retry", 2)
+            ])
+        );
     }
 }

@@ -313,9 +313,10 @@ async fn rule_4_fifo_a_failed_record_stops_its_group_and_nothing_later_of_it_is_
     let report = drain.drain(&records, ordering, soon()).await;
     assert_eq!(failed_ids(&report.sqs_response(&records)), ["a-2", "a-3"]);
     match &report.outcomes[4] {
-        buffer_drain::report::Outcome::Failed { reason, .. } => {
+        buffer_drain::report::Outcome::Failed(failure) => {
             assert_eq!(
-                reason, "an earlier record of its message group failed",
+                failure,
+                &buffer_drain::report::Failure::GroupBlocked,
                 "a-3 was never produced"
             );
         }
@@ -618,9 +619,10 @@ async fn rule_5_the_drain_stops_at_its_deadline_and_reports_what_is_undelivered(
         report.elapsed
     );
     assert_eq!(failed_ids(&report.sqs_response(&records)), ["m-2"]);
-    assert!(
-        matches!(&report.outcomes[1], buffer_drain::report::Outcome::Failed { reason, .. } if reason == "undelivered at the deadline")
-    );
+    assert!(matches!(
+        &report.outcomes[1],
+        buffer_drain::report::Outcome::Failed(buffer_drain::report::Failure::Unacknowledged)
+    ));
 
     let late = drain.drain(&records, ordering, Instant::now()).await;
     assert_eq!(
@@ -1139,7 +1141,8 @@ async fn rule_6_poison_too_large_for_the_dlq_without_a_bucket_is_reported_failed
     ]));
     let report = drain.drain(&records, ordering, soon()).await;
     match &report.outcomes[0] {
-        buffer_drain::report::Outcome::Failed { reason, .. } => {
+        buffer_drain::report::Outcome::Failed(failure) => {
+            let reason = failure.to_string();
             assert!(reason.contains("SPILLWAY_DLQ_BUCKET"), "{reason}");
         }
         other => panic!("{other:?}"),

@@ -276,10 +276,7 @@ async fn a_dead_letter_write_without_an_answer_ends_at_the_deadline_and_its_grac
     assert!(
         matches!(
             &report.outcomes[0],
-            buffer_drain::report::Outcome::Failed {
-                retryable: true,
-                ..
-            }
+            buffer_drain::report::Outcome::Failed(f) if f.is_retryable()
         ),
         "{:?}",
         report.outcomes
