@@ -14,7 +14,7 @@ use buffer_drain::message::{to_kafka, Decoding};
 use buffer_drain::source::{Ordering, SourceRecord};
 use futures::future::join_all;
 use rdkafka::producer::FutureRecord;
-use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
+use spillway_core::config::{Compression, KafkaConfig};
 use spillway_core::envelope::{Envelope, RawMode};
 use spillway_core::kafka::Producer;
 
@@ -31,16 +31,9 @@ const SIZES: [usize; 2] = [1024, 16_384];
 const ROUNDS: usize = 5;
 
 fn kafka(compression: Compression) -> KafkaConfig {
-    KafkaConfig {
-        bootstrap: std::env::var("SPILLWAY_KAFKA_BOOTSTRAP")
-            .unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        auth: KafkaAuth::Plaintext,
-        compression,
-        message_max_bytes: 1_000_000,
-        ca_file: None,
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    }
+    let bootstrap =
+        std::env::var("SPILLWAY_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    spillway_tests::plaintext_kafka(&bootstrap).with_compression(compression)
 }
 
 async fn producer(compression: Compression) -> Producer {

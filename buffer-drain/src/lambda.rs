@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use spillway_core::config::{DrainConfig, KafkaConfig};
+use spillway_core::config::KafkaConfig;
+use spillway_core::limits::BufferKind;
+
+use crate::config::DrainConfig;
 
 use crate::dlq::DeadLetters;
 use crate::drain::Drain;
@@ -68,6 +71,50 @@ pub async fn build_drain(
     Ok(Drain::new(producer, health, dead_letters, decoding)
         .with_dead_letter_grace(config.deadline_margin / 2)
         .with_rebuild(rebuild))
+}
+
+/// Runs the drain in Lambda: builds it once (producer, dead-letter queue) and serves the runtime's
+/// SQS or Kinesis invocations (`config.buffer`) until the container ends.
+pub async fn run(
+    kafka: &KafkaConfig,
+    config: &DrainConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Result<(), lambda_runtime::Error> {
+    use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+    let drain = build_drain(kafka, config, Some(sdk)).await?;
+    let (drain, margin) = (&drain, config.deadline_margin);
+    let remaining = |context: &lambda_runtime::Context| {
+        let now = spillway_core::envelope::now_ms();
+        Duration::from_millis(context.deadline.saturating_sub(now))
+    };
+    match config.buffer {
+        BufferKind::Sqs => {
+            lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| async move {
+                let ends = invocation_deadline(remaining(&e.context), margin)?;
+                handle_sqs(drain, e.payload, ends)
+                    .await
+                    .map_err(Diagnostic::from)
+            }))
+            .await
+        }
+        BufferKind::Kinesis => {
+            // Read from JSON by the drain, not the runtime: see `source::kinesis_event`.
+            lambda_runtime::run(service_fn(
+                move |e: LambdaEvent<serde_json::Value>| async move {
+                    let ends = invocation_deadline(remaining(&e.context), margin)?;
+                    let event =
+                        crate::source::kinesis_event(e.payload).map_err(|e| Diagnostic {
+                            error_type: "UnreadableEvent".into(),
+                            error_message: format!("not a Kinesis event: {e}"),
+                        })?;
+                    handle_kinesis(drain, event, ends)
+                        .await
+                        .map_err(Diagnostic::from)
+                },
+            ))
+            .await
+        }
+    }
 }
 
 /// When to stop producing: `remaining` from now, less `margin` (never in the past).

@@ -21,6 +21,7 @@
 //!    queue with a reason; if that write fails they are reported failed, never dropped.
 //! 7. Delivery is at-least-once; duplicates carry the same `spillway-id`.
 
+pub mod config;
 pub mod dlq;
 pub mod drain;
 pub mod failure;

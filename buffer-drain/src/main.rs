@@ -1,16 +1,12 @@
 //! buffer-drain binary: in Lambda (`AWS_LAMBDA_RUNTIME_API` set) the SQS or Kinesis handler
-//! (`SPILLWAY_SOURCE`); otherwise the local poller, playing the event source mapping against the
-//! local stack with `SPILLWAY_MAX_CONCURRENCY` workers, each with its own producer.
-
-use std::time::Duration;
+//! (`SPILLWAY_BUFFER`, [`buffer_drain::lambda::run`]); otherwise the local poller, playing the
+//! event source mapping against the local stack ([`buffer_drain::poller::run_local`]). Settings
+//! that cannot be used stop it at start with exit code 2.
 
 use aws_config::BehaviorVersion;
-use aws_lambda_events::event::sqs::SqsEvent;
-use buffer_drain::lambda::{build_drain, handle_kinesis, handle_sqs, invocation_deadline};
-use buffer_drain::poller::PollSettings;
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-use spillway_core::config::{ConfigError, DrainConfig, Env, KafkaConfig, ProcessEnv};
-use spillway_core::limits::BufferKind;
+use buffer_drain::config::{DrainConfig, LocalConfig};
+use spillway_core::config::{ConfigError, Env, KafkaConfig, ProcessEnv};
+use spillway_core::telemetry::{self, Logs};
 
 // mimalloc: the drain allocates and frees a few small objects per record on several threads
 // (tokio, librdkafka's broker and polling threads); glibc malloc spent about a quarter of the
@@ -18,87 +14,29 @@ use spillway_core::limits::BufferKind;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-
-fn remaining(context: &lambda_runtime::Context) -> Duration {
-    let now = spillway_core::envelope::now_ms();
-    Duration::from_millis(context.deadline.saturating_sub(now))
+fn settings<T>(read: Result<T, ConfigError>) -> T {
+    read.unwrap_or_else(|e| {
+        eprintln!("buffer-drain: {e}");
+        std::process::exit(2)
+    })
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+async fn main() -> Result<(), lambda_runtime::Error> {
+    telemetry::init(Logs::Json, "info");
     let env = Env::new(&ProcessEnv);
-    let fail = |e: ConfigError| -> ! {
-        eprintln!("buffer-drain: {e}");
-        std::process::exit(2)
-    };
-    let kafka = KafkaConfig::from_env(&env).unwrap_or_else(|e| fail(e));
-    let config = DrainConfig::from_env(&env).unwrap_or_else(|e| fail(e));
-    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        let drain = build_drain(&kafka, &config, Some(&sdk)).await?;
-        let (drain, margin) = (&drain, config.deadline_margin);
-        return match config.source {
-            BufferKind::Sqs => {
-                lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| async move {
-                    let ends = invocation_deadline(remaining(&e.context), margin)?;
-                    handle_sqs(drain, e.payload, ends)
-                        .await
-                        .map_err(Diagnostic::from)
-                }))
-                .await
-            }
-            BufferKind::Kinesis => {
-                // Read from JSON by the drain, not the runtime: see `source::kinesis_event`.
-                lambda_runtime::run(service_fn(
-                    move |e: LambdaEvent<serde_json::Value>| async move {
-                        let ends = invocation_deadline(remaining(&e.context), margin)?;
-                        let event =
-                            buffer_drain::source::kinesis_event(e.payload).map_err(|e| {
-                                Diagnostic {
-                                    error_type: "UnreadableEvent".into(),
-                                    error_message: format!("not a Kinesis event: {e}"),
-                                }
-                            })?;
-                        handle_kinesis(drain, event, ends)
-                            .await
-                            .map_err(Diagnostic::from)
-                    },
-                ))
-                .await
-            }
-        };
+        let kafka = settings(KafkaConfig::from_env(&env));
+        let config = settings(DrainConfig::from_env(&env));
+        let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        // Boxed: the runtime's future is deep enough to overflow the compiler's layout limit inline.
+        return Box::pin(buffer_drain::lambda::run(&kafka, &config, &sdk)).await;
     }
-
-    let settings = PollSettings::from_env(&env, &config).unwrap_or_else(|e| fail(e));
-    let workers: usize = env
-        .number("SPILLWAY_MAX_CONCURRENCY", 2, 1, 1000)
-        .unwrap_or_else(|e| fail(e));
-    let queue_or_stream = match config.source {
-        BufferKind::Sqs => env.required(
-            "SPILLWAY_SQS_QUEUE_URL",
-            "the local poller needs the queue to drain",
-        ),
-        BufferKind::Kinesis => env.required(
-            "SPILLWAY_KINESIS_STREAM",
-            "the local poller needs the stream to drain",
-        ),
-    }
-    .unwrap_or_else(|e| fail(e));
-    let tasks =
-        buffer_drain::poller::run_local(&kafka, &config, settings, workers, &queue_or_stream, &sdk)
-            .await?;
-    tracing::info!(workers = tasks.len(), source = ?config.source, "local poller running; Ctrl-C stops it");
+    let config = settings(LocalConfig::from_env(&env));
+    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let mut tasks = buffer_drain::poller::run_local(&config, &sdk).await?;
+    tracing::info!(workers = tasks.len(), buffer = ?config.drain.buffer, "local poller running; Ctrl-C stops it");
     tokio::signal::ctrl_c().await?;
-    let mut tasks = tasks;
     tasks.shutdown().await;
     Ok(())
 }

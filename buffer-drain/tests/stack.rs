@@ -5,14 +5,15 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use buffer_drain::config::DrainConfig;
 use buffer_drain::drain::Drain;
 use buffer_drain::lambda::build_drain;
 use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
 use msk_consumer::local::to_record;
 use msk_consumer::verify::{Summary, Verifier};
 use rdkafka::consumer::Consumer as _;
-use spillway_core::config::{DrainConfig, KafkaConfig};
-use spillway_core::envelope::{Envelope, RawMode};
+use spillway_core::config::KafkaConfig;
+use spillway_core::envelope::Envelope;
 use spillway_core::limits::BufferKind;
 
 fn kafka(bootstrap: &str) -> KafkaConfig {
@@ -22,12 +23,9 @@ fn kafka(bootstrap: &str) -> KafkaConfig {
 
 async fn drain(bootstrap: &str, source: BufferKind, dlq_url: Option<String>) -> Drain {
     let config = DrainConfig {
-        source,
-        raw_mode: RawMode::Reject,
         deadline_margin: Duration::from_millis(500),
         dlq_url,
-        dlq_bucket: None,
-        raw_topic: None,
+        ..DrainConfig::new(source)
     };
     build_drain(
         &kafka(bootstrap),

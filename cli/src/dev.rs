@@ -11,12 +11,12 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use buffer_drain::poller::PollSettings;
+use buffer_drain::config::{DrainConfig, LocalConfig, PollSettings};
 use ingest_api::buffer::Buffer;
 use ingest_api::config::IngestConfig;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{Headers as _, Message as _};
-use spillway_core::config::{DrainConfig, Env, KafkaAuth, KafkaConfig};
+use spillway_core::config::{Env, KafkaAuth, KafkaConfig};
 use spillway_core::limits::BufferKind;
 
 /// `spillway dev` options.
@@ -134,7 +134,7 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
     let ingest = IngestConfig::from_env(&source)?;
     let kafka = KafkaConfig::from_env(&source)?;
     let drain_config = DrainConfig {
-        source: options.buffer,
+        buffer: options.buffer,
         ..DrainConfig::from_env(&source)?
     };
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -263,7 +263,14 @@ async fn start_drain(
         spillway_core::config::BufferConfig::Sqs { queue_url, .. } => (queue_url, options.workers),
         spillway_core::config::BufferConfig::Kinesis { stream } => (stream, usize::MAX),
     };
-    buffer_drain::poller::run_local(kafka, drain_config, poll, workers, source, sdk).await
+    let config = LocalConfig {
+        kafka: kafka.clone(),
+        drain: drain_config.clone(),
+        poll,
+        workers,
+        source: source.clone(),
+    };
+    buffer_drain::poller::run_local(&config, sdk).await
 }
 
 /// Prints the counters every second (a spinner line on a terminal) until Ctrl-C.

@@ -183,12 +183,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    spillway_core::telemetry::init(spillway_core::telemetry::Logs::Text, "warn");
     match Cli::parse().command {
         Command::Dev {
             buffer,
@@ -322,8 +317,7 @@ fn replay(
             let env = spillway_core::config::Env::new(&spillway_core::config::ProcessEnv);
             let kafka =
                 spillway_core::config::KafkaConfig::from_env(&env).map_err(|e| e.to_string())?;
-            let config = spillway_core::config::DrainConfig {
-                source: BufferKind::Sqs,
+            let config = buffer_drain::config::DrainConfig {
                 // Plain letters are produced only to the topic they were for.
                 raw_mode: if to.raw_topic.is_some() {
                     spillway_core::envelope::RawMode::Accept
@@ -331,9 +325,8 @@ fn replay(
                     spillway_core::envelope::RawMode::Reject
                 },
                 deadline_margin: Duration::from_secs(1),
-                dlq_url: None,
-                dlq_bucket: None,
                 raw_topic: to.raw_topic.clone(),
+                ..buffer_drain::config::DrainConfig::new(BufferKind::Sqs)
             };
             let drain = buffer_drain::lambda::build_drain(&kafka, &config, None)
                 .await

@@ -84,15 +84,8 @@ fn summary(out: &Output) -> serde_json::Value {
 
 /// The first `n` distinct spillway ids on `topic`.
 async fn kafka_ids(topic: &str, n: usize) -> HashSet<String> {
-    let kafka = spillway_core::config::KafkaConfig {
-        bootstrap: spillway_tests::kafka_bootstrap(),
-        auth: spillway_core::config::KafkaAuth::Plaintext,
-        compression: spillway_core::config::Compression::None,
-        message_max_bytes: 1_000_000,
-        ca_file: None,
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    };
+    let kafka = spillway_tests::plaintext_kafka(&spillway_tests::kafka_bootstrap())
+        .with_compression(spillway_core::config::Compression::None);
     let consumer =
         msk_consumer::config::consumer(&kafka, &spillway_tests::unique_name("replay-check"))
             .await

@@ -29,4 +29,6 @@ pub mod headers;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod limits;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 pub mod topic;

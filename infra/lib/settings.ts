@@ -3,74 +3,180 @@
 
 import * as path from 'path';
 import { Node } from 'constructs';
+import { existingCluster, Reader } from './context';
 
 export type BufferKind = 'sqs' | 'kinesis';
 export type IngestKind = 'lambda' | 'direct';
 export type AuthKind = 'iam' | 'apikey';
 
+/** An MSK cluster of the operator's, used instead of creating one (context clusterArn and the four after it). */
 export interface ExistingCluster {
-  /** The MSK cluster (serverless or provisioned with IAM auth). */
+  /** The MSK cluster (serverless or provisioned with IAM auth): arn:aws:kafka:<region>:<account>:cluster/<name>/<uuid>. */
   readonly clusterArn: string;
-  /** Its VPC, private subnets (comma-separated) and their availability zones (comma-separated). */
+  /** Its VPC: the functions get their network interfaces in it. */
   readonly vpcId: string;
+  /** Private subnets (comma-separated) for the functions, with routes to MSK and to AWS APIs. */
   readonly privateSubnetIds: string[];
+  /** The availability zone of each subnet (comma-separated), in the same order. */
   readonly availabilityZones: string[];
   /** A security group of the cluster; the stack lets its functions in on 9098. */
   readonly clusterSecurityGroupId: string;
 }
 
 export interface Settings {
+  /**
+   * The stack's name, default `Spillway`; also in the names of the cluster (`<name>-msk`), the API
+   * and the dashboard. Another name deploys a second, independent pipeline beside the first.
+   */
   readonly stackName: string;
+  /**
+   * `sqs` (default) or `kinesis`. SQS scales with no capacity to plan, takes up to 256 KiB a
+   * message and dead-letters after maxReceiveCount receives; Kinesis takes 1 MiB records but only
+   * its shards' throughput, and retries a failing batch in its shard, holding up what follows.
+   */
   readonly buffer: BufferKind;
+  /**
+   * `lambda` (default): ingest-api, with every HTTP API feature; `direct`: API Gateway writes to the
+   * buffer itself — no Lambda in the hot path (less latency and cost), but only body and
+   * `Kafka-Key` (no headers or idempotency keys), and only DIRECT_CONTENT_TYPES (else 415).
+   */
   readonly ingest: IngestKind;
+  /**
+   * `iam` (default): callers sign with SigV4; `apikey`: API keys with a usage plan. A key is simpler
+   * to hand out but is a shared secret, with no per-caller IAM policy or CloudTrail identity.
+   */
   readonly auth: AuthKind;
-  /** Topics callers may write to; the first is the default. */
+  /**
+   * Topics callers may write to; the first is the default and the consumer's. Default
+   * `spillway-events`; each 1 to 249 of [a-zA-Z0-9._-], not `.` or `..`. Each one is a custom
+   * resource, and with ingest=direct its own API resource and mapping templates.
+   */
   readonly topics: string[];
+  /**
+   * Partitions per topic, default 6, 1 to 1000: more let more consumer batches run at once, but
+   * count against MSK's partition quota and are billed. Raising it adds partitions (keys may map
+   * to other partitions after); Kafka cannot remove any, so lowering it changes nothing (a warning).
+   */
   readonly partitions: number;
+  /** Delete the topics and their records with the stack, default false (true grants kafka-cluster:DeleteTopic). */
   readonly deleteTopicOnDestroy: boolean;
+  /** Use this cluster and its network instead of creating a VPC and MSK Serverless; default unset. */
   readonly existingCluster?: ExistingCluster;
+  /**
+   * Availability zones of the VPC the stack creates, default 2, 2 to 3 (MSK Serverless needs two):
+   * a third survives more zone failures for more subnets and interfaces. One NAT gateway either way.
+   */
   readonly maxAzs: number;
   // Drain
+  /**
+   * The drain's timeout, default 30 s, 5 to 900, at least 2 × drainDeadlineMarginSecs. The SQS
+   * visibility timeout is 6 × this: longer gives each batch more time, but a failed one comes back later.
+   */
   readonly drainTimeoutSecs: number;
-  /** SPILLWAY_DEADLINE_MARGIN: the drain stops producing this long before its timeout. */
+  /**
+   * SPILLWAY_DEADLINE_MARGIN: the drain stops producing this long before its timeout. Default 5 s,
+   * 1 to 450, at most half of drainTimeoutSecs: more leaves time to report and for in-flight acks
+   * on a slow cluster, less leaves more of each invocation for producing.
+   */
   readonly drainDeadlineMarginSecs: number;
+  /**
+   * The drain's memory, default 256 MB, 128 to 10,240. CPU grows with it, and so does the price;
+   * one batch of 10,000 × 1 KiB peaks near 120 MiB.
+   */
   readonly drainMemoryMb: number;
+  /**
+   * Records per invocation, default 100, 1 to 10,000 (SQS: above 10 only with a batching window).
+   * Larger means fewer invocations and Kafka round trips, but more memory and time per invocation.
+   */
   readonly drainBatchSize: number;
+  /** How long the mapping gathers a batch, default 1 s, 0 to 300: fuller batches for up to that much latency. */
   readonly drainBatchingWindowSecs: number;
+  /**
+   * Concurrent drain instances of the SQS mapping, default 20, 2 to 1000 (Kinesis: one per shard).
+   * More drain a backlog faster, but each holds Kafka connections: instances × connections must
+   * stay under MSK Serverless's 3,000 per cluster (`spillway tune` checks 80 %).
+   */
   readonly drainMaxConcurrency: number;
+  /**
+   * SPILLWAY_MAX_CONNECTS_PER_SEC: Kafka clients a drain instance may create per second, default 2,
+   * 1 to 100. MSK Serverless takes 100 connection attempts a second per cluster from all instances:
+   * higher reconnects faster, but many instances at once get refused.
+   */
   readonly maxConnectsPerSec: number;
+  /**
+   * SQS receives before a message goes to the DLQ, default 5, 5 to 1000 (AWS: at least 5). A failed
+   * receive waits out the visibility timeout, so more ride out a longer Kafka outage and fewer set
+   * messages aside sooner; records the drain finds undeliverable go to the DLQ at once.
+   */
   readonly maxReceiveCount: number;
   // Consumer
   /**
    * Provisioned pollers for the consumer's MSK mapping (0: on-demand). Only a provisioned mapping
    * takes retry limits, bisection and an on-failure destination; on-demand, a batch the handler
-   * fails comes again until it succeeds.
+   * fails comes again until it succeeds. Default 0; at most 200 (CDK refuses more, though the
+   * context check allows 2000); scales to 4 × as many. Pollers are billed per hour, busy or not.
    */
   readonly consumerPollers: number;
-  /** Provisioned mode: retries of a failed batch before its records go to the on-failure queue. */
+  /**
+   * Provisioned mode: retries of a failed batch before its records go to the on-failure queue.
+   * Default 3, 0 to 10,000: more ride out a longer failure but hold up the partition longer.
+   */
   readonly consumerRetryAttempts: number;
   // Kinesis
+  /** Shards, default 2, 1 to 500: each takes 1 MB/s or 1,000 records/s, feeds one drain instance, and is billed hourly. */
   readonly kinesisShards: number;
+  /** Retries of a failed batch (bisected) before its on-failure pointer goes to the DLQ, default 5, 0 to 10,000; they hold up its shard. */
   readonly kinesisMaxRetries: number;
+  /**
+   * How old a record may get and still be retried, default 3600 s, 60 to 604,800 (7 days): longer
+   * rides out a longer outage, but holds up its shard and adds to the stream's retention.
+   */
   readonly kinesisMaxRecordAgeSecs: number;
   /**
    * How long a record stays in the stream after the mapping gave up on it (kinesisMaxRecordAgeSecs):
    * the time an operator has to replay its on-failure pointer. Stream retention is the two together.
+   * Default 23 h, 1 to 8760, the sum at most 8760 h; past 24 h and 7 days retention costs more.
    */
   readonly kinesisReplayWindowHours: number;
   // Ingest
-  /** SPILLWAY_BUFFER_RETRY_BUDGET: how long ingest-api retries failed buffer writes. */
+  /**
+   * SPILLWAY_BUFFER_RETRY_BUDGET: how long ingest-api retries failed buffer writes. Default 3 s,
+   * 0 to 20 (the function's timeout is this + 12 s, under API Gateway's 29): longer rides out more
+   * throttling before a 503, but holds callers longer.
+   */
   readonly ingestRetryBudgetSecs: number;
   // API
+  /**
+   * The stage's (and usage plan's) steady rate, requests/s, default 1000, 1 to 1,000,000; above it
+   * callers get 429. Higher lets more of a burst into the buffer, within the account's own quota.
+   */
   readonly throttleRateLimit: number;
+  /** The stage's (and usage plan's) burst, default 2000, 1 to 1,000,000; as throttleRateLimit. */
   readonly throttleBurstLimit: number;
+  /** auth=apikey: requests per key per day, default 10,000,000, 1 to 1,000,000,000; past it, 429 until tomorrow. */
   readonly quotaPerDay: number;
   // Operations
+  /**
+   * Retention of every log group, default 30 days, 1 to 3653, one of CloudWatch Logs' values (1, 3,
+   * 5, 7, 14, 30, 60, 90, …; not checked at synth). Longer keeps more history at storage cost.
+   */
   readonly logRetentionDays: number;
+  /**
+   * SQS: alarm when the oldest message is older, default 300 s, 60 to 1,209,600. Lower warns of a
+   * slow drain sooner, and of every burst the buffer absorbs as designed.
+   */
   readonly oldestMessageAlarmSecs: number;
+  /**
+   * Kinesis: alarm when the drain's iterator age is above this, default 300,000 ms, 1000 to
+   * 604,800,000. Keep it well under the retention: older records are lost.
+   */
   readonly iteratorAgeAlarmMs: number;
+  /** Email subscribed to the alarm topic, default none; alarms reach it once the address confirms. */
   readonly alarmEmail?: string;
-  /** Folder with one sub-folder per Lambda binary holding `bootstrap` (cargo lambda's output). */
+  /**
+   * Folder with one sub-folder per Lambda binary holding `bootstrap` (cargo lambda's output).
+   * Default the repository's target/lambda; synth stops when a binary is missing.
+   */
   readonly lambdaAssets: string;
 }
 
@@ -109,53 +215,6 @@ export const DEFAULTS = {
 
 /** Kafka topic names: 1 to 249 of [a-zA-Z0-9._-], not `.` or `..` (as the drain checks them). */
 const TOPIC = /^[a-zA-Z0-9._-]{1,249}$/;
-
-class Reader {
-  constructor(private readonly node: Node) {}
-
-  raw(name: string): unknown {
-    return this.node.tryGetContext(name);
-  }
-
-  string(name: keyof typeof DEFAULTS | string, fallback?: string): string | undefined {
-    const v = this.raw(name);
-    if (v === undefined || v === null || v === '') return fallback;
-    return String(v);
-  }
-
-  choice<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
-    const v = this.string(name, fallback)!;
-    if (!(allowed as readonly string[]).includes(v)) {
-      throw new Error(`context ${name}=${v}: expected one of ${allowed.join(', ')}`);
-    }
-    return v as T;
-  }
-
-  number(name: string, fallback: number, min: number, max: number): number {
-    const v = this.raw(name);
-    if (v === undefined || v === null || v === '') return fallback;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      throw new Error(`context ${name}=${v}: expected a whole number from ${min} to ${max}`);
-    }
-    return n;
-  }
-
-  bool(name: string, fallback: boolean): boolean {
-    const v = this.raw(name);
-    if (v === undefined || v === null || v === '') return fallback;
-    if (v === true || v === 'true') return true;
-    if (v === false || v === 'false') return false;
-    throw new Error(`context ${name}=${v}: expected true or false`);
-  }
-
-  list(name: string, fallback?: string): string[] {
-    return (this.string(name, fallback) ?? '')
-      .split(',')
-      .map((s) => s.trim())
-      .filter((s) => s !== '');
-  }
-}
 
 export function settingsFromContext(node: Node): Settings {
   const r = new Reader(node);
@@ -236,29 +295,4 @@ export function streamRetentionHours(s: Pick<Settings, 'kinesisMaxRecordAgeSecs'
 /** The ingest function's timeout: its buffer-write retries, one last write (10 s), and 2 s more. */
 export function ingestTimeoutSecs(s: Pick<Settings, 'ingestRetryBudgetSecs'>): number {
   return s.ingestRetryBudgetSecs + 12;
-}
-
-function existingCluster(r: Reader): ExistingCluster | undefined {
-  const clusterArn = r.string('clusterArn');
-  if (clusterArn === undefined) return undefined;
-  const need = ['vpcId', 'privateSubnetIds', 'availabilityZones', 'clusterSecurityGroupId'];
-  const missing = need.filter((n) => r.string(n) === undefined);
-  if (missing.length > 0) {
-    throw new Error(`context clusterArn is set: also set ${missing.join(', ')} (the cluster's network)`);
-  }
-  if (!/^arn:aws[a-z-]*:kafka:[a-z0-9-]+:\d{12}:cluster\/[^/]+\/[^/]+$/.test(clusterArn)) {
-    throw new Error(`context clusterArn=${clusterArn}: expected arn:aws:kafka:<region>:<account>:cluster/<name>/<uuid>`);
-  }
-  const privateSubnetIds = r.list('privateSubnetIds');
-  const availabilityZones = r.list('availabilityZones');
-  if (privateSubnetIds.length !== availabilityZones.length) {
-    throw new Error('context privateSubnetIds and availabilityZones: give one zone per subnet, in the same order');
-  }
-  return {
-    clusterArn,
-    vpcId: r.string('vpcId')!,
-    privateSubnetIds,
-    availabilityZones,
-    clusterSecurityGroupId: r.string('clusterSecurityGroupId')!,
-  };
 }

@@ -95,6 +95,17 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     expect(drain.Timeout).toBeGreaterThanOrEqual(2 * 5);
   });
 
+  test('the drain is told the buffer kind by SPILLWAY_BUFFER, the one setting it shares with ingest-api', () => {
+    const env = s.json.Resources[functionId(s.json, 'Drain')].Properties.Environment.Variables;
+    expect(env.SPILLWAY_BUFFER).toBe(variant.buffer);
+    // The drain reads only SPILLWAY_BUFFER now: a leftover SPILLWAY_SOURCE would be a second, unread answer.
+    expect(env).not.toHaveProperty('SPILLWAY_SOURCE');
+    if (variant.ingest === 'lambda') {
+      const ingest = s.json.Resources[functionId(s.json, 'Ingest')].Properties.Environment.Variables;
+      expect(ingest.SPILLWAY_BUFFER).toBe(env.SPILLWAY_BUFFER);
+    }
+  });
+
   test('the buffer queue hides a batch for at least 6 × the drain timeout, and redrives after ≥ 5 receives', () => {
     if (variant.buffer !== 'sqs') return;
     const timeout = s.json.Resources[functionId(s.json, 'Drain')].Properties.Timeout;

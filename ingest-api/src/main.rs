@@ -6,13 +6,7 @@ use spillway_core::config::{Env, ProcessEnv};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(true)
-        .init();
+    spillway_core::telemetry::init(spillway_core::telemetry::Logs::Json, "info");
     let config = match IngestConfig::from_env(&Env::new(&ProcessEnv)) {
         Ok(config) => config,
         Err(e) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use loadtest::run::Options;
 use loadtest::scenario::Scenario;
-use spillway_core::config::{DrainConfig, Env, KafkaConfig, ProcessEnv};
+use spillway_core::config::{Env, KafkaConfig, ProcessEnv};
 
 #[derive(Parser)]
 #[command(
@@ -79,12 +79,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    spillway_core::telemetry::init(spillway_core::telemetry::Logs::Text, "warn");
     let result = match Cli::parse().command {
         Command::RoleIngest => runtime().block_on(role_ingest()),
         Command::Report { out } => loadtest::run::rerender(&out).map(|index| println!("{index}")),
@@ -174,25 +169,10 @@ async fn role_ingest() -> Result<(), Error> {
 }
 
 async fn role_drain() -> Result<(), Error> {
-    let env = Env::new(&ProcessEnv);
-    let kafka = KafkaConfig::from_env(&env)?;
-    let config = DrainConfig::from_env(&env)?;
-    let settings = buffer_drain::poller::PollSettings::from_env(&env, &config)?;
-    let workers = env.number("SPILLWAY_MAX_CONCURRENCY", 2, 1, 1000)?;
-    let source = match config.source {
-        spillway_core::limits::BufferKind::Sqs => env.required(
-            "SPILLWAY_SQS_QUEUE_URL",
-            "the drain role needs the queue to drain",
-        )?,
-        spillway_core::limits::BufferKind::Kinesis => env.required(
-            "SPILLWAY_KINESIS_STREAM",
-            "the drain role needs the stream to drain",
-        )?,
-    };
+    let config = buffer_drain::config::LocalConfig::from_env(&Env::new(&ProcessEnv))?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     buffer_drain::report::print_emf(false);
-    let mut tasks =
-        buffer_drain::poller::run_local(&kafka, &config, settings, workers, &source, &sdk).await?;
+    let mut tasks = buffer_drain::poller::run_local(&config, &sdk).await?;
     while tasks.join_next().await.is_some() {}
     Ok(())
 }

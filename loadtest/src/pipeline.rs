@@ -185,7 +185,7 @@ impl Pipeline {
         let front = spawn(&exe, role, &front_env, &logs.join(format!("{role}.log")))?;
         let mut drain_env = buffer_env(kafka);
         drain_env.extend([
-            ("SPILLWAY_SOURCE".to_owned(), kind.to_owned()),
+            ("SPILLWAY_BUFFER".to_owned(), kind.to_owned()),
             ("SPILLWAY_DLQ_URL".to_owned(), resources.dlq_url.clone()),
             (
                 "SPILLWAY_MAX_CONCURRENCY".to_owned(),

@@ -45,13 +45,7 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    spillway_core::telemetry::init(spillway_core::telemetry::Logs::Json, "info");
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     let config = ConsumerConfig::from_env(&Env::new(&ProcessEnv), in_lambda).unwrap_or_else(|e| {
         eprintln!("msk-consumer: {e}");

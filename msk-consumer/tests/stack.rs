@@ -13,21 +13,13 @@ use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
+use spillway_core::config::{Compression, KafkaConfig};
 use spillway_core::envelope::now_ms;
 
 fn kafka() -> KafkaConfig {
     let bootstrap = spillway_tests::kafka_bootstrap();
     spillway_tests::require("Kafka (Tansu)", &bootstrap);
-    KafkaConfig {
-        bootstrap,
-        auth: KafkaAuth::Plaintext,
-        compression: Compression::None,
-        message_max_bytes: 1_000_000,
-        ca_file: None,
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    }
+    spillway_tests::plaintext_kafka(&bootstrap).with_compression(Compression::None)
 }
 
 /// Produces `(id, key)` records to `topic` with spillway headers, acks=all, one at a time.

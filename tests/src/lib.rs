@@ -263,18 +263,16 @@ pub async fn poll_until_empty<W, F>(
     );
 }
 
+/// The client's record limit in tests: librdkafka's own default `message.max.bytes`, well above
+/// any record a test produces (MSK's 8 MiB would only make librdkafka's buffers larger).
+pub const LOCAL_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
 /// A Kafka config for a plaintext broker at `bootstrap` (the local Tansu, librdkafka's mock
 /// cluster): what every test that needs no IAM uses.
 pub fn plaintext_kafka(bootstrap: &str) -> spillway_core::config::KafkaConfig {
-    spillway_core::config::KafkaConfig {
-        bootstrap: bootstrap.to_owned(),
-        auth: spillway_core::config::KafkaAuth::Plaintext,
-        compression: spillway_core::config::Compression::Lz4,
-        message_max_bytes: 1_000_000,
-        ca_file: None,
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    }
+    spillway_core::config::KafkaConfig::plaintext(bootstrap)
+        .with_message_max_bytes(LOCAL_MESSAGE_MAX_BYTES)
+        .with_max_connects_per_sec(100)
 }
 
 /// Cases each fuzz test runs: `SPILLWAY_FUZZ_CASES` when set (the long run:

@@ -7,13 +7,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    spillway_core::telemetry::init(spillway_core::telemetry::Logs::Json, "info");
     lambda_runtime::run(service_fn(|event: LambdaEvent<Request>| async move {
         handle(event.payload).await.map_err(|e| {
             tracing::error!(error = %e, "request failed");

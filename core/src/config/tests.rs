@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use super::*;
 
 #[test]
@@ -39,14 +37,6 @@ fn errors_name_the_variable_and_what_it_accepts() {
     assert_eq!(
         BufferConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
         "SPILLWAY_SQS_MAX_MESSAGE_BYTES=2MiB is not valid; expected a whole number from 1024 to 1048576"
-    );
-    let env = [
-        ("SPILLWAY_KAFKA_BOOTSTRAP", "b:9098"),
-        ("SPILLWAY_DEADLINE_MARGIN", "5"),
-    ];
-    assert_eq!(
-        DrainConfig::from_env(&Env::new(&env)).unwrap_err().to_string(),
-        "SPILLWAY_DEADLINE_MARGIN=5 is not valid; expected a duration such as 500ms, 5s or 2m, from 100ms to 10m"
     );
 }
 
@@ -118,39 +108,24 @@ fn scram_needs_both_credentials_and_never_echoes_the_password() {
 }
 
 #[test]
-fn drain_settings_parse_with_units() {
-    let env = [
-        ("SPILLWAY_SOURCE", "kinesis"),
-        ("SPILLWAY_RAW_MODE", "ON"),
-        ("SPILLWAY_DEADLINE_MARGIN", "1500ms"),
-        ("SPILLWAY_DLQ_URL", ""),
-        ("SPILLWAY_TOPIC", "raw-events"),
-    ];
+fn one_setting_names_the_buffer_and_its_old_name_still_works_alone() {
+    let kind = |env: &[(&str, &str); 2]| buffer_kind(&Env::new(env));
     assert_eq!(
-        DrainConfig::from_env(&Env::new(&env)),
-        Ok(DrainConfig {
-            source: BufferKind::Kinesis,
-            raw_mode: RawMode::Accept,
-            deadline_margin: Duration::from_millis(1500),
-            dlq_url: None,
-            dlq_bucket: None,
-            raw_topic: Some("raw-events".into()),
-        })
+        kind(&[("SPILLWAY_BUFFER", "kinesis"), ("X", "")]),
+        Ok(crate::limits::BufferKind::Kinesis)
     );
-    let env = [("SPILLWAY_RAW_MODE", "on")];
     assert_eq!(
-        DrainConfig::from_env(&Env::new(&env))
-            .unwrap_err()
-            .to_string(),
-        "SPILLWAY_TOPIC is not set; SPILLWAY_RAW_MODE=on needs the topic plain messages go to"
+        kind(&[("SPILLWAY_SOURCE", "kinesis"), ("X", "")]),
+        Ok(crate::limits::BufferKind::Kinesis),
+        "a drain whose infrastructure still sets the old name"
     );
-    // Rule 11: a bucket for letters too large for the DLQ, but no DLQ to put their claim
-    // checks in, would silently report those records failed.
-    let env = [("SPILLWAY_DLQ_BUCKET", "dead-letters")];
     assert_eq!(
-        DrainConfig::from_env(&Env::new(&env))
-            .unwrap_err()
-            .to_string(),
-        "SPILLWAY_DLQ_URL is not set; SPILLWAY_DLQ_BUCKET keeps letters too large for the dead-letter queue, whose claim checks go to that queue"
+        kind(&[("SPILLWAY_SOURCE", "sqs"), ("SPILLWAY_BUFFER", "sqs")]),
+        Ok(crate::limits::BufferKind::Sqs)
+    );
+    let err = kind(&[("SPILLWAY_SOURCE", "sqs"), ("SPILLWAY_BUFFER", "kinesis")]).unwrap_err();
+    assert!(
+        err.to_string().contains("SPILLWAY_SOURCE is the old name"),
+        "{err}"
     );
 }

@@ -251,41 +251,31 @@ pub fn is_systemic_when_shared(error: &KafkaError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Compression;
 
     #[test]
     fn scram_settings_and_reconnect_backoff() {
-        let config = KafkaConfig {
-            bootstrap: "b:9096".into(),
-            auth: KafkaAuth::Scram {
+        let config = KafkaConfig::new(
+            "b:9096",
+            KafkaAuth::Scram {
                 username: "u".into(),
                 password: "p".into(),
             },
-            compression: Compression::Lz4,
-            message_max_bytes: 1_000_000,
-            ca_file: None,
-            token_refresh: std::time::Duration::from_secs(300),
-            max_connects_per_sec: 2,
-        };
+        );
         let client = client_config(&config).unwrap();
         assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(client.get("reconnect.backoff.ms"), Some("1000"));
-        assert_eq!(client.get("message.max.bytes"), Some("1000000"));
+        assert_eq!(
+            client.get("message.max.bytes"),
+            Some("8388608"),
+            "MSK Serverless's limit by default"
+        );
         assert_eq!(client.get("ssl.ca.location"), Some("probe"));
     }
 
     #[test]
     fn iam_is_sasl_ssl_oauthbearer_with_the_given_ca() {
-        let config = KafkaConfig {
-            bootstrap: "127.0.0.1:9098".into(),
-            auth: KafkaAuth::Iam,
-            compression: Compression::Lz4,
-            message_max_bytes: 1_000_000,
-            ca_file: Some("/tmp/ca.pem".into()),
-            token_refresh: std::time::Duration::from_secs(300),
-            max_connects_per_sec: 2,
-        };
+        let config = KafkaConfig::iam("127.0.0.1:9098").with_ca_file("/tmp/ca.pem");
         let client = client_config(&config).unwrap();
         assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(client.get("sasl.mechanism"), Some("OAUTHBEARER"));

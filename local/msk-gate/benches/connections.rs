@@ -16,7 +16,7 @@ use buffer_drain::drain::Drain;
 use buffer_drain::message::Decoding;
 use buffer_drain::source::{Ordering, SourceRecord};
 use rdkafka::producer::{FutureRecord, Producer as _};
-use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
+use spillway_core::config::KafkaConfig;
 use spillway_core::envelope::{Envelope, RawMode};
 
 const GAP: Duration = Duration::from_millis(100);
@@ -80,15 +80,10 @@ async fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let admin = format!("http://{admin_addr}");
-    let kafka = KafkaConfig {
-        bootstrap: listen.clone(),
-        auth: KafkaAuth::Iam,
-        compression: Compression::Lz4,
-        message_max_bytes: 1_000_000,
-        ca_file: Some(ca.to_string_lossy().into_owned()),
-        token_refresh: Duration::from_secs(300),
-        max_connects_per_sec: 100,
-    };
+    let kafka = KafkaConfig::iam(listen.clone())
+        .with_ca_file(ca.to_string_lossy())
+        .with_message_max_bytes(spillway_tests::LOCAL_MESSAGE_MAX_BYTES)
+        .with_max_connects_per_sec(100);
     let topic = format!("connections-{}", std::process::id());
 
     let spillway = measure_spillway(&kafka, &admin, &topic).await;

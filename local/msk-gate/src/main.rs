@@ -52,11 +52,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    spillway_core::telemetry::init(spillway_core::telemetry::Logs::Text, "info");
     let args = Args::parse();
     let tls = msk_gate::tls::generate()?;
     std::fs::write(&args.ca_file, &tls.ca_pem)?;

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use buffer_drain::config::DrainConfig;
 use buffer_drain::drain::Drain;
 use buffer_drain::lambda::build_drain;
 use buffer_drain::poller::{PollSettings, SqsPoller};
 use msk_consumer::local::to_record;
 use msk_consumer::verify::Verifier;
 use rdkafka::consumer::Consumer as _;
-use spillway_core::config::DrainConfig;
-use spillway_core::envelope::{Envelope, RawMode};
+use spillway_core::envelope::Envelope;
 use spillway_core::limits::BufferKind;
 
 mod common;
@@ -21,12 +21,8 @@ use common::PrivateGate;
 
 async fn iam_drain(gate: &PrivateGate) -> Drain {
     let config = DrainConfig {
-        source: BufferKind::Sqs,
-        raw_mode: RawMode::Reject,
         deadline_margin: Duration::from_millis(500),
-        dlq_url: None,
-        dlq_bucket: None,
-        raw_topic: None,
+        ..DrainConfig::new(BufferKind::Sqs)
     };
     build_drain(&gate.kafka(), &config, None)
         .await

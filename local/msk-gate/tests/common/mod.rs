@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use spillway_core::config::{Compression, KafkaAuth, KafkaConfig};
+use spillway_core::config::KafkaConfig;
 
 /// An msk-gate of the test's own, killed when dropped.
 pub(crate) struct PrivateGate {
@@ -65,15 +65,10 @@ impl PrivateGate {
     }
 
     pub(crate) fn kafka(&self) -> KafkaConfig {
-        KafkaConfig {
-            bootstrap: self.bootstrap.clone(),
-            auth: KafkaAuth::Iam,
-            compression: Compression::Lz4,
-            message_max_bytes: 1_000_000,
-            ca_file: Some(self.ca_file.clone()),
-            token_refresh: Duration::from_secs(300),
-            max_connects_per_sec: 100,
-        }
+        KafkaConfig::iam(self.bootstrap.clone())
+            .with_ca_file(self.ca_file.clone())
+            .with_message_max_bytes(spillway_tests::LOCAL_MESSAGE_MAX_BYTES)
+            .with_max_connects_per_sec(100)
     }
 
     pub(crate) fn admin(&self, method: &str, path: &str) -> serde_json::Value {

@@ -1,0 +1,79 @@
+// The drain: buffer-drain, fed by an event source mapping on the queue or stream, producing to MSK
+// at a bounded connection rate and reporting partial-batch failures; poison records go to the DLQ
+// (and, too large for it, to the dead-letter bucket).
+
+import * as cdk from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sources from 'aws-cdk-lib/aws-lambda-event-sources';
+import { Buffer } from './buffer';
+import { rustFunction } from './functions';
+import { Cluster, Topic } from './kafka';
+import { Network } from './network';
+import { Settings } from './settings';
+
+/** The drain function, its Kafka and dead-letter permissions, and its event source on the buffer. */
+export function addDrain(
+  stack: cdk.Stack,
+  s: Settings,
+  network: Network,
+  cluster: Cluster,
+  topic: Topic,
+  buffer: Buffer,
+): lambda.Function {
+  const fn = rustFunction(stack, s, 'Drain', 'buffer-drain', network, {
+    description: 'spillway: buffer → MSK, rate-limited, partial-batch failures',
+    timeout: cdk.Duration.seconds(s.drainTimeoutSecs),
+    memorySize: s.drainMemoryMb,
+    environment: {
+      // The one setting the drain and ingest-api share: which buffer (which events the drain receives).
+      SPILLWAY_BUFFER: buffer.kind,
+      SPILLWAY_KAFKA_BOOTSTRAP: topic.bootstrap,
+      SPILLWAY_KAFKA_AUTH: 'iam',
+      SPILLWAY_MAX_CONNECTS_PER_SEC: String(s.maxConnectsPerSec),
+      SPILLWAY_DEADLINE_MARGIN: `${s.drainDeadlineMarginSecs}s`,
+      SPILLWAY_DLQ_URL: buffer.deadLetters.queueUrl,
+      SPILLWAY_DLQ_BUCKET: buffer.deadLetterObjects.bucketName,
+    },
+  });
+  // Least privilege on the cluster: connect and write idempotently; write and describe only the
+  // configured topics.
+  fn.addToRolePolicy(
+    new iam.PolicyStatement({
+      actions: ['kafka-cluster:Connect', 'kafka-cluster:WriteDataIdempotently'],
+      resources: [cluster.arn],
+    }),
+  );
+  fn.addToRolePolicy(
+    new iam.PolicyStatement({
+      actions: ['kafka-cluster:WriteData', 'kafka-cluster:DescribeTopic'],
+      resources: s.topics.map(cluster.topicArn),
+    }),
+  );
+  buffer.deadLetters.grantSendMessages(fn);
+  buffer.deadLetterObjects.grantPut(fn, 'dead-letters/*');
+  if (buffer.queue) {
+    fn.addEventSource(
+      new sources.SqsEventSource(buffer.queue, {
+        batchSize: s.drainBatchSize,
+        maxBatchingWindow: cdk.Duration.seconds(s.drainBatchingWindowSecs),
+        maxConcurrency: s.drainMaxConcurrency,
+        reportBatchItemFailures: true,
+      }),
+    );
+  } else if (buffer.stream) {
+    fn.addEventSource(
+      new sources.KinesisEventSource(buffer.stream, {
+        startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+        batchSize: s.drainBatchSize,
+        maxBatchingWindow: cdk.Duration.seconds(s.drainBatchingWindowSecs),
+        bisectBatchOnError: true,
+        retryAttempts: s.kinesisMaxRetries,
+        maxRecordAge: cdk.Duration.seconds(s.kinesisMaxRecordAgeSecs),
+        onFailure: new sources.SqsDlq(buffer.deadLetters),
+        reportBatchItemFailures: true,
+      }),
+    );
+  }
+  return fn;
+}
