@@ -19,19 +19,51 @@ use rdkafka::message::{Headers as _, Message as _};
 use spillway_core::config::{Env, KafkaAuth, KafkaConfig};
 use spillway_core::limits::BufferKind;
 
-/// `spillway dev` options.
-#[derive(Debug, Clone)]
+/// `spillway dev` options (its command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct DevOptions {
-    /// Which buffer ingest-api writes to.
+    /// Where ingest-api buffers messages: sqs or kinesis.
+    #[arg(long, default_value = "sqs", value_parser = buffer_kind)]
     pub buffer: BufferKind,
     /// ingest-api's port on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// Talk to the broker directly instead of through msk-gate with MSK IAM.
+    #[arg(long)]
     pub plaintext: bool,
-    /// Drain workers (local Lambda containers).
+    /// Drain workers, each a local "Lambda container" with its own producer.
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
     pub workers: usize,
-    /// Post one sample message at start, to show the pipeline working.
+    /// Post one sample message at start, to show the pipeline working (--no-demo: do not).
+    #[arg(long = "no-demo", action = clap::ArgAction::SetFalse)]
     pub demo: bool,
+}
+
+fn buffer_kind(value: &str) -> Result<BufferKind, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "sqs" => Ok(BufferKind::Sqs),
+        "kinesis" => Ok(BufferKind::Kinesis),
+        _ => Err("expected sqs or kinesis".into()),
+    }
+}
+
+/// `spillway dev`: starts the local stack (stopping it at the end if it started it) and runs the
+/// pipeline until Ctrl-C.
+pub fn command(options: DevOptions) -> Result<(), Error> {
+    eprintln!("spillway dev: starting the local stack (local/up)…");
+    let stack = crate::stack::up()?;
+    // Before any thread exists: the AWS SDK and the MSK IAM signer read the environment.
+    for (k, v) in &stack.env {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
+    let result = crate::runtime().block_on(run(options, stack.env.clone()));
+    if !stack.was_running {
+        eprintln!("spillway dev: stopping the local stack it started (local/down)");
+        crate::stack::down();
+    }
+    result
 }
 
 /// Live counters. Delivered = ids accepted by this session that the consumer has seen: exact
@@ -74,7 +106,7 @@ impl Counters {
     }
 }
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use crate::error::Error;
 
 /// Counts what ingest-api accepted: 202s, and the ids in REST Proxy batch answers.
 async fn count_accepted(counters: Arc<Counters>, req: Request, next: Next) -> Response {
@@ -106,7 +138,7 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
     let get = |k: &str| {
         env.get(k)
             .cloned()
-            .ok_or_else(|| format!("local/up did not export {k}"))
+            .ok_or_else(|| Error::Stack(format!("local/up did not export {k}")))
     };
     let topic = get("SPILLWAY_TOPIC")?;
     let mut settings = env.clone();
@@ -146,10 +178,10 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
     let listener = tokio::net::TcpListener::bind(ingest.listen)
         .await
         .map_err(|e| {
-            format!(
+            Error::Usage(format!(
                 "cannot listen on {} ({e}); choose another --port",
                 ingest.listen
-            )
+            ))
         })?;
     let buffer = Buffer::new(&ingest.buffer, &sdk);
     let counting = counters.clone();
@@ -180,8 +212,11 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
         tokio::time::sleep(Duration::from_secs(5)).await;
         let request = axum::http::Request::post("/messages")
             .header("content-type", "application/json")
-            .body(Body::from(r#"{"payload": "Hello from spillway dev"}"#))?;
-        let answer = tower::ServiceExt::oneshot(demo_app, request).await?;
+            .body(Body::from(r#"{"payload": "Hello from spillway dev"}"#))
+            .map_err(|e| Error::Dev(format!("the demo request: {e}")))?;
+        let answer = tower::ServiceExt::oneshot(demo_app, request)
+            .await
+            .unwrap_or_else(|never| match never {});
         println!("  demo: POST /messages {{\"payload\": \"Hello from spillway dev\"}} → {} (watch delivered=)", answer.status());
     }
 
@@ -216,8 +251,11 @@ async fn start_consumer(
             ("session.timeout.ms", "6000"),
         ],
     )
-    .await?;
-    consumer.subscribe(&[topic])?;
+    .await
+    .map_err(|e| Error::Kafka(e.to_string()))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| Error::Kafka(format!("cannot subscribe to {topic}: {e}")))?;
     let delivered = counters;
     tasks.spawn(async move {
         loop {
@@ -270,7 +308,9 @@ async fn start_drain(
         workers,
         source: source.clone(),
     };
-    buffer_drain::poller::run_local(&config, sdk).await
+    buffer_drain::poller::run_local(&config, sdk)
+        .await
+        .map_err(|e| Error::Dev(format!("the drain did not start: {e}")))
 }
 
 /// Prints the counters every second (a spinner line on a terminal) until Ctrl-C.

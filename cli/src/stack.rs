@@ -28,14 +28,17 @@ pub struct Stack {
 }
 
 /// Runs `local/up` (installing what is missing) and reads its environment.
-pub fn up() -> Result<Stack, String> {
-    let local = local_dir().ok_or("cannot find local/up: run spillway from a spillway checkout")?;
+pub fn up() -> Result<Stack, crate::error::Error> {
+    use crate::error::Error;
+    let local = local_dir().ok_or_else(|| {
+        Error::Stack("cannot find local/up: run spillway from a spillway checkout".into())
+    })?;
     let out = Command::new(local.join("up"))
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", local.join("up").display()))?;
+        .map_err(|e| Error::Stack(format!("cannot run {}: {e}", local.join("up").display())))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        return Err(format!("local/up failed:\n{stderr}"));
+        return Err(Error::Stack(format!("local/up failed:\n{stderr}")));
     }
     let env = parse_exports(&String::from_utf8_lossy(&out.stdout));
     let was_running = !stderr.contains(": starting ");

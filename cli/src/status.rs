@@ -4,6 +4,7 @@
 //! CloudWatch figures are `null` when CloudWatch has no recent datapoint (SQS and Kinesis publish
 //! them every minute in AWS; a local emulator publishes none).
 
+use crate::error::{aws, Error};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
@@ -94,16 +95,43 @@ pub struct Status {
 }
 
 /// What to report on.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Targets {
     /// The buffer queue.
+    #[arg(long, env = "SPILLWAY_SQS_QUEUE_URL")]
     pub queue_url: Option<String>,
     /// The dead-letter queue.
+    #[arg(long, env = "SPILLWAY_SQS_DLQ_URL")]
     pub dlq_url: Option<String>,
-    /// The buffer stream.
+    /// The Kinesis buffer stream.
+    #[arg(long, env = "SPILLWAY_KINESIS_STREAM")]
     pub stream: Option<String>,
-    /// The drain function.
+    /// The drain function (its settings and event source mappings).
+    #[arg(long, env = "SPILLWAY_DRAIN_FUNCTION")]
     pub function: Option<String>,
+}
+
+/// `spillway status`'s command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// What to report on.
+    #[command(flatten)]
+    pub targets: Targets,
+    /// One JSON object per refresh, for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh at this interval (e.g. 2s) until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub watch: Option<Duration>,
+}
+
+/// `spillway status`.
+pub async fn command(args: &StatusArgs) -> Result<(), Error> {
+    if args.targets.is_empty() {
+        return Err(Error::Usage("give --queue-url, --dlq-url, --stream or --function (or SPILLWAY_SQS_QUEUE_URL, SPILLWAY_SQS_DLQ_URL, SPILLWAY_KINESIS_STREAM, SPILLWAY_DRAIN_FUNCTION)".into()));
+    }
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    run(&Clients::new(&sdk), &args.targets, args.json, args.watch).await
 }
 
 impl Targets {
@@ -141,7 +169,7 @@ impl Clients {
 }
 
 /// Reads a queue's numbers (no CloudWatch: cheap enough for a live counter).
-pub async fn queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<QueueStatus, String> {
+pub async fn queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<QueueStatus, Error> {
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(url)
@@ -150,12 +178,7 @@ pub async fn queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<QueueStatus, 
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "cannot read {url}: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(&e)
-            )
-        })?
+        .map_err(aws(format!("read the attributes of {url}")))?
         .attributes
         .unwrap_or_default();
     let get = |k: QueueAttributeName| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -218,7 +241,7 @@ fn whole(v: f64) -> u64 {
 }
 
 /// A queue's numbers with the age of its oldest message.
-async fn queue_with_age(clients: &Clients, url: &str) -> Result<QueueStatus, String> {
+async fn queue_with_age(clients: &Clients, url: &str) -> Result<QueueStatus, Error> {
     let mut status = queue(&clients.sqs, url).await?;
     let name = url.rsplit('/').next().unwrap_or(url);
     status.oldest_age_secs = latest_maximum(
@@ -232,21 +255,18 @@ async fn queue_with_age(clients: &Clients, url: &str) -> Result<QueueStatus, Str
     Ok(status)
 }
 
-async fn stream(clients: &Clients, name: &str) -> Result<StreamStatus, String> {
+async fn stream(clients: &Clients, name: &str) -> Result<StreamStatus, Error> {
     let summary = clients
         .kinesis
         .describe_stream_summary()
         .stream_name(name)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "cannot read stream {name}: {}",
-                aws_sdk_kinesis::error::DisplayErrorContext(&e)
-            )
-        })?
+        .map_err(aws(format!("describe the stream {name}")))?
         .stream_description_summary
-        .ok_or_else(|| format!("no description of stream {name}"))?;
+        .ok_or_else(|| {
+            Error::Unsuitable(format!("Kinesis gave no description of the stream {name}"))
+        })?;
     let lag_ms = latest_maximum(
         &clients.cloudwatch,
         "AWS/Kinesis",
@@ -268,7 +288,7 @@ fn count(v: Option<i32>) -> Option<u64> {
     v.and_then(|v| u64::try_from(v).ok())
 }
 
-async fn drain(lambda: &aws_sdk_lambda::Client, function: &str) -> Result<DrainStatus, String> {
+async fn drain(lambda: &aws_sdk_lambda::Client, function: &str) -> Result<DrainStatus, Error> {
     let crate::tune::DrainFunction {
         config,
         reserved_concurrency,
@@ -301,7 +321,7 @@ async fn drain(lambda: &aws_sdk_lambda::Client, function: &str) -> Result<DrainS
 }
 
 /// Reads everything `targets` names.
-pub async fn read(clients: &Clients, targets: &Targets) -> Result<Status, String> {
+pub async fn read(clients: &Clients, targets: &Targets) -> Result<Status, Error> {
     Ok(Status {
         buffer: match &targets.queue_url {
             Some(url) => Some(queue_with_age(clients, url).await?),
@@ -392,14 +412,11 @@ pub async fn run(
     targets: &Targets,
     json: bool,
     watch: Option<Duration>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     loop {
         let status = read(clients, targets).await?;
         if json {
-            println!(
-                "{}",
-                serde_json::to_string(&status).map_err(|e| e.to_string())?
-            );
+            println!("{}", serde_json::to_string(&status).unwrap_or_default());
         } else {
             print!("{}", render(&status));
         }

@@ -12,6 +12,8 @@
 
 use serde::Serialize;
 
+use crate::error::{aws, Error};
+
 /// MSK Serverless's quotas (per cluster).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Quotas {
@@ -156,16 +158,79 @@ mod tests {
 }
 
 /// What `tune` was asked to change.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Changes {
-    /// New maximum concurrency.
+    /// New maximum concurrency (instances).
+    #[arg(long)]
     pub max_concurrency: Option<u64>,
     /// New batch size.
+    #[arg(long)]
     pub batch_size: Option<u64>,
-    /// New batching window, seconds.
+    /// New batching window, in seconds.
+    #[arg(long = "batching-window")]
     pub batching_window_secs: Option<u64>,
-    /// New `SPILLWAY_MAX_CONNECTS_PER_SEC` for the function.
+    /// New SPILLWAY_MAX_CONNECTS_PER_SEC for the function.
+    #[arg(long)]
     pub max_connects_per_sec: Option<u32>,
+}
+
+/// `spillway tune`'s command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TuneArgs {
+    /// The drain function.
+    #[arg(long)]
+    pub function: String,
+    /// The mapping, when the function has several.
+    #[arg(long)]
+    pub uuid: Option<String>,
+    /// The settings to change.
+    #[command(flatten)]
+    pub changes: Changes,
+    /// Connections one drain instance keeps (bootstrap plus brokers).
+    #[arg(long, default_value_t = 3)]
+    pub connections_per_instance: u64,
+    /// Apply even when a check fails.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `spillway tune`: reads, checks, applies what is safe and prints the arithmetic.
+pub async fn command(args: &TuneArgs) -> Result<(), Error> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let outcome = run(
+        &lambda,
+        &sqs,
+        &args.function,
+        args.uuid.as_deref(),
+        args.connections_per_instance,
+        &args.changes,
+        args.force,
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+    } else {
+        for c in &outcome.checks {
+            println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.text);
+        }
+        println!(
+            "{}",
+            if outcome.applied {
+                "applied"
+            } else {
+                "not changed"
+            }
+        );
+    }
+    if outcome.unsafe_settings && !args.force {
+        return Err(Error::Refused);
+    }
+    Ok(())
 }
 
 /// What `tune` found and did.
@@ -183,8 +248,9 @@ pub struct Outcome {
     pub unsafe_settings: bool,
 }
 
-fn err<E: std::error::Error>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
+/// A planned setting that Lambda's API cannot take.
+fn out_of_range<E: std::error::Error>(what: &str) -> impl FnOnce(E) -> Error + '_ {
+    move |e| Error::Unsuitable(format!("{what} out of range: {e}"))
 }
 
 /// The drain function as Lambda describes it.
@@ -201,29 +267,19 @@ pub struct DrainFunction {
 pub async fn read_function(
     lambda: &aws_sdk_lambda::Client,
     function: &str,
-) -> Result<DrainFunction, String> {
+) -> Result<DrainFunction, Error> {
     let out = lambda
         .get_function()
         .function_name(function)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "cannot read function {function}: {}",
-                aws_sdk_lambda::error::DisplayErrorContext(&e)
-            )
-        })?;
+        .map_err(aws(format!("read function {function}")))?;
     let mappings = lambda
         .list_event_source_mappings()
         .function_name(function)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "cannot list mappings of {function}: {}",
-                aws_sdk_lambda::error::DisplayErrorContext(&e)
-            )
-        })?
+        .map_err(aws(format!("list the event source mappings of {function}")))?
         .event_source_mappings
         .unwrap_or_default();
     Ok(DrainFunction {
@@ -247,7 +303,7 @@ pub async fn run(
     connections_per_instance: u64,
     changes: &Changes,
     force: bool,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, Error> {
     let DrainFunction {
         config, mappings, ..
     } = read_function(lambda, function).await?;
@@ -256,10 +312,10 @@ pub async fn run(
         None => mappings.into_iter().next(),
     }
     .ok_or_else(|| {
-        format!(
+        Error::Unsuitable(format!(
             "{function} has no event source mapping{}",
             uuid.map(|u| format!(" {u}")).unwrap_or_default()
-        )
+        ))
     })?;
     let source = mapping.event_source_arn().unwrap_or_default().to_owned();
     let visibility_timeout_secs = visibility_timeout(sqs, &source).await?;
@@ -306,10 +362,7 @@ pub async fn run(
 }
 
 /// The visibility timeout of the SQS queue `source` names, or `None` for other sources.
-async fn visibility_timeout(
-    sqs: &aws_sdk_sqs::Client,
-    source: &str,
-) -> Result<Option<u64>, String> {
+async fn visibility_timeout(sqs: &aws_sdk_sqs::Client, source: &str) -> Result<Option<u64>, Error> {
     if !source.starts_with("arn:aws:sqs:") {
         return Ok(None);
     }
@@ -324,12 +377,7 @@ async fn visibility_timeout(
         .queue_owner_aws_account_id(account)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "cannot find the queue {name}: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(&e)
-            )
-        })?
+        .map_err(aws(format!("find the queue {name}")))?
         .queue_url
         .unwrap_or_default();
     let attrs = sqs
@@ -338,12 +386,7 @@ async fn visibility_timeout(
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "cannot read {url}: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(&e)
-            )
-        })?
+        .map_err(aws(format!("read the attributes of {url}")))?
         .attributes
         .unwrap_or_default();
     Ok(attrs
@@ -359,29 +402,28 @@ async fn apply(
     uuid: &str,
     plan: &Plan,
     changes: &Changes,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let mut update = lambda
         .update_event_source_mapping()
         .uuid(uuid)
-        .batch_size(i32::try_from(plan.batch_size).map_err(err("batch size"))?)
+        .batch_size(i32::try_from(plan.batch_size).map_err(out_of_range("batch size"))?)
         .maximum_batching_window_in_seconds(
-            i32::try_from(plan.batching_window_secs).map_err(err("batching window"))?,
+            i32::try_from(plan.batching_window_secs).map_err(out_of_range("batching window"))?,
         );
     if changes.max_concurrency.is_some() {
         update = update.scaling_config(
             aws_sdk_lambda::types::ScalingConfig::builder()
                 .maximum_concurrency(
-                    i32::try_from(plan.max_concurrency).map_err(err("maximum concurrency"))?,
+                    i32::try_from(plan.max_concurrency)
+                        .map_err(out_of_range("maximum concurrency"))?,
                 )
                 .build(),
         );
     }
-    update.send().await.map_err(|e| {
-        format!(
-            "cannot update mapping {uuid}: {}",
-            aws_sdk_lambda::error::DisplayErrorContext(&e)
-        )
-    })?;
+    update
+        .send()
+        .await
+        .map_err(aws(format!("update the event source mapping {uuid}")))?;
     if let Some(rate) = changes.max_connects_per_sec {
         let mut variables = config
             .environment()
@@ -399,12 +441,7 @@ async fn apply(
             )
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot update {function}: {}",
-                    aws_sdk_lambda::error::DisplayErrorContext(&e)
-                )
-            })?;
+            .map_err(aws(format!("update the configuration of {function}")))?;
     }
     Ok(())
 }

@@ -8,12 +8,14 @@ use aws_sdk_sqs::types::{
 };
 use spillway_core::batch::{answered, Answered};
 
+use super::NotMoved;
+
 /// Deletes `messages` from the DLQ: for each, `Ok` only when the answer names it deleted.
 pub(super) async fn delete(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     messages: &[&Message],
-) -> Vec<Result<(), String>> {
+) -> Vec<Result<(), NotMoved>> {
     let calls = messages
         .chunks(10)
         .map(|chunk| delete_some(sqs, url, chunk));
@@ -29,7 +31,7 @@ async fn delete_some(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     chunk: &[&Message],
-) -> Vec<Result<(), String>> {
+) -> Vec<Result<(), NotMoved>> {
     let entries = chunk
         .iter()
         .enumerate()
@@ -56,17 +58,19 @@ async fn delete_some(
         .into_iter()
         .map(|answer| match answer {
             Answered::Done => Ok(()),
-            Answered::Failed(code) => Err(format!("{url} did not delete it: {code}")),
-            Answered::Unanswered => {
-                Err(format!("{url}'s DeleteMessageBatch answer did not name it"))
-            }
+            Answered::Failed(code) => Err(NotMoved::NotDeleted(format!(
+                "{url} did not delete it: {code}"
+            ))),
+            Answered::Unanswered => Err(NotMoved::NotDeleted(format!(
+                "{url}'s DeleteMessageBatch answer did not name it"
+            ))),
         })
         .collect(),
         Err(e) => {
-            let e = format!(
+            let e = NotMoved::NotDeleted(format!(
                 "cannot delete from {url}: {}",
                 aws_sdk_sqs::error::DisplayErrorContext(&e)
-            );
+            ));
             chunk.iter().map(|_| Err(e.clone())).collect()
         }
     }

@@ -10,27 +10,27 @@ use std::cmp::Ordering;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use spillway_core::dead_letter::{compare_sequence, stream_name, BatchInfo};
 
-use super::Item;
+use super::{Item, NotMoved};
 
 /// `GetRecords` calls one range may take before it is given up as unreadable (the letter stays).
 const MAX_CALLS: u32 = 2_000;
 /// The pause after an empty page inside a range (a shard allows five `GetRecords` a second).
 const EMPTY_PAGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
-fn sdk_error<E: std::error::Error + 'static>(what: &str, e: E) -> String {
-    format!(
+fn sdk_error<E: std::error::Error + 'static>(what: &str, e: E) -> NotMoved {
+    NotMoved::Range(format!(
         "{what}: {}",
         aws_sdk_kinesis::error::DisplayErrorContext(&e)
-    )
+    ))
 }
 
 /// Reads the records `info` names, in sequence order.
 pub async fn read(
     kinesis: &aws_sdk_kinesis::Client,
     info: &BatchInfo,
-) -> Result<Vec<Item>, String> {
+) -> Result<Vec<Item>, NotMoved> {
     let stream = stream_name(&info.stream_arn)
-        .ok_or_else(|| format!("not a Kinesis stream ARN: {}", info.stream_arn))?;
+        .ok_or_else(|| NotMoved::Range(format!("not a Kinesis stream ARN: {}", info.stream_arn)))?;
     let where_ = format!(
         "{stream}/{} from {}",
         info.shard_id, info.start_sequence_number
@@ -53,10 +53,10 @@ pub async fn read(
     let mut items: Vec<Item> = Vec::new();
     for _ in 0..MAX_CALLS {
         let Some(it) = iterator else {
-            return Err(format!(
+            return Err(NotMoved::Range(format!(
                 "{where_}: the shard ended before the range did; {} records read",
                 items.len()
-            ));
+            )));
         };
         let out = kinesis
             .get_records()
@@ -76,16 +76,16 @@ pub async fn read(
                 && compare_sequence(&r.sequence_number, &info.start_sequence_number)
                     != Ordering::Equal
             {
-                return Err(format!(
+                return Err(NotMoved::Range(format!(
                     "{where_}: the range's first record is gone (past the stream's retention?)"
-                ));
+                )));
             }
             let end = compare_sequence(&r.sequence_number, &info.end_sequence_number);
             if end == Ordering::Greater {
-                return Err(format!(
+                return Err(NotMoved::Range(format!(
                     "{where_}: the range's last record is missing; {} records read",
                     items.len()
-                ));
+                )));
             }
             items.push(Item {
                 buffered_at_ms: r
@@ -101,30 +101,30 @@ pub async fn read(
             }
         }
         if empty && at_tip {
-            return Err(format!(
+            return Err(NotMoved::Range(format!(
                 "{where_}: read to the stream's tip without reaching the range's end; {} records read",
                 items.len()
-            ));
+            )));
         }
         if empty {
             tokio::time::sleep(EMPTY_PAGE_PAUSE).await;
         }
         iterator = out.next_shard_iterator;
     }
-    Err(format!(
+    Err(NotMoved::Range(format!(
         "{where_}: not read to its end in {MAX_CALLS} calls; {} records read",
         items.len()
-    ))
+    )))
 }
 
 /// A range read from its first record to its last: whole when it holds as many records as the
 /// on-failure record says the batch had.
-fn whole(items: Vec<Item>, info: &BatchInfo, where_: &str) -> Result<Vec<Item>, String> {
+fn whole(items: Vec<Item>, info: &BatchInfo, where_: &str) -> Result<Vec<Item>, NotMoved> {
     match info.batch_size {
-        Some(size) if size != items.len() as u64 => Err(format!(
+        Some(size) if size != items.len() as u64 => Err(NotMoved::Range(format!(
             "{where_}: {} records read where the on-failure record names {size}",
             items.len()
-        )),
+        ))),
         _ => Ok(items),
     }
 }

@@ -10,7 +10,7 @@ use spillway_core::dead_letter::{
 };
 use spillway_core::envelope::{decode, Decoded, Envelope, RawMode};
 
-use super::{Filters, Item};
+use super::{Filters, Item, NotMoved};
 
 /// What a dead-letter message carries.
 pub(super) enum Letter {
@@ -55,9 +55,10 @@ pub(super) fn matches(filters: &Filters, m: &Message) -> bool {
 }
 
 /// What `m` holds.
-pub(super) fn letter(m: &Message) -> Result<Letter, String> {
+pub(super) fn letter(m: &Message) -> Result<Letter, NotMoved> {
     let body = m.body().unwrap_or_default();
-    let content = read_body(body, attribute(m, ENCODING_ATTRIBUTE), reason(m).is_some())?;
+    let content = read_body(body, attribute(m, ENCODING_ATTRIBUTE), reason(m).is_some())
+        .map_err(NotMoved::Unreadable)?;
     let item = |data: Vec<u8>| Item {
         // The drain names the record's own id; a message SQS moved keeps its message id.
         id: attribute(m, ORIGINAL_ID_ATTRIBUTE)
@@ -96,7 +97,7 @@ pub(super) fn describe(m: &Message) -> String {
             "{} bytes in s3://{}/{}",
             claim.bytes, claim.bucket, claim.key
         ),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     };
     format!(
         "would move {} ({what}; reason: {}, age: {})",
@@ -117,12 +118,10 @@ pub(super) fn describe(m: &Message) -> String {
 pub(super) fn for_queue(
     item: &Item,
     raw_topic: Option<&str>,
-) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+) -> Result<(Vec<u8>, Option<Vec<u8>>), NotMoved> {
     match decode(&item.data, RawMode::Accept) {
         Ok(Decoded::Raw(_)) => {
-            let topic = raw_topic.ok_or_else(|| {
-                "a plain (raw-mode) letter sent back to a queue as it is would get a new message id and so a new spillway-id; give --raw-topic (the drain's SPILLWAY_TOPIC) to send it in an envelope that keeps its id, or replay it --to-kafka".to_owned()
-            })?;
+            let topic = raw_topic.ok_or(NotMoved::PlainWithoutTopic)?;
             let mut env = Envelope::new(topic, item.data.clone());
             env.id.clone_from(&item.id);
             if let Some(at) = item.buffered_at_ms {

@@ -22,13 +22,19 @@ use ingest_api::buffer::{KinesisBuffer, SqsBuffer};
 use spillway_core::claim::Claim;
 use spillway_core::envelope::{decode, Decoded, RawMode};
 
+use crate::error::{aws, Error};
 use held::{delete, set_visibility, Held};
 use letter::{describe, letter, matches, Letter};
 
+mod command;
+mod error;
 mod held;
 pub mod kinesis;
 mod letter;
 mod target;
+
+pub use command::{command, ReplayArgs, TargetArgs};
+pub use error::NotMoved;
 
 /// Where replayed messages go.
 pub enum Target {
@@ -43,19 +49,14 @@ pub enum Target {
 
 impl Target {
     /// A queue target for `url`, its message size limit read from the queue.
-    pub async fn queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Self, String> {
+    pub async fn queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Self, Error> {
         let limit = sqs
             .get_queue_attributes()
             .queue_url(url)
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot read {url}: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&e)
-                )
-            })?
+            .map_err(aws(format!("read the attributes of {url}")))?
             .attributes
             .and_then(|a| {
                 a.get(&aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize)
@@ -91,16 +92,20 @@ const RECEIVE_AT_ONCE: u64 = 80;
 const READS_AT_ONCE: usize = 8;
 
 /// Which messages to move.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Filters {
-    /// Only messages whose `spillway-reason` attribute contains this.
+    /// Only messages whose spillway-reason attribute contains this text.
+    #[arg(long)]
     pub reason: Option<String>,
-    /// Only messages at least this old.
+    /// Only messages at least this old (e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub older_than: Option<Duration>,
-    /// At most this many.
+    /// Move at most this many.
+    #[arg(long)]
     pub max: Option<u64>,
-    /// How long a received message stays hidden while it is moved; after an interruption, what was
-    /// in flight reappears in the DLQ after this long.
+    /// How long received messages stay hidden while being moved (what was in flight when a
+    /// replay was interrupted reappears after this long); at least 10s.
+    #[arg(long = "visibility-timeout", default_value = "30s", value_parser = humantime::parse_duration)]
     pub visibility: Duration,
 }
 
@@ -178,7 +183,7 @@ impl Item {
 
 impl Replay<'_> {
     /// Moves the messages; `progress` counts moved messages.
-    pub async fn run(&self, progress: &indicatif::ProgressBar) -> Result<Summary, String> {
+    pub async fn run(&self, progress: &indicatif::ProgressBar) -> Result<Summary, Error> {
         // Not SQS's own redrive (StartMessageMoveTask), even for a whole DLQ: it gives every
         // message a new message id (a plain letter would get a new spillway-id, rule 7) and
         // moves what no queue can use (Kinesis on-failure records, binary data) unchecked.
@@ -250,7 +255,7 @@ impl Replay<'_> {
                         _ => None,
                     };
                     if let Some(e) = refused {
-                        note(&mut summary, progress, e);
+                        note(&mut summary, progress, &e);
                     } else {
                         say(progress, describe(m));
                         summary.would_move += 1;
@@ -294,7 +299,7 @@ impl Replay<'_> {
             match outcome {
                 Ok(done) => written.push((m, done)),
                 Err(e) => {
-                    note(summary, progress, e);
+                    note(summary, progress, &e);
                     held.hold(m);
                 }
             }
@@ -316,11 +321,7 @@ impl Replay<'_> {
                     }
                 }
                 Err(e) => {
-                    note(
-                        summary,
-                        progress,
-                        format!("written to the target but still in the DLQ (it will be replayed again): {e}"),
-                    );
+                    note(summary, progress, &e);
                     held.hold(m);
                 }
             }
@@ -346,7 +347,7 @@ impl Replay<'_> {
     }
 
     /// Up to `want` letters: `ReceiveMessage` calls of ten, at the same time.
-    async fn receive(&self, want: u64) -> Result<Vec<Message>, String> {
+    async fn receive(&self, want: u64) -> Result<Vec<Message>, Error> {
         let calls = (0..want.div_ceil(10)).map(|k| self.receive_some((want - 10 * k).min(10)));
         let mut messages: Vec<Message> = Vec::new();
         for received in futures::future::join_all(calls).await {
@@ -365,7 +366,7 @@ impl Replay<'_> {
         Ok(messages)
     }
 
-    async fn receive_some(&self, want: u64) -> Result<Vec<Message>, String> {
+    async fn receive_some(&self, want: u64) -> Result<Vec<Message>, Error> {
         Ok(self
             .sqs
             .receive_message()
@@ -379,19 +380,13 @@ impl Replay<'_> {
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot receive from {}: {}",
-                    self.dlq_url,
-                    aws_sdk_sqs::error::DisplayErrorContext(&e)
-                )
-            })?
+            .map_err(aws(format!("receive from {}", self.dlq_url)))?
             .messages
             .unwrap_or_default())
     }
 
     /// Claim checks are read only from the drain's bucket, under `dead-letters/`.
-    fn claim_allowed(&self, claim: &Claim) -> Result<(), String> {
+    fn claim_allowed(&self, claim: &Claim) -> Result<(), NotMoved> {
         if self.dlq_bucket == Some(claim.bucket.as_str())
             && claim
                 .key
@@ -399,32 +394,28 @@ impl Replay<'_> {
         {
             return Ok(());
         }
-        Err(format!(
-            "its claim check names s3://{}/{}, not an object of the dead-letter bucket{}: not read (give the drain's SPILLWAY_DLQ_BUCKET as --dlq-bucket)",
-            claim.bucket,
-            claim.key,
-            self.dlq_bucket.map_or_else(String::new, |b| format!(
-                " {b}/{}",
-                spillway_core::dead_letter::CLAIM_PREFIX
-            )),
-        ))
+        Err(NotMoved::ClaimOutsideBucket {
+            bucket: claim.bucket.clone(),
+            key: claim.key.clone(),
+            allowed: self.dlq_bucket.map_or_else(String::new, |b| {
+                format!(" {b}/{}", spillway_core::dead_letter::CLAIM_PREFIX)
+            }),
+        })
     }
 
     /// The records `m` holds: its data, read back from S3 for a claim check or from the stream
     /// for a Kinesis on-failure record; and the claim, to remove once the letter is gone.
-    async fn records(&self, m: &Message) -> Result<(Vec<Item>, Option<Claim>), String> {
+    async fn records(&self, m: &Message) -> Result<(Vec<Item>, Option<Claim>), NotMoved> {
         match letter(m)? {
             Letter::Data(item) => Ok((vec![item], None)),
             Letter::Claimed(mut item, claim) => {
                 self.claim_allowed(&claim)?;
-                item.data = spillway_core::claim::fetch(self.s3, &claim)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                item.data = spillway_core::claim::fetch(self.s3, &claim).await?;
                 Ok((vec![item], Some(claim)))
             }
-            Letter::Range(_) if matches!(self.target, Target::Queue(_)) => Err(
-                "a Kinesis on-failure record holds no data for a queue; replay it with --to-kafka or --to-stream".into(),
-            ),
+            Letter::Range(_) if matches!(self.target, Target::Queue(_)) => {
+                Err(NotMoved::RangeToQueue)
+            }
             Letter::Range(info) => Ok((kinesis::read(self.kinesis, &info).await?, None)),
         }
     }
@@ -435,7 +426,7 @@ impl Replay<'_> {
         &self,
         messages: &[Message],
         until: Instant,
-    ) -> Vec<Result<(u64, Option<Claim>), String>> {
+    ) -> Vec<Result<(u64, Option<Claim>), NotMoved>> {
         use futures::StreamExt as _;
         // Reads (S3 objects, Kinesis ranges) a few at a time, within half the step's time: the
         // rest is the target's.
@@ -444,9 +435,7 @@ impl Replay<'_> {
             .map(|m| async move {
                 tokio::time::timeout_at(read_until.into(), self.records(m))
                     .await
-                    .unwrap_or_else(|_| {
-                        Err("not read in time: its visibility timeout would run out".into())
-                    })
+                    .unwrap_or(Err(NotMoved::NotReadInTime))
             })
             .buffered(READS_AT_ONCE)
             .collect()
@@ -488,7 +477,8 @@ impl Replay<'_> {
 }
 
 /// Counts a letter not moved, and says why (the first few distinct reasons).
-fn note(summary: &mut Summary, progress: &indicatif::ProgressBar, e: String) {
+fn note(summary: &mut Summary, progress: &indicatif::ProgressBar, e: &NotMoved) {
+    let e = e.to_string();
     summary.failed += 1;
     if summary.errors.len() < 10 && !summary.errors.contains(&e) {
         say(progress, format!("not moved: {e}"));

@@ -7,7 +7,7 @@ use buffer_drain::report::Outcome;
 use buffer_drain::source::{Ordering, SourceRecord};
 use ingest_api::buffer::{KinesisBuffer, Outgoing, SqsBuffer};
 
-use super::{letter, Item, Target};
+use super::{letter, Item, NotMoved, Target};
 
 /// Records given to the drain at a time.
 const KAFKA_CHUNK: usize = 500;
@@ -22,7 +22,7 @@ pub(super) async fn write(
     send_ids: &[String],
     raw_topic: Option<&str>,
     until: Instant,
-) -> Vec<Result<(), String>> {
+) -> Vec<Result<(), NotMoved>> {
     match target {
         Target::Queue(queue) => to_queue(queue, items, send_ids, raw_topic, until).await,
         Target::Kafka(drain) => to_kafka(drain, items, until).await,
@@ -36,8 +36,8 @@ async fn to_queue(
     send_ids: &[String],
     raw_topic: Option<&str>,
     until: Instant,
-) -> Vec<Result<(), String>> {
-    let prepared: Vec<Result<Outgoing, String>> = items
+) -> Vec<Result<(), NotMoved>> {
+    let prepared: Vec<Result<Outgoing, NotMoved>> = items
         .iter()
         .zip(send_ids)
         .map(|(item, id)| {
@@ -63,7 +63,10 @@ async fn to_queue(
                             "no answer".into(),
                         ))
                     })
-                    .map_err(|e| format!("the queue did not take it: {e}"))
+                    .map_err(|e| NotMoved::Refused {
+                        target: "the queue",
+                        detail: e.to_string(),
+                    })
             })
         })
         .collect()
@@ -74,7 +77,7 @@ async fn to_kafka(
     drain: &buffer_drain::drain::Drain,
     items: &[Item],
     until: Instant,
-) -> Vec<Result<(), String>> {
+) -> Vec<Result<(), NotMoved>> {
     let mut outcomes = Vec::with_capacity(items.len());
     for chunk in items.chunks(KAFKA_CHUNK) {
         let records: Vec<SourceRecord> = chunk
@@ -91,7 +94,14 @@ async fn to_kafka(
         let report = drain.drain(&records, Ordering::Unordered, until).await;
         outcomes.extend(report.outcomes.iter().map(|o| match o {
             Outcome::Delivered => Ok(()),
-            other => Err(format!("Kafka did not take it: {other:?}")),
+            Outcome::Failed(failure) => Err(NotMoved::Refused {
+                target: "Kafka",
+                detail: failure.to_string(),
+            }),
+            Outcome::DeadLettered(reason) => Err(NotMoved::Refused {
+                target: "Kafka",
+                detail: format!("dead-lettered again: {reason}"),
+            }),
         }));
     }
     outcomes
@@ -103,7 +113,7 @@ async fn to_stream(
     stream: &KinesisBuffer,
     items: &[Item],
     until: Instant,
-) -> Vec<Result<(), String>> {
+) -> Vec<Result<(), NotMoved>> {
     let outgoing: Vec<Outgoing> = items
         .iter()
         .map(|item| Outgoing {
@@ -121,6 +131,11 @@ async fn to_stream(
         .write(&outgoing, until)
         .await
         .into_iter()
-        .map(|r| r.map_err(|e| format!("the stream did not take it: {e}")))
+        .map(|r| {
+            r.map_err(|e| NotMoved::Refused {
+                target: "the stream",
+                detail: e.to_string(),
+            })
+        })
         .collect()
 }
