@@ -89,7 +89,8 @@ mod tests {
         let aws = aws::<std::io::Error>("read queue q")(std::io::Error::other("throttled"));
         assert_eq!(aws.exit_code(), 1);
         assert!(
-            aws.to_string().starts_with("cannot read queue q: throttled"),
+            aws.to_string()
+                .starts_with("cannot read queue q: throttled"),
             "{aws}"
         );
         assert_eq!(Error::NotAllMoved { failed: 2 }.exit_code(), 1);

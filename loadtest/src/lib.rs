@@ -12,5 +12,6 @@ pub mod generator;
 pub mod observe;
 pub mod pipeline;
 pub mod report;
+pub mod roles;
 pub mod run;
 pub mod scenario;

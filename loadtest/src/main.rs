@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use loadtest::run::Options;
+use loadtest::roles::{self, with_stack};
 use loadtest::scenario::Scenario;
-use spillway_core::config::{Env, KafkaConfig, ProcessEnv};
 
 #[derive(Parser)]
 #[command(
@@ -69,8 +68,6 @@ enum Command {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -81,10 +78,10 @@ fn runtime() -> tokio::runtime::Runtime {
 fn main() -> ExitCode {
     spillway_core::telemetry::init(spillway_core::telemetry::Logs::Text, "warn");
     let result = match Cli::parse().command {
-        Command::RoleIngest => runtime().block_on(role_ingest()),
+        Command::RoleIngest => runtime().block_on(roles::ingest()),
         Command::Report { out } => loadtest::run::rerender(&out).map(|index| println!("{index}")),
-        Command::RoleDrain => runtime().block_on(role_drain()),
-        Command::RoleDirect => runtime().block_on(role_direct()),
+        Command::RoleDrain => runtime().block_on(roles::drain()),
+        Command::RoleDirect => runtime().block_on(roles::direct()),
         Command::Run {
             scenario,
             direct,
@@ -96,49 +93,20 @@ fn main() -> ExitCode {
                 eprintln!("loadtest: no scenario {scenario}; see --help for the list");
                 return ExitCode::from(2);
             };
-            let command = loadtest::run::reproduce(&scenario, direct, quick);
             with_stack(|stack| {
-                runtime().block_on(async {
-                    let options = Options {
-                        direct,
-                        out: out.clone(),
-                        drain_timeout,
-                        command,
-                    };
-                    let summary = loadtest::run::run(&scenario, stack, &options).await?;
-                    loadtest::run::index(&out)?;
-                    if summary.lost > 0 && !direct {
-                        return Err(format!("{} accepted messages were lost", summary.lost).into());
-                    }
-                    Ok(())
-                })
+                runtime().block_on(loadtest::run::one(
+                    &scenario,
+                    stack,
+                    direct,
+                    quick,
+                    &out,
+                    drain_timeout,
+                ))
             })
         }
-        Command::All { quick, out } => with_stack(|stack| {
-            runtime().block_on(async {
-                let mut lost = 0;
-                for scenario in Scenario::all(quick) {
-                    let baseline = matches!(scenario.name, "spike" | "spike-outage");
-                    for direct in [false, true].into_iter().filter(|d| !d || baseline) {
-                        let options = Options {
-                            direct,
-                            out: out.clone(),
-                            drain_timeout: Duration::from_secs(300),
-                            command: loadtest::run::reproduce(&scenario, direct, quick),
-                        };
-                        let summary = loadtest::run::run(&scenario, stack, &options).await?;
-                        if !direct {
-                            lost += summary.lost;
-                        }
-                    }
-                }
-                println!("{}", loadtest::run::index(&out)?);
-                if lost > 0 {
-                    return Err(format!("{lost} accepted messages were lost").into());
-                }
-                Ok(())
-            })
-        }),
+        Command::All { quick, out } => {
+            with_stack(|stack| runtime().block_on(loadtest::run::all(stack, quick, &out)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,41 +115,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Starts (or finds) the local stack and puts its environment in this process's, before any thread
-/// exists: the AWS SDK and the MSK IAM signer read it.
-fn with_stack(
-    f: impl FnOnce(&std::collections::BTreeMap<String, String>) -> Result<(), Error>,
-) -> Result<(), Error> {
-    let stack = spillway::stack::up()?;
-    for (k, v) in &stack.env {
-        if std::env::var_os(k).is_none() {
-            std::env::set_var(k, v);
-        }
-    }
-    f(&stack.env)
-}
-
-async fn role_ingest() -> Result<(), Error> {
-    let config = ingest_api::config::IngestConfig::from_env(&Env::new(&ProcessEnv))?;
-    Ok(ingest_api::serve_local(config).await?)
-}
-
-async fn role_drain() -> Result<(), Error> {
-    let config = buffer_drain::config::LocalConfig::from_env(&Env::new(&ProcessEnv))?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    buffer_drain::report::print_emf(false);
-    let mut tasks = buffer_drain::poller::run_local(&config, &sdk).await?;
-    while tasks.join_next().await.is_some() {}
-    Ok(())
-}
-
-async fn role_direct() -> Result<(), Error> {
-    let env = Env::new(&ProcessEnv);
-    let kafka = KafkaConfig::from_env(&env)?;
-    let listen = env.string("SPILLWAY_LISTEN").ok_or("SPILLWAY_LISTEN")?;
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
-    axum::serve(listener, loadtest::direct::app(kafka)).await?;
-    Ok(())
 }

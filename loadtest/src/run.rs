@@ -169,6 +169,56 @@ async fn drive(
     Ok(summary)
 }
 
+/// One scenario (or its baseline, `direct`), its report and the index; an error when the pipeline
+/// lost an accepted message.
+pub async fn one(
+    scenario: &Scenario,
+    stack: &BTreeMap<String, String>,
+    direct: bool,
+    quick: bool,
+    out: &Path,
+    drain_timeout: Duration,
+) -> Result<(), Error> {
+    let options = Options {
+        direct,
+        out: out.to_owned(),
+        drain_timeout,
+        command: reproduce(scenario, direct, quick),
+    };
+    let summary = run(scenario, stack, &options).await?;
+    index(out)?;
+    if summary.lost > 0 && !direct {
+        return Err(format!("{} accepted messages were lost", summary.lost).into());
+    }
+    Ok(())
+}
+
+/// Every scenario, and the baselines of spike and spike-outage; prints the index; an error when
+/// the pipeline lost an accepted message in any of them.
+pub async fn all(stack: &BTreeMap<String, String>, quick: bool, out: &Path) -> Result<(), Error> {
+    let mut lost = 0;
+    for scenario in Scenario::all(quick) {
+        let baseline = matches!(scenario.name, "spike" | "spike-outage");
+        for direct in [false, true].into_iter().filter(|d| !d || baseline) {
+            let options = Options {
+                direct,
+                out: out.to_owned(),
+                drain_timeout: Duration::from_secs(300),
+                command: reproduce(&scenario, direct, quick),
+            };
+            let summary = run(&scenario, stack, &options).await?;
+            if !direct {
+                lost += summary.lost;
+            }
+        }
+    }
+    println!("{}", index(out)?);
+    if lost > 0 {
+        return Err(format!("{lost} accepted messages were lost").into());
+    }
+    Ok(())
+}
+
 /// Rewrites every run's README.md under `out` from its `summary.json` (and the plots beside it),
 /// then the index: for when the report's wording changes, without running the load again.
 pub fn rerender(out: &Path) -> Result<String, Error> {

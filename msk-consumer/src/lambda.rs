@@ -53,3 +53,18 @@ impl From<BatchFailed> for lambda_runtime::Diagnostic {
         }
     }
 }
+
+/// Serves the runtime's MSK invocations until the container ends.
+pub async fn run<H: RecordHandler + Sync>(handler: &H) -> Result<(), lambda_runtime::Error> {
+    use lambda_runtime::{service_fn, LambdaEvent};
+    let seen = SeenIds::default();
+    let function =
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "msk-consumer".into());
+    let (seen, function) = (&seen, function.as_str());
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
+        handle_event(event.payload, handler, seen, function)
+            .await
+            .map(|_| ())
+    }))
+    .await
+}

@@ -113,3 +113,23 @@ pub async fn run<H: RecordHandler>(
         consumer.commit_consumer_state(CommitMode::Async)?;
     }
 }
+
+/// Local mode: consumes `topic` as `group` until Ctrl-C, printing each batch's EMF line.
+pub async fn consume<H: RecordHandler>(
+    kafka: &spillway_core::config::KafkaConfig,
+    topic: &str,
+    group: &str,
+    handler: &H,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let consumer = crate::config::consumer(kafka, group).await?;
+    consumer.subscribe(&[topic])?;
+    tracing::info!(%topic, %group, "consuming");
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    run(&consumer, handler, Batching::default(), stop, |report| {
+        println!("{}", report.emf("spillway", "msk-consumer-local"));
+    })
+    .await?;
+    Ok(())
+}

@@ -4,12 +4,9 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lambda_runtime::{service_fn, LambdaEvent};
-use msk_consumer::config::{consumer, ConsumerConfig};
-use msk_consumer::handler::{LoggingHandler, SeenIds};
-use msk_consumer::verify::Verifier;
+use msk_consumer::config::ConsumerConfig;
+use msk_consumer::handler::LoggingHandler;
 use msk_consumer::{lambda, local};
-use rdkafka::consumer::Consumer as _;
 use spillway_core::config::{Env, ProcessEnv};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -55,44 +52,19 @@ async fn main() -> Result<(), Error> {
         body_sample: config.body_sample,
     };
     if in_lambda {
-        let seen = SeenIds::default();
-        let function =
-            std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "msk-consumer".into());
-        let (handler, seen, function) = (&handler, &seen, function.as_str());
-        return lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
-            lambda::handle_event(event.payload, handler, seen, function)
-                .await
-                .map(|_| ())
-        }))
-        .await;
+        return lambda::run(&handler).await;
     }
+    let kafka = config
+        .kafka
+        .as_ref()
+        .ok_or("SPILLWAY_KAFKA_BOOTSTRAP is not set")?;
     match Cli::parse().command.unwrap_or(Command::Run) {
         Command::Run => {
             let topic = config
                 .topic
-                .clone()
+                .as_deref()
                 .ok_or("SPILLWAY_TOPIC is not set; local mode needs the topic to read")?;
-            let kafka = config
-                .kafka
-                .as_ref()
-                .ok_or("SPILLWAY_KAFKA_BOOTSTRAP is not set")?;
-            let consumer = consumer(kafka, &config.group).await?;
-            consumer.subscribe(&[&topic])?;
-            tracing::info!(%topic, group = %config.group, "consuming");
-            let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            local::run(
-                &consumer,
-                &handler,
-                local::Batching::default(),
-                stop,
-                |report| {
-                    println!("{}", report.emf("spillway", "msk-consumer-local"));
-                },
-            )
-            .await?;
-            Ok(())
+            local::consume(kafka, topic, &config.group, &handler).await
         }
         Command::Verify {
             topic,
@@ -102,28 +74,7 @@ async fn main() -> Result<(), Error> {
             let topic = topic
                 .or(config.topic.clone())
                 .ok_or("give --topic or set SPILLWAY_TOPIC")?;
-            let group = format!("spillway-verify-{}", std::process::id());
-            let kafka = config
-                .kafka
-                .as_ref()
-                .ok_or("SPILLWAY_KAFKA_BOOTSTRAP is not set")?;
-            let consumer = consumer(kafka, &group).await?;
-            consumer.subscribe(&[&topic])?;
-            let mut verifier = Verifier::default();
-            let deadline = tokio::time::Instant::now() + timeout;
-            let timed_out = loop {
-                if verifier.unique() >= expect {
-                    break false;
-                }
-                match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                    Err(_) => break true,
-                    Ok(message) => verifier.observe(
-                        &local::to_record(&message?),
-                        spillway_core::envelope::now_ms(),
-                    ),
-                }
-            };
-            let summary = verifier.summary(timed_out);
+            let summary = msk_consumer::verify::until(kafka, &topic, expect, timeout).await?;
             println!("{}", serde_json::to_string(&summary)?);
             if summary.unique_ids < expect {
                 std::process::exit(1);

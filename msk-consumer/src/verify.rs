@@ -124,6 +124,35 @@ impl Verifier {
     }
 }
 
+/// Reads `topic` with a consumer group of its own until `expect` unique ids arrived or `timeout`
+/// passed; the summary says which.
+pub async fn until(
+    kafka: &spillway_core::config::KafkaConfig,
+    topic: &str,
+    expect: u64,
+    timeout: std::time::Duration,
+) -> Result<Summary, Box<dyn std::error::Error + Send + Sync>> {
+    use rdkafka::consumer::Consumer as _;
+    let group = format!("spillway-verify-{}", std::process::id());
+    let consumer = crate::config::consumer(kafka, &group).await?;
+    consumer.subscribe(&[topic])?;
+    let mut verifier = Verifier::default();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = loop {
+        if verifier.unique() >= expect {
+            break false;
+        }
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Err(_) => break true,
+            Ok(message) => verifier.observe(
+                &crate::local::to_record(&message?),
+                spillway_core::envelope::now_ms(),
+            ),
+        }
+    };
+    Ok(verifier.summary(timed_out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
