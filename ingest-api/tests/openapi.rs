@@ -1,7 +1,6 @@
 //! `ingest-api/openapi.json` is the document the code generates; CI fails when it is stale.
 
 use ingest_api::ApiDoc;
-use utoipa::OpenApi as _;
 
 #[test]
 fn the_committed_openapi_json_matches_the_code() {
