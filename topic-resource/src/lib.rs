@@ -227,62 +227,9 @@ async fn admin(bootstrap: &str) -> Result<AdminClient<SpillwayContext>, Resource
     let source = WithBootstrap(bootstrap.to_owned());
     let config = KafkaConfig::from_env(&Env::new(&source))
         .map_err(|e| ResourceError::Kafka(e.to_string()))?;
-    let (context, _refresher) = spillway_core::kafka::context_for(&config)
+    spillway_core::kafka::admin::client(&config)
         .await
-        .map_err(|e| ResourceError::Kafka(e.to_string()))?;
-    let admin: AdminClient<SpillwayContext> = spillway_core::kafka::client_config(&config)
-        .map_err(|e| ResourceError::Kafka(e.to_string()))?
-        .create_with_context(context)
-        .map_err(|e| ResourceError::Kafka(e.to_string()))?;
-    if config.auth == spillway_core::config::KafkaAuth::Iam {
-        set_token(&admin)?;
-    }
-    Ok(admin)
-}
-
-/// librdkafka asks for OAUTHBEARER tokens with an event on the client's main queue, which
-/// rust-rdkafka's admin client never polls (its thread polls only the admin results queue), so an
-/// MSK IAM admin client would wait for a token until it times out. This hands the client its token
-/// directly; the custom resource's admin client lives for seconds, the token for 15 minutes.
-/// rust-rdkafka has no safe wrapper for `rd_kafka_oauthbearer_set_token`, hence the one FFI call.
-#[allow(unsafe_code)]
-fn set_token(admin: &AdminClient<SpillwayContext>) -> Result<(), ResourceError> {
-    use rdkafka::client::ClientContext as _;
-    use std::ffi::{c_char, CStr, CString};
-    let token = admin
-        .inner()
-        .context()
-        .generate_oauth_token(None)
-        .map_err(|e| ResourceError::Kafka(format!("no MSK IAM token: {e}")))?;
-    let value = CString::new(token.token).map_err(|e| ResourceError::Kafka(e.to_string()))?;
-    let principal =
-        CString::new(token.principal_name).map_err(|e| ResourceError::Kafka(e.to_string()))?;
-    let mut errstr = [0 as c_char; 512];
-    // SAFETY: the client handle is alive (owned by `admin`); the strings are NUL-terminated and
-    // outlive the call, which copies them; no extensions are passed (null pointer, size 0); the
-    // error buffer is writable for the size given.
-    let code = unsafe {
-        rdkafka::bindings::rd_kafka_oauthbearer_set_token(
-            admin.inner().native_ptr(),
-            value.as_ptr(),
-            token.lifetime_ms,
-            principal.as_ptr(),
-            std::ptr::null_mut(),
-            0,
-            errstr.as_mut_ptr(),
-            errstr.len(),
-        )
-    };
-    if code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Ok(());
-    }
-    // SAFETY: librdkafka wrote a NUL-terminated message into the buffer (zeroed beforehand).
-    let text = unsafe { CStr::from_ptr(errstr.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
-    Err(ResourceError::Kafka(format!(
-        "cannot give the admin client its MSK IAM token: {text}"
-    )))
+        .map_err(|e| ResourceError::Kafka(e.to_string()))
 }
 
 /// The topic's partition count, or `None` when it does not exist.

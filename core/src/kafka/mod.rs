@@ -1,6 +1,7 @@
 //! Kafka clients: librdkafka settings from [`KafkaConfig`], the client context that serves MSK IAM
 //! tokens ([`context`], [`iam`]), and the one [`classify`] that decides what a produce error means.
 
+pub mod admin;
 pub mod context;
 pub mod iam;
 
