@@ -94,7 +94,7 @@ impl DeadLetters {
     }
 
     /// Letters over [`contract::MAX_LETTER_BYTES`] are kept in `claims` (an S3 bucket) and the
-    /// queue gets a claim check naming the object (issue 15 item 2).
+    /// queue gets a claim check naming the object (rule 6; `spillway_core::claim`).
     #[must_use]
     pub fn with_claims(mut self, claims: ClaimStore) -> Self {
         self.claims = Some(claims);

@@ -6,7 +6,7 @@
 //! ([`report`]). Outside Lambda, [`poller`] plays the event source mapping against the local stack
 //! and applies the reports exactly as Lambda does.
 //!
-//! Delivery rules implemented here (DESIGN.md, "Delivery rules"):
+//! Delivery rules implemented here (docs/ARCHITECTURE.md, "Delivery rules"):
 //! 2. A record leaves the buffer only after Kafka acknowledged it (`acks=all`, idempotent producer)
 //!    or after it was written to the dead-letter queue with its reason.
 //! 3. Failures are reported per record (`batchItemFailures`); when every record failed for a
@@ -20,6 +20,16 @@
 //!    authorised — decided by [`spillway_core::kafka::classify`]) go straight to the dead-letter
 //!    queue with a reason; if that write fails they are reported failed, never dropped.
 //! 7. Delivery is at-least-once; duplicates carry the same `spillway-id`.
+//! 8. Pipeline header names in an envelope are dropped; the drain sets its own ([`message`]).
+//! 9. When Kafka took none of a batch and refused every record as unknown topic or not authorised,
+//!    the batch fails retryably and the drain backs off ([`drain`]).
+//! 10. Dead-letter writes and the local poller's deletes count only what the answer names
+//!     ([`dlq`], [`poller`]).
+//! 11. Settings that cannot work together stop the drain at start ([`config`]); in Lambda a margin
+//!     that leaves no time fails the invocation ([`lambda::invocation_deadline`]).
+//!
+//! Why a record was not delivered is a [`failure::Failure`]: its text for operators, its fixed
+//! [`failure::Failure::kind`] for the metric dimension.
 
 pub mod config;
 pub mod dlq;

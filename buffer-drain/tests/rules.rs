@@ -1,4 +1,4 @@
-//! Delivery rules 2–7 with real AWS event JSON (SQS standard, SQS FIFO, Kinesis) against
+//! Delivery rules 2–7 and 9 (docs/ARCHITECTURE.md) with real AWS event JSON (SQS standard, SQS FIFO, Kinesis) against
 //! librdkafka's own mock cluster, which injects the broker faults; dead letters go to a real queue
 //! on fauxqs (local stack).
 

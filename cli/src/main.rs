@@ -27,7 +27,7 @@ enum Command {
     ///
     /// Example: spillway dev --buffer kinesis --port 8081
     Dev(dev::DevOptions),
-    /// Move dead-lettered messages back to a queue, or straight to Kafka.
+    /// Move dead-lettered messages back to a queue, into a Kinesis stream, or straight to Kafka.
     ///
     /// Each message is deleted from the dead-letter queue only after its target acknowledged it,
     /// so an interrupted replay loses nothing: run it again. Filters pick by reason and age.

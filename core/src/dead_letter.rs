@@ -13,7 +13,7 @@
 //! * **Kinesis on-failure records** Lambda wrote when it gave up on a batch: no data, only where
 //!   the batch was ([`BatchInfo`]); replay reads the range back from the stream.
 //!
-//! Attribute values are always text SQS accepts and never carry message content (issue 15).
+//! Attribute values are always text SQS accepts and never carry message content (docs/ARCHITECTURE.md, "Dead letters and claim checks").
 
 use std::cmp::Ordering;
 

@@ -1,6 +1,7 @@
 //! Kafka header names that belong to the pipeline (delivery rule 8).
 //!
-//! The drain sets `spillway-id`, `spillway-received-at` and the trace context on every record;
+//! The drain sets `spillway-id` and `spillway-received-at` on every record, and `x-amzn-trace-id`
+//! when the buffered message carried an X-Ray trace header (SQS `AWSTraceHeader`);
 //! readers deduplicate and measure latency by them, so a caller must not be able to supply them.
 //! ingest-api refuses a request that names one ([`is_reserved`]) with a 400 naming the header, and
 //! the drain drops any copy it finds in an envelope written by another producer before it adds its
@@ -14,7 +15,8 @@ pub const RECEIVED_AT_HEADER: &str = "spillway-received-at";
 pub const TRACE_HEADER: &str = "x-amzn-trace-id";
 /// Every header whose name starts with this belongs to the pipeline.
 pub const RESERVED_PREFIX: &str = "spillway-";
-/// W3C Trace Context headers, which the pipeline carries and sets.
+/// W3C Trace Context headers: reserved for the pipeline (refused from callers, dropped from
+/// envelopes).
 pub const W3C_TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 /// Whether `name` is a header only the pipeline may set.

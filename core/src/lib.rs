@@ -13,11 +13,14 @@
 //! * [`dead_letter`] — what a dead letter carries: written by the drain, read by replay.
 //! * [`claim`] — claim checks: data too large for a queue kept in S3 (the store: feature `claims`).
 //! * [`backoff`] — exponential backoff with full jitter inside a time budget.
+//! * `telemetry` (feature `telemetry`) — the log set-up every binary calls.
 //!
-//! Delivery rules this crate underpins (DESIGN.md): rule 7 — every envelope carries a unique,
-//! time-ordered id that travels to Kafka as `spillway-id`, so duplicates are recognisable; rule 6 —
-//! a message that cannot be decoded is reported with a permanent [`envelope::DecodeError`] whose
-//! text is its dead-letter reason (the decoder never panics, whatever the input).
+//! Delivery rules this crate underpins (docs/ARCHITECTURE.md, "Delivery rules"): rule 7 — every
+//! envelope carries a unique id that travels to Kafka as `spillway-id`, so duplicates are
+//! recognisable; rule 6 — a message that cannot be decoded is reported with a permanent
+//! [`envelope::DecodeError`] whose text is its dead-letter reason (the decoder never panics,
+//! whatever the input); rule 8 — [`headers`]; rules 6 and 9 — `kafka::classify`; rule 10 —
+//! [`batch::answered`]; rule 11 — [`config`].
 
 pub mod backoff;
 pub mod batch;

@@ -5,12 +5,16 @@
 //! more [`spillway_core::envelope::Envelope`]s written to the buffer, SQS or Kinesis
 //! ([`buffer`]).
 //!
-//! Delivery rules implemented here (DESIGN.md, "Delivery rules"):
+//! Delivery rules implemented here (docs/ARCHITECTURE.md, "Delivery rules"):
 //! 1. The caller gets 2xx only after the buffer has accepted the message. A batch reports each record;
 //!    when the buffer throttles past the retry budget the caller gets 429/503 with `Retry-After`, and
 //!    nothing is reported accepted that was not.
 //! 7. At-least-once: a request retried with the same `Idempotency-Key` yields the same message id, so
 //!    the duplicate is recognisable downstream by its `spillway-id`.
+//! 8. Header names the pipeline sets (`spillway-*`, `x-amzn-trace-id`, `traceparent`, `tracestate`)
+//!    are refused with 400 naming the header.
+//! 10. A write counts only when the buffer's answer names it as written; an entry missing from a
+//!     `SendMessageBatch` or `PutRecords` answer is not accepted.
 //!
 //! A message whose encoded envelope would exceed the buffer's limit is answered with 413 naming the
 //! size and the limit (exact size accounting; see [`spillway_core::limits`]). Bad input gets a

@@ -7,10 +7,12 @@
 //! (never the body unless sampling is configured). [`verify`] reads a topic until N unique ids
 //! arrived and summarises duplicates, per-key order and end-to-end latency.
 //!
-//! Delivery rules, seen from the consumer (DESIGN.md): rule 7 — delivery is at-least-once and
+//! Delivery rules, seen from the consumer (docs/ARCHITECTURE.md): rule 7 — delivery is at-least-once and
 //! duplicates carry the same `spillway-id`: this crate counts them (per container, bounded LRU) and
 //! `verify` reports them. A batch with a failed record fails as a whole (Lambda's MSK event source
-//! retries it; the local consumer retries it before committing), so nothing is skipped.
+//! retries it; the local consumer retries it before committing). Records the MSK event carries
+//! unreadably are the exception: they are skipped, logged by position (never content) and counted
+//! (`Unreadable`), so one cannot stop its partition.
 
 pub mod config;
 pub mod handler;

@@ -1,8 +1,10 @@
 //! # spillway-tests — tests against the local stack
 //!
-//! Shared helpers for the integration tests in `tests/tests/`: clients pointed at the services that
-//! `local/up` starts on 127.0.0.1 (addresses overridable with the variables `local/up` exports),
-//! and random resource names so runs never collide.
+//! Shared helpers for the workspace's integration tests (a dev-dependency of ingest-api,
+//! buffer-drain, msk-consumer, the CLI, topic-resource and msk-gate) and for the stack tests in
+//! `tests/tests/`: clients pointed at the services `local/up` starts on 127.0.0.1 (overridable
+//! with the variables it exports), a broker of a test's own, AWS clients with scripted answers,
+//! queue and SQS event fixtures, and random resource names so runs never collide.
 //!
 //! What each test relies on is stated in the test; no emulator is the real service.
 

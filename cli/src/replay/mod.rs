@@ -1,4 +1,5 @@
-//! `spillway replay`: dead-lettered messages back to the source queue, or straight to Kafka.
+//! `spillway replay`: dead-lettered messages back to a queue, into a Kinesis stream, or straight to
+//! Kafka.
 //!
 //! Receive → write to the target → delete: a DLQ message is deleted only after its target
 //! acknowledged it (delivery rule 2), so an interrupted replay — even `kill -9` — loses nothing;

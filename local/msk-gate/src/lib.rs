@@ -13,8 +13,9 @@
 //! Metadata, FindCoordinator and DescribeCluster responses rewritten to the gate so clients never
 //! go around it ([`proxy`]). Chaos switches and counters are served over HTTP ([`admin`]).
 //!
-//! The gate proves delivery rules 3 and 6 of the drain under authentication failures and
-//! throttling: what it refuses must come back to the buffer, never be lost.
+//! The gate's fault tests (`tests/faults.rs`) prove delivery rules 2 and 3 of the drain under
+//! authentication failures and throttling: a refused or throttled client is backed off, never
+//! dead-lettered, and what the gate refuses comes back from the buffer, never lost.
 
 pub mod admin;
 pub mod proxy;
