@@ -9,42 +9,20 @@
 //! to the buffer; if it reaches Kafka after all, the retry is a duplicate with the same
 //! `spillway-id`).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureRecord;
 use spillway_core::backoff::Backoff;
 use spillway_core::kafka::context::ClientHealth;
-use spillway_core::kafka::{classify, is_systemic_when_shared, Disposition, Producer};
+use spillway_core::kafka::Producer;
 
-/// A record on its way to the dead-letter queue.
-#[derive(Debug)]
-struct Letter {
-    /// Its index in the batch.
-    index: usize,
-    /// The reason the dead letter carries.
-    reason: String,
-    /// Kafka refused it with an error that is systemic when every record shares it (rule 9).
-    systemic_when_shared: bool,
-}
-
-impl Letter {
-    fn poison(index: usize, reason: String) -> Self {
-        Self {
-            index,
-            reason,
-            systemic_when_shared: false,
-        }
-    }
-}
+mod batch;
 
 use crate::dlq::DeadLetters;
-use crate::message::{to_kafka, Decoding};
-use crate::report::{DrainReport, Failure, KafkaFailure, Outcome};
+use crate::message::Decoding;
+use crate::report::{DrainReport, Failure, Outcome};
 use crate::source::{Ordering, SourceRecord};
+use batch::Batch;
 
 /// The drain: one producer per container, created at init and reused by every invocation.
 pub struct Drain {
@@ -328,7 +306,6 @@ impl Drain {
     }
 
     /// Produces `records`, keeping `ordering`, and stops at `deadline`.
-    #[allow(clippy::too_many_lines)] // the FIFO waves read best next to the unordered case
     pub async fn drain(
         &self,
         records: &[SourceRecord],
@@ -343,68 +320,15 @@ impl Drain {
         let Ok(backoff) = self.back_off_if_needed(deadline).await else {
             return failed_whole(records, Failure::BackingOff, started, &client);
         };
-        // Records are decoded as they are enqueued, so librdkafka's thread sends the first ones while
-        // the rest are still being decoded. `false`: produced already, or never to be produced.
-        let mut plans: Vec<bool> = vec![true; records.len()];
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-        let mut latencies = Vec::new();
+        let mut batch = Batch::new(self, &client, records, deadline);
         match ordering {
             Ordering::Unordered | Ordering::Shard => {
                 let all: Vec<usize> = (0..records.len()).collect();
-                self.wave(
-                    &client,
-                    records,
-                    &all,
-                    &mut plans,
-                    &mut outcomes,
-                    &mut latencies,
-                    deadline,
-                )
-                .await;
+                batch.wave(&all).await;
             }
-            Ordering::FifoGroups => {
-                // Wave k holds the k-th record of every group still going: a group's next record is
-                // produced only once its previous one left the queue (acknowledged, dead-lettered);
-                // a failure or a record unsettled at the deadline blocks the rest of its group.
-                let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-                for (i, r) in records.iter().enumerate() {
-                    groups
-                        .entry(r.group.as_deref().unwrap_or(""))
-                        .or_default()
-                        .push(i);
-                }
-                let longest = groups.values().map(Vec::len).max().unwrap_or(0);
-                for k in 0..longest {
-                    let wave: Vec<usize> =
-                        groups.values().filter_map(|g| g.get(k).copied()).collect();
-                    self.wave(
-                        &client,
-                        records,
-                        &wave,
-                        &mut plans,
-                        &mut outcomes,
-                        &mut latencies,
-                        deadline,
-                    )
-                    .await;
-                    for g in groups.values() {
-                        let left = |i: &usize| {
-                            matches!(
-                                outcomes[*i],
-                                Some(Outcome::Delivered | Outcome::DeadLettered(_))
-                            )
-                        };
-                        let blocked = g.get(k).is_some_and(|i| !left(i));
-                        if blocked {
-                            for later in &g[k + 1..] {
-                                outcomes[*later] = Some(Outcome::Failed(Failure::GroupBlocked));
-                                plans[*later] = false;
-                            }
-                        }
-                    }
-                }
-            }
+            Ordering::FifoGroups => batch.fifo_waves().await,
         }
+        let outcomes = batch.outcomes;
         self.after_batch(
             outcomes
                 .iter()
@@ -415,114 +339,11 @@ impl Drain {
                 .into_iter()
                 .map(|o| o.unwrap_or(Outcome::Failed(Failure::Unacknowledged)))
                 .collect(),
-            produce_latencies: latencies,
+            produce_latencies: batch.latencies,
             elapsed: started.elapsed(),
             backoff,
             auth_failures: client.health.auth_failures(),
         }
-    }
-
-    /// Produces the planned records among `indices` (skipping those already decided), then
-    /// dead-letters those Kafka refused for good together with the undecodable ones.
-    #[allow(clippy::too_many_arguments)]
-    async fn wave(
-        &self,
-        client: &Arc<KafkaClient>,
-        records: &[SourceRecord],
-        indices: &[usize],
-        plans: &mut [bool],
-        outcomes: &mut [Option<Outcome>],
-        latencies: &mut Vec<Duration>,
-        deadline: Instant,
-    ) {
-        let producer = client.producer();
-        let mut letters: Vec<Letter> = Vec::new();
-        let mut sent_to_kafka: Vec<usize> = Vec::new();
-        let mut pending = FuturesUnordered::new();
-        for &i in indices {
-            if outcomes[i].is_some() {
-                continue;
-            }
-            if !std::mem::replace(&mut plans[i], false) {
-                continue;
-            }
-            match to_kafka(&records[i], &self.decoding) {
-                Err(e) => letters.push(Letter::poison(i, format!("undecodable: {e}"))),
-                Ok(message) => {
-                    if Instant::now() >= deadline {
-                        outcomes[i] = Some(Outcome::Failed(Failure::DeadlineNear));
-                        continue;
-                    }
-                    let headers = message.owned_headers();
-                    let mut record = FutureRecord::to(&message.topic)
-                        .payload(&message.value)
-                        .headers(headers);
-                    if let Some(key) = &message.key {
-                        record = record.key(key);
-                    }
-                    if let Some(partition) = message.partition {
-                        record = record.partition(partition);
-                    }
-                    let enqueued = Instant::now();
-                    sent_to_kafka.push(i);
-                    loop {
-                        match producer.send_result(record) {
-                            Ok(delivery) => {
-                                pending.push(async move { (i, enqueued, delivery.await) });
-                                break;
-                            }
-                            Err((
-                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                                back,
-                            )) => {
-                                record = back;
-                                // Make room: take the next acknowledgement, or wait a moment.
-                                let next = tokio::time::timeout_at(deadline.into(), async {
-                                    let done = pending.next().await;
-                                    if done.is_none() {
-                                        tokio::time::sleep(Duration::from_millis(5)).await;
-                                    }
-                                    done
-                                })
-                                .await;
-                                match next {
-                                    Ok(Some((j, at, result))) => {
-                                        settle(j, at, result, outcomes, &mut letters, latencies);
-                                    }
-                                    Ok(None) => {}
-                                    Err(_) => {
-                                        outcomes[i] = Some(Outcome::Failed(Failure::QueueFull));
-                                        break;
-                                    }
-                                }
-                            }
-                            Err((e, _)) => {
-                                decide(i, &e, outcomes, &mut letters);
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        while let Ok(Some((i, at, result))) =
-            tokio::time::timeout_at(deadline.into(), pending.next()).await
-        {
-            settle(i, at, result, outcomes, &mut letters, latencies);
-        }
-        // Whatever is still pending is reported undelivered by `drain`, and comes again.
-        if !pending.is_empty() {
-            drop(pending);
-            self.purge(client).await;
-        }
-        let letters = self.systemic_check(&sent_to_kafka, letters, outcomes);
-        self.dead_letter(
-            records,
-            letters,
-            outcomes,
-            deadline + self.dead_letter_grace,
-        )
-        .await;
     }
 
     /// Rule 5: a record still in librdkafka at the deadline is reported undelivered and comes
@@ -554,82 +375,10 @@ impl Drain {
         }
     }
 
-    /// Rule 9: when Kafka took none of the batch's records and every record of this wave it
-    /// refused for good was refused with an error that can be the cluster's or IAM's
-    /// ([`spillway_core::kafka::is_systemic_when_shared`]: not authorised, unknown topic), the
-    /// records are not poison: they fail retryably (the batch fails, the mapping backs off) and
-    /// the next batch backs off too, instead of the whole stream going to the DLQ. Records that
-    /// failed transiently or were still unacknowledged at the deadline do not make a refusal
-    /// per-record; one record of the batch Kafka took does (in a FIFO batch, in any wave).
-    fn systemic_check(
-        &self,
-        produced: &[usize],
-        letters: Vec<Letter>,
-        outcomes: &mut [Option<Outcome>],
-    ) -> Vec<Letter> {
-        let mut in_wave = vec![false; outcomes.len()];
-        for &i in produced {
-            in_wave[i] = true;
-        }
-        let refused: Vec<&Letter> = letters.iter().filter(|l| in_wave[l.index]).collect();
-        let took_any = outcomes
-            .iter()
-            .any(|o| matches!(o, Some(Outcome::Delivered)));
-        let systemic =
-            !took_any && !refused.is_empty() && refused.iter().all(|l| l.systemic_when_shared);
-        if !systemic {
-            return letters;
-        }
+    /// Rule 9: Kafka took none of the batch and refused it as unauthorised or unknown.
+    fn count_systemic(&self) {
         self.systemic
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(records = refused.len(), reason = %refused[0].reason, "Kafka took nothing and refused the records as unauthorised or unknown: systemic, backing off");
-        letters
-            .into_iter()
-            .filter(|l| {
-                if in_wave[l.index] {
-                    outcomes[l.index] = Some(Outcome::Failed(Failure::Kafka {
-                        disposition: KafkaFailure::Systemic,
-                        detail: l.reason.clone(),
-                    }));
-                    false
-                } else {
-                    true
-                }
-            })
-            .collect()
-    }
-
-    async fn dead_letter(
-        &self,
-        records: &[SourceRecord],
-        letters: Vec<Letter>,
-        outcomes: &mut [Option<Outcome>],
-        until: Instant,
-    ) {
-        if letters.is_empty() {
-            return;
-        }
-        let Some(dlq) = &self.dead_letters else {
-            for Letter { index, reason, .. } in letters {
-                tracing::warn!(item = %records[index].item_id, %reason, "poison record, no SPILLWAY_DLQ_URL: reported failed");
-                outcomes[index] = Some(Outcome::Failed(Failure::PoisonWithoutDeadLetterQueue(
-                    reason,
-                )));
-            }
-            return;
-        };
-        let batch: Vec<(&SourceRecord, String)> = letters
-            .iter()
-            .map(|l| (&records[l.index], l.reason.clone()))
-            .collect();
-        for (Letter { index, reason, .. }, sent) in
-            letters.into_iter().zip(dlq.send(&batch, until).await)
-        {
-            outcomes[index] = Some(match sent {
-                Ok(()) => Outcome::DeadLettered(reason),
-                Err(error) => Outcome::Failed(Failure::DeadLetterWrite { reason, error }),
-            });
-        }
     }
 }
 
@@ -646,57 +395,5 @@ fn failed_whole(
         elapsed: started.elapsed(),
         backoff: None,
         auth_failures: client.health.auth_failures(),
-    }
-}
-
-type Delivery = Result<
-    rdkafka::producer::future_producer::OwnedDeliveryResult,
-    futures::channel::oneshot::Canceled,
->;
-
-fn settle(
-    i: usize,
-    enqueued: Instant,
-    result: Delivery,
-    outcomes: &mut [Option<Outcome>],
-    letters: &mut Vec<Letter>,
-    latencies: &mut Vec<Duration>,
-) {
-    match result {
-        Ok(Ok(_)) => {
-            latencies.push(enqueued.elapsed());
-            outcomes[i] = Some(Outcome::Delivered);
-        }
-        Ok(Err((e, _))) => decide(i, &e, outcomes, letters),
-        Err(_) => {
-            outcomes[i] = Some(Outcome::Failed(Failure::ReportDropped));
-        }
-    }
-}
-
-fn decide(
-    i: usize,
-    error: &KafkaError,
-    outcomes: &mut [Option<Outcome>],
-    letters: &mut Vec<Letter>,
-) {
-    match classify(error) {
-        Disposition::DeadLetter(reason) => letters.push(Letter {
-            index: i,
-            reason: format!("kafka: {reason} ({error})"),
-            systemic_when_shared: is_systemic_when_shared(error),
-        }),
-        Disposition::BackOff => {
-            outcomes[i] = Some(Outcome::Failed(Failure::Kafka {
-                disposition: KafkaFailure::BackOff,
-                detail: error.to_string(),
-            }));
-        }
-        Disposition::Retry => {
-            outcomes[i] = Some(Outcome::Failed(Failure::Kafka {
-                disposition: KafkaFailure::Retry,
-                detail: error.to_string(),
-            }));
-        }
     }
 }
