@@ -4,9 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
-use aws_lambda_events::event::sqs::SqsEvent;
-use aws_sdk_sqs::types::MessageSystemAttributeName;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use buffer_drain::dlq::{
@@ -130,53 +127,7 @@ fn envelope(value: &str, partition: Option<i32>) -> String {
 }
 
 /// An SQS event in Lambda's shape; `group` makes it a FIFO queue's event.
-fn sqs_event(bodies: &[(&str, String)], group: Option<&[&str]>) -> SqsEvent {
-    let arn = if group.is_some() {
-        "arn:aws:sqs:us-east-2:123456789012:orders.fifo"
-    } else {
-        "arn:aws:sqs:us-east-2:123456789012:orders"
-    };
-    let records: Vec<serde_json::Value> = bodies
-        .iter()
-        .enumerate()
-        .map(|(i, (id, body))| {
-            let mut attributes = serde_json::json!({
-                "ApproximateReceiveCount": "1", "SentTimestamp": "1545082649183",
-                "SenderId": "AIDAIENQZJOLO23YVJ4VO", "ApproximateFirstReceiveTimestamp": "1545082649185",
-                "AWSTraceHeader": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
-            });
-            if let Some(groups) = group {
-                attributes["MessageGroupId"] = groups[i].into();
-                attributes["MessageDeduplicationId"] = (*id).into();
-                attributes["SequenceNumber"] = format!("1862726920311470{i:04}").into();
-            }
-            serde_json::json!({
-                "messageId": id, "receiptHandle": format!("AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a{i}"),
-                "body": body, "attributes": attributes, "messageAttributes": {},
-                "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3", "eventSource": "aws:sqs",
-                "eventSourceARN": arn, "awsRegion": "us-east-2"
-            })
-        })
-        .collect();
-    serde_json::from_value(serde_json::json!({ "Records": records })).expect("SQS event")
-}
-
-fn kinesis_event(records: &[(&str, Vec<u8>)]) -> KinesisEvent {
-    let records: Vec<serde_json::Value> = records
-        .iter()
-        .map(|(seq, data)| {
-            serde_json::json!({
-                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "1", "sequenceNumber": seq,
-                    "data": STANDARD.encode(data), "approximateArrivalTimestamp": 1_545_084_650.987},
-                "eventSource": "aws:kinesis", "eventVersion": "1.0",
-                "eventID": format!("shardId-000000000006:{seq}"), "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role", "awsRegion": "us-east-2",
-                "eventSourceARN": "arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream"
-            })
-        })
-        .collect();
-    serde_json::from_value(serde_json::json!({ "Records": records })).expect("Kinesis event")
-}
+use spillway_tests::fixtures::{kinesis_event, sqs_event};
 
 fn failed_ids(response: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
     let mut ids: Vec<String> = response
@@ -666,14 +617,7 @@ async fn with_a_forbidden_topic() -> (
 
 async fn dlq() -> (aws_sdk_sqs::Client, String) {
     let client = spillway_tests::sqs().await;
-    let url = client
-        .create_queue()
-        .queue_name(spillway_tests::unique_name("drain-dlq"))
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("url");
+    let url = spillway_tests::fixtures::queue(&client, "drain-dlq", false, &[]).await;
     (client, url)
 }
 
@@ -705,27 +649,13 @@ async fn rule_6_reasons_name_the_problem_never_the_content() {
         "both dead-lettered: {:?}",
         failed_ids(&response)
     );
-    let mut reasons = Vec::new();
-    for _ in 0..5 {
-        let out = client
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .send()
+    let reasons: Vec<String> =
+        spillway_tests::fixtures::receive(&client, &url, 2, Duration::from_secs(10), false)
             .await
-            .expect("receive");
-        reasons.extend(out.messages.unwrap_or_default().iter().filter_map(|m| {
-            m.message_attributes()
-                .and_then(|a| a.get(REASON_ATTRIBUTE))
-                .and_then(|v| v.string_value())
-                .map(str::to_owned)
-        }));
-        if reasons.len() == 2 {
-            break;
-        }
-    }
+            .iter()
+            .filter_map(|m| spillway_tests::fixtures::attribute(m, REASON_ATTRIBUTE))
+            .map(str::to_owned)
+            .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     for reason in &reasons {
         assert!(!reason.contains("secret"), "content in a reason: {reason}");
@@ -752,26 +682,8 @@ async fn rule_6_poison_goes_to_the_dlq_with_its_reason_and_counts_as_handled() {
         failed_ids(&response)
     );
 
-    let mut letters = Vec::new();
-    while letters.len() < 3 {
-        let out = client
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .expect("receive");
-        let got = out.messages.unwrap_or_default();
-        assert!(
-            !got.is_empty(),
-            "only {} dead letters arrived",
-            letters.len()
-        );
-        letters.extend(got);
-    }
+    let letters =
+        spillway_tests::fixtures::receive(&client, &url, 3, Duration::from_secs(10), false).await;
     let attr = |m: &aws_sdk_sqs::types::Message, name: &str| {
         m.message_attributes()
             .and_then(|a| a.get(name))
@@ -925,22 +837,8 @@ async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check(
         "both are dead letters: {:?}",
         response.batch_item_failures
     );
-    let mut letters = Vec::new();
-    for _ in 0..5 {
-        let out = client
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .expect("receive");
-        letters.extend(out.messages.unwrap_or_default());
-        if letters.len() >= 2 {
-            break;
-        }
-    }
+    let letters =
+        spillway_tests::fixtures::receive(&client, &url, 2, Duration::from_secs(10), false).await;
     assert_eq!(letters.len(), 2);
     let attr = |m: &aws_sdk_sqs::types::Message, name: &str| {
         m.message_attributes()

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use buffer_drain::config::DrainConfig;
 use buffer_drain::drain::Drain;
 use buffer_drain::lambda::build_drain;
@@ -50,51 +49,10 @@ fn settings(batch_size: usize, function_timeout: Duration) -> PollSettings {
 }
 
 async fn queue(sqs: &aws_sdk_sqs::Client, fifo: bool) -> String {
-    let name = spillway_tests::unique_name("drain");
-    let mut req = sqs
-        .create_queue()
-        .queue_name(if fifo { format!("{name}.fifo") } else { name });
-    if fifo {
-        req = req.attributes(QueueAttributeName::FifoQueue, "true");
-    }
-    req.send().await.expect("queue").queue_url.expect("url")
+    spillway_tests::fixtures::queue(sqs, "drain", fifo, &[]).await
 }
 
-/// Sends envelopes for `topic`; `key_of(i)` gives the key, which is also the FIFO group.
-async fn send(
-    sqs: &aws_sdk_sqs::Client,
-    url: &str,
-    topic: &str,
-    n: usize,
-    key_of: impl Fn(usize) -> Option<String>,
-) {
-    let fifo = spillway_core::limits::is_fifo_queue(url);
-    let mut entries = Vec::new();
-    for i in 0..n {
-        let mut env = Envelope::new(topic, format!("message {i}"));
-        env.key = key_of(i).map(String::into_bytes);
-        let mut entry = SendMessageBatchRequestEntry::builder()
-            .id(format!("{}", i % 10))
-            .message_body(env.encode());
-        if fifo {
-            let group = key_of(i).unwrap_or_else(|| "g".into());
-            entry = entry
-                .message_group_id(group)
-                .message_deduplication_id(env.id.clone());
-        }
-        entries.push(entry.build().expect("entry"));
-        if entries.len() == 10 || i == n - 1 {
-            let out = sqs
-                .send_message_batch()
-                .queue_url(url)
-                .set_entries(Some(std::mem::take(&mut entries)))
-                .send()
-                .await
-                .expect("send");
-            assert!(out.failed.is_empty());
-        }
-    }
-}
+use spillway_tests::fixtures::send_envelopes as send;
 
 /// Reads `topic` until `expect` unique ids or `timeout`.
 async fn consume(bootstrap: &str, topic: &str, expect: u64, timeout: Duration) -> Summary {

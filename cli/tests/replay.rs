@@ -14,13 +14,7 @@ use spillway_core::envelope::{decode, Decoded, Envelope, RawMode};
 const N: usize = 1000;
 
 async fn queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> String {
-    sqs.create_queue()
-        .queue_name(spillway_tests::unique_name(prefix))
-        .send()
-        .await
-        .expect("queue")
-        .queue_url
-        .expect("url")
+    spillway_tests::fixtures::queue(sqs, prefix, false, &[]).await
 }
 
 /// Fills a DLQ with `N` envelopes for `topic`; one in ten has the reason "kafka: not authorised".

@@ -29,15 +29,8 @@ async fn publish(namespace: &str, metric: &str, dimension: (&str, &str), value: 
 #[tokio::test]
 async fn status_json_numbers_match_the_queue_the_stream_and_cloudwatch() {
     let sqs = spillway_tests::sqs().await;
-    let name = spillway_tests::unique_name("status");
-    let url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .expect("queue")
-        .queue_url
-        .expect("url");
+    let url = spillway_tests::fixtures::queue(&sqs, "status", false, &[]).await;
+    let name = url.rsplit('/').next().expect("queue name").to_owned();
     let stream = spillway_tests::unique_name("status-stream");
     spillway_tests::kinesis()
         .await

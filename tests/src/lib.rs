@@ -8,6 +8,7 @@
 //!
 //! What each test relies on is stated in the test; no emulator is the real service.
 
+pub mod fixtures;
 pub mod scripted;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -38,23 +38,14 @@ pub fn config(pairs: &[(&str, &str)]) -> IngestConfig {
 /// A fresh SQS queue on fauxqs.
 pub async fn sqs_queue(fifo: bool) -> (aws_sdk_sqs::Client, String) {
     let client = spillway_tests::sqs().await;
-    let name = spillway_tests::unique_name("ingest");
-    let mut req = client
-        .create_queue()
-        .queue_name(if fifo { format!("{name}.fifo") } else { name })
-        .attributes(
-            QueueAttributeName::MaximumMessageSize,
-            QUEUE_MAX.to_string(),
-        );
-    if fifo {
-        req = req.attributes(QueueAttributeName::FifoQueue, "true");
-    }
-    let url = req
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url");
+    let max = QUEUE_MAX.to_string();
+    let url = spillway_tests::fixtures::queue(
+        &client,
+        "ingest",
+        fifo,
+        &[(QueueAttributeName::MaximumMessageSize, &max)],
+    )
+    .await;
     (client, url)
 }
 
@@ -109,34 +100,11 @@ pub fn json(body: &[u8]) -> serde_json::Value {
 
 /// Receives (and deletes) `n` envelopes from `url`, or panics after 30 s.
 pub async fn receive(client: &aws_sdk_sqs::Client, url: &str, n: usize) -> Vec<Envelope> {
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} messages arrived",
-            out.len()
-        );
-        let got = client
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        for msg in got.messages.unwrap_or_default() {
-            out.push(envelope(msg.body().expect("body").as_bytes()));
-            client
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(msg.receipt_handle().expect("handle"))
-                .send()
-                .await
-                .expect("delete");
-        }
-    }
-    out
+    spillway_tests::fixtures::receive(client, url, n, Duration::from_secs(30), true)
+        .await
+        .iter()
+        .map(|m| envelope(m.body().expect("body").as_bytes()))
+        .collect()
 }
 
 /// Reads every record of a one-shard stream, or panics when fewer than `n` arrive in 30 s.

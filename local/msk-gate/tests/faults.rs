@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use buffer_drain::config::DrainConfig;
 use buffer_drain::drain::Drain;
 use buffer_drain::lambda::build_drain;
@@ -13,7 +12,6 @@ use buffer_drain::poller::{PollSettings, SqsPoller};
 use msk_consumer::local::to_record;
 use msk_consumer::verify::Verifier;
 use rdkafka::consumer::Consumer as _;
-use spillway_core::envelope::Envelope;
 use spillway_core::limits::BufferKind;
 
 mod common;
@@ -42,36 +40,11 @@ fn settings() -> PollSettings {
 }
 
 async fn queue(sqs: &aws_sdk_sqs::Client) -> String {
-    let name = spillway_tests::unique_name("gate-burst");
-    sqs.create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .expect("queue")
-        .queue_url
-        .expect("url")
+    spillway_tests::fixtures::queue(sqs, "gate-burst", false, &[]).await
 }
 
 async fn send(sqs: &aws_sdk_sqs::Client, url: &str, topic: &str, n: usize) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
-        let entries = chunk
-            .iter()
-            .map(|i| {
-                let env = Envelope::new(topic, format!("burst {i}"));
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(env.encode())
-                    .build()
-                    .expect("entry")
-            })
-            .collect();
-        sqs.send_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .expect("send");
-    }
+    spillway_tests::fixtures::send_envelopes(sqs, url, topic, n, |_| None).await;
 }
 
 /// Counts distinct ids on `topic`, read from the broker directly.
@@ -121,7 +94,7 @@ async fn run_workers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_over_the_connection_quota_loses_nothing() {
-    let gate = PrivateGate::start(&["--max-connects-per-sec", "5"]);
+    let gate = PrivateGate::start(common::GATE, &["--max-connects-per-sec", "5"]);
     let sqs = spillway_tests::sqs().await;
     let url = queue(&sqs).await;
     let topic = spillway_tests::unique_name("burst");
@@ -154,7 +127,7 @@ async fn a_burst_over_the_connection_quota_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_seconds_of_refused_authentication_loses_nothing() {
-    let gate = PrivateGate::start(&[]);
+    let gate = PrivateGate::start(common::GATE, &[]);
     let sqs = spillway_tests::sqs().await;
     let url = queue(&sqs).await;
     let topic = spillway_tests::unique_name("refused");
@@ -188,7 +161,7 @@ async fn thirty_seconds_of_refused_authentication_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_sessions_and_token_refreshes_keep_producing() {
-    let gate = PrivateGate::start(&["--max-session-secs", "3"]);
+    let gate = PrivateGate::start(common::GATE, &["--max-session-secs", "3"]);
     let mut kafka = gate.kafka();
     kafka.token_refresh = Duration::from_secs(2);
     let (producer, _health) = spillway_core::kafka::producer(&kafka)

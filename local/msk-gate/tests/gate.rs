@@ -32,7 +32,7 @@ async fn context(secret: &str) -> SpillwayContext {
 
 #[tokio::test]
 async fn iam_clients_produce_and_consume_through_the_gate() {
-    let gate = PrivateGate::start(&[]);
+    let gate = PrivateGate::start(common::GATE, &[]);
     let topic = spillway_tests::unique_name("gate");
     let producer: Producer = producer_config(&gate.kafka())
         .expect("settings")
@@ -73,7 +73,7 @@ async fn iam_clients_produce_and_consume_through_the_gate() {
 
 #[tokio::test]
 async fn a_token_signed_with_the_wrong_secret_delivers_nothing() {
-    let gate = PrivateGate::start(&[]);
+    let gate = PrivateGate::start(common::GATE, &[]);
     let context = context("wrong-secret").await;
     let health = context.health();
     let mut settings = producer_config(&gate.kafka()).expect("settings");

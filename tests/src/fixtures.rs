@@ -1,0 +1,275 @@
+//! Fixtures the crates' integration tests share: queues, envelopes sent to them, messages read
+//! back, Lambda event JSON as AWS sends it, and an msk-gate of a test's own.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_sqs::types::{
+    Message, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use base64::Engine as _;
+use spillway_core::config::KafkaConfig;
+use spillway_core::envelope::Envelope;
+
+/// A new queue named after `prefix` (FIFO when `fifo`), with `attributes`; its URL.
+pub async fn queue(
+    sqs: &aws_sdk_sqs::Client,
+    prefix: &str,
+    fifo: bool,
+    attributes: &[(QueueAttributeName, &str)],
+) -> String {
+    let name = crate::unique_name(prefix);
+    let mut request =
+        sqs.create_queue()
+            .queue_name(if fifo { format!("{name}.fifo") } else { name });
+    if fifo {
+        request = request.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    for (attribute, value) in attributes {
+        request = request.attributes(attribute.clone(), *value);
+    }
+    request
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url")
+}
+
+/// Sends `n` envelopes for `topic` (values `message 0`, `message 1`, …), ten to a call;
+/// `key_of(i)` gives the Kafka key, which is also the FIFO group (`g` without one). Returns the
+/// envelopes' ids in order.
+pub async fn send_envelopes(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    topic: &str,
+    n: usize,
+    key_of: impl Fn(usize) -> Option<String>,
+) -> Vec<String> {
+    let fifo = spillway_core::limits::is_fifo_queue(url);
+    let mut ids = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
+        let entries = chunk
+            .iter()
+            .map(|&i| {
+                let mut env = Envelope::new(topic, format!("message {i}"));
+                env.key = key_of(i).map(String::into_bytes);
+                ids.push(env.id.clone());
+                let mut entry = SendMessageBatchRequestEntry::builder()
+                    .id((i % 10).to_string())
+                    .message_body(env.encode());
+                if fifo {
+                    entry = entry
+                        .message_group_id(key_of(i).unwrap_or_else(|| "g".into()))
+                        .message_deduplication_id(env.id.clone());
+                }
+                entry.build().expect("entry")
+            })
+            .collect();
+        let out = sqs
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("send");
+        assert!(out.failed.is_empty(), "the queue refused {:?}", out.failed);
+    }
+    ids
+}
+
+/// Receives until `n` messages arrived (with every attribute), failing the test after `timeout`;
+/// deletes them when `delete`.
+pub async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    n: usize,
+    timeout: Duration,
+    delete: bool,
+) -> Vec<Message> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} messages arrived in {timeout:?}",
+            out.len()
+        );
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        for m in got {
+            if delete {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().expect("receipt handle"))
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// A message's string attribute `name`, if it has one.
+pub fn attribute<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
+    message
+        .message_attributes()
+        .and_then(|a| a.get(name))
+        .and_then(|v| v.string_value())
+}
+
+/// An SQS event as Lambda sends it (the shape of AWS's documented example): one record per
+/// `(message id, body)`, from a FIFO queue with these message groups when `groups` is given.
+pub fn sqs_event(bodies: &[(&str, String)], groups: Option<&[&str]>) -> SqsEvent {
+    let arn = if groups.is_some() {
+        "arn:aws:sqs:us-east-2:123456789012:orders.fifo"
+    } else {
+        "arn:aws:sqs:us-east-2:123456789012:orders"
+    };
+    let records: Vec<serde_json::Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, (id, body))| {
+            let mut attributes = serde_json::json!({
+                "ApproximateReceiveCount": "1", "SentTimestamp": "1545082649183",
+                "SenderId": "AIDAIENQZJOLO23YVJ4VO", "ApproximateFirstReceiveTimestamp": "1545082649185",
+                "AWSTraceHeader": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+            });
+            if let Some(groups) = groups {
+                attributes["MessageGroupId"] = groups[i].into();
+                attributes["MessageDeduplicationId"] = (*id).into();
+                attributes["SequenceNumber"] = format!("1862726920311470{i:04}").into();
+            }
+            serde_json::json!({
+                "messageId": id, "receiptHandle": format!("AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a{i}"),
+                "body": body, "attributes": attributes, "messageAttributes": {},
+                "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3", "eventSource": "aws:sqs",
+                "eventSourceARN": arn, "awsRegion": "us-east-2"
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("SQS event")
+}
+
+/// A Kinesis event as Lambda sends it: one record per `(sequence number, data)` of one shard.
+pub fn kinesis_event(records: &[(&str, Vec<u8>)]) -> KinesisEvent {
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(seq, data)| {
+            serde_json::json!({
+                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "1", "sequenceNumber": seq,
+                    "data": base64::engine::general_purpose::STANDARD.encode(data),
+                    "approximateArrivalTimestamp": 1_545_084_650.987},
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("shardId-000000000006:{seq}"), "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role", "awsRegion": "us-east-2",
+                "eventSourceARN": "arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream"
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("Kinesis event")
+}
+
+/// An msk-gate of a test's own (the binary at `binary`, e.g. `env!("CARGO_BIN_EXE_msk-gate")`) in
+/// front of the shared local broker, with its own quotas, chaos switches and counters (no other
+/// test's traffic in them); killed when dropped.
+pub struct PrivateGate {
+    child: Child,
+    bootstrap: String,
+    admin: String,
+    ca_file: String,
+}
+
+impl PrivateGate {
+    /// Starts the gate with `extra` arguments (quotas, chaos) and waits until it listens.
+    pub fn start(binary: &str, extra: &[&str]) -> Self {
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("port")
+        };
+        let (listen, admin) = (
+            format!("127.0.0.1:{}", port()),
+            format!("127.0.0.1:{}", port()),
+        );
+        let ca_file = std::env::temp_dir().join(format!("{}.pem", crate::unique_name("gate-ca")));
+        let broker = crate::kafka_bootstrap();
+        crate::require("Kafka (Tansu)", &broker);
+        let child = Command::new(binary)
+            .args(["--listen", &listen, "--admin", &admin, "--broker", &broker])
+            .args(["--ca-file", &ca_file.to_string_lossy()])
+            .args([
+                "--access-key",
+                "test",
+                "--secret-key",
+                "test",
+                "--region",
+                "us-east-1",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start msk-gate");
+        let gate = Self {
+            child,
+            bootstrap: listen,
+            admin: format!("http://{admin}"),
+            ca_file: ca_file.to_string_lossy().into_owned(),
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&gate.bootstrap).is_ok()
+                && std::path::Path::new(&gate.ca_file).exists()
+            {
+                return gate;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the private gate did not start");
+    }
+
+    /// MSK IAM through this gate.
+    pub fn kafka(&self) -> KafkaConfig {
+        KafkaConfig::iam(self.bootstrap.clone())
+            .with_ca_file(self.ca_file.clone())
+            .with_message_max_bytes(crate::LOCAL_MESSAGE_MAX_BYTES)
+            .with_max_connects_per_sec(100)
+    }
+
+    /// An admin call (`/stats`, `/chaos/...`); `Null` when it did not answer JSON.
+    pub fn admin(&self, method: &str, path: &str) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sf", "-X", method, &format!("{}{path}", self.admin)])
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// One of the gate's counters.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.admin("GET", "/stats")[name].as_u64().expect("counter")
+    }
+}
+
+impl Drop for PrivateGate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.ca_file);
+    }
+}
