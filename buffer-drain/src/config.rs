@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use spillway_core::config::{buffer_kind, ConfigError, Env, KafkaConfig};
+use spillway_core::config::{drain_buffer_kind, ConfigError, Env, KafkaConfig};
 use spillway_core::envelope::RawMode;
 use spillway_core::limits::BufferKind;
 
 /// The drain's own settings (read with [`KafkaConfig`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainConfig {
-    /// `SPILLWAY_BUFFER=sqs|kinesis` ([`buffer_kind`]), the setting ingest-api writes by: which
+    /// `SPILLWAY_BUFFER=sqs|kinesis` ([`drain_buffer_kind`]), the setting ingest-api writes by: which
     /// events the drain receives.
     pub buffer: BufferKind,
     /// `SPILLWAY_RAW_MODE=on|off`, default `off`: forward messages that are not envelopes as they
@@ -54,7 +54,7 @@ impl DrainConfig {
     /// Reads the drain's settings.
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
         Ok(Self {
-            buffer: buffer_kind(env)?,
+            buffer: drain_buffer_kind(env)?,
             raw_mode: env.choice(
                 "SPILLWAY_RAW_MODE",
                 &[("off", RawMode::Reject), ("on", RawMode::Accept)],

@@ -178,7 +178,7 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
     let listener = tokio::net::TcpListener::bind(ingest.listen)
         .await
         .map_err(|e| {
-            Error::Usage(format!(
+            Error::Dev(format!(
                 "cannot listen on {} ({e}); choose another --port",
                 ingest.listen
             ))

@@ -2,6 +2,9 @@
 //! (issue 15 items 4–6): a delete answer that names a letter failed, a stream that throttles a
 //! record once, and a DLQ that hands back a letter already looked at before the last unseen one.
 //! Each answer is scripted through the SDK's own test HTTP client.
+//!
+//! Over 500 lines on purpose: each scripted answer needs its own request script, and they share
+//! one replay set-up.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

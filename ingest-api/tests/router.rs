@@ -2,6 +2,9 @@
 //! versions, and arbitrary input. Requests that reach the buffer write to fauxqs (local stack);
 //! the 503 case points the writer at a closed port; the 429 case replays an SQS throttling answer
 //! through the SDK's own test HTTP client, because no local SQS server throttles.
+//!
+//! Over 500 lines on purpose: one test per status code and payload shape of the one router, so
+//! the file is the API's answer table; the shared set-up lives in `common`.
 
 mod common;
 

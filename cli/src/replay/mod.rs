@@ -1,6 +1,9 @@
 //! `spillway replay`: dead-lettered messages back to a queue, into a Kinesis stream, or straight to
 //! Kafka.
 //!
+//! (This file is the run's loop and its steps, about 500 lines; the letter contract, the targets,
+//! the DLQ calls and Kinesis ranges are in the submodules.)
+//!
 //! Receive → write to the target → delete: a DLQ message is deleted only after its target
 //! acknowledged it (delivery rule 2), so an interrupted replay — even `kill -9` — loses nothing;
 //! running it again moves what is left. Messages in flight when it stopped may be written twice

@@ -8,17 +8,27 @@ use crate::limits::{BufferKind, SQS_DEFAULT_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_B
 /// throughput on its own.
 pub const DEFAULT_BUFFER: BufferKind = BufferKind::Sqs;
 
-/// `SPILLWAY_BUFFER=sqs|kinesis`, default [`DEFAULT_BUFFER`]. The drain used to read
-/// `SPILLWAY_SOURCE`; that name is still accepted when `SPILLWAY_BUFFER` is unset, so a drain
-/// deployed before its infrastructure keeps working, and refused when the two disagree.
+const CHOICES: [(&str, BufferKind); 2] =
+    [("sqs", BufferKind::Sqs), ("kinesis", BufferKind::Kinesis)];
+
+/// `SPILLWAY_BUFFER=sqs|kinesis`, default [`DEFAULT_BUFFER`].
 pub fn buffer_kind(env: &Env<'_>) -> Result<BufferKind, ConfigError> {
-    let choices = [("sqs", BufferKind::Sqs), ("kinesis", BufferKind::Kinesis)];
-    let old = env.choice("SPILLWAY_SOURCE", &choices, DEFAULT_BUFFER)?;
+    env.choice("SPILLWAY_BUFFER", &CHOICES, DEFAULT_BUFFER)
+}
+
+/// The drain's [`buffer_kind`]. The drain used to read `SPILLWAY_SOURCE`; that name is still
+/// accepted when `SPILLWAY_BUFFER` is unset, so a drain deployed before its infrastructure keeps
+/// working, and refused when the two disagree. (ingest-api never read it, and does not.)
+pub fn drain_buffer_kind(env: &Env<'_>) -> Result<BufferKind, ConfigError> {
+    let Some(_) = env.string("SPILLWAY_SOURCE") else {
+        return buffer_kind(env);
+    };
+    let old = env.choice("SPILLWAY_SOURCE", &CHOICES, DEFAULT_BUFFER)?;
     if env.string("SPILLWAY_BUFFER").is_none() {
         return Ok(old);
     }
-    let kind = env.choice("SPILLWAY_BUFFER", &choices, DEFAULT_BUFFER)?;
-    if env.string("SPILLWAY_SOURCE").is_some() && old != kind {
+    let kind = buffer_kind(env)?;
+    if old != kind {
         return Err(ConfigError::Conflict {
             vars: "SPILLWAY_BUFFER and SPILLWAY_SOURCE",
             why: "SPILLWAY_SOURCE is the old name of SPILLWAY_BUFFER and names the other buffer; unset it".into(),

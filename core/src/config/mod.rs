@@ -14,7 +14,7 @@ pub mod buffer;
 pub mod env;
 pub mod kafka;
 
-pub use buffer::{buffer_kind, BufferConfig};
+pub use buffer::{buffer_kind, drain_buffer_kind, BufferConfig};
 pub use env::{ConfigError, Env, ProcessEnv, Source};
 pub use kafka::{Compression, KafkaAuth, KafkaConfig, MSK_SERVERLESS_MAX_MESSAGE_BYTES};
 

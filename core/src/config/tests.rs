@@ -108,8 +108,14 @@ fn scram_needs_both_credentials_and_never_echoes_the_password() {
 }
 
 #[test]
-fn one_setting_names_the_buffer_and_its_old_name_still_works_alone() {
-    let kind = |env: &[(&str, &str); 2]| buffer_kind(&Env::new(env));
+fn one_setting_names_the_buffer_and_its_old_name_still_works_alone_for_the_drain() {
+    let ingest = |env: &[(&str, &str); 1]| buffer_kind(&Env::new(env));
+    assert_eq!(
+        ingest(&[("SPILLWAY_SOURCE", "kinesis")]),
+        Ok(crate::limits::BufferKind::Sqs),
+        "ingest-api never read the drain's old name"
+    );
+    let kind = |env: &[(&str, &str); 2]| drain_buffer_kind(&Env::new(env));
     assert_eq!(
         kind(&[("SPILLWAY_BUFFER", "kinesis"), ("X", "")]),
         Ok(crate::limits::BufferKind::Kinesis)
