@@ -18,6 +18,7 @@
 //! dead-lettered, and what the gate refuses comes back from the buffer, never lost.
 
 pub mod admin;
+mod frame;
 pub mod proxy;
 pub mod state;
 pub mod tls;
