@@ -16,6 +16,11 @@ use crate::scenario::Scenario;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The drain's batch size as infra deploys it (`drainBatchSize`).
+pub const DEPLOYED_BATCH_SIZE: usize = 100;
+/// The drain's batching window as infra deploys it (`drainBatchingWindowSecs`).
+pub const DEPLOYED_BATCH_WINDOW_SECS: u64 = 1;
+
 /// What a run writes to: its own topic, and its own queue + DLQ or stream.
 #[derive(Debug, Clone)]
 pub struct Resources {
@@ -192,6 +197,16 @@ impl Pipeline {
                 scenario.drain_workers.to_string(),
             ),
             ("SPILLWAY_MAX_CONNECTS_PER_SEC".to_owned(), "10".to_owned()),
+            // What infra deploys (infra/lib/settings.ts: drainBatchSize, drainBatchingWindowSecs),
+            // not the event source mapping's smaller defaults (test below).
+            (
+                "SPILLWAY_BATCH_SIZE".to_owned(),
+                DEPLOYED_BATCH_SIZE.to_string(),
+            ),
+            (
+                "SPILLWAY_BATCH_WINDOW".to_owned(),
+                format!("{DEPLOYED_BATCH_WINDOW_SECS}s"),
+            ),
             ("SPILLWAY_FUNCTION_TIMEOUT".to_owned(), "5s".to_owned()),
             ("SPILLWAY_VISIBILITY_TIMEOUT".to_owned(), "30s".to_owned()),
             ("SPILLWAY_DEADLINE_MARGIN".to_owned(), "1s".to_owned()),
@@ -330,5 +345,29 @@ impl Gate {
                 .post(format!("{}/chaos/drop-connections", self.admin)),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The load test drains as infra deploys: its constants are infra's defaults.
+    #[test]
+    fn the_load_tests_drain_settings_are_the_deployed_ones() {
+        let settings = include_str!("../../infra/lib/settings.ts");
+        let default = |name: &str| -> String {
+            let at = settings
+                .find(&format!("\n  {name}: "))
+                .unwrap_or_else(|| panic!("{name} in infra's DEFAULTS"));
+            let rest = &settings[at + name.len() + 5..];
+            rest[..rest.find(',').expect("a comma")].trim().to_owned()
+        };
+        assert_eq!(
+            default("drainBatchSize"),
+            super::DEPLOYED_BATCH_SIZE.to_string()
+        );
+        assert_eq!(
+            default("drainBatchingWindowSecs"),
+            super::DEPLOYED_BATCH_WINDOW_SECS.to_string()
+        );
     }
 }

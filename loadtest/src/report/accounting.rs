@@ -88,10 +88,24 @@ pub struct Summary {
     pub drained_after_burst_s: Option<f64>,
     /// Deepest backlog (accepted, not yet delivered).
     pub max_backlog: u64,
+    /// The backlog at the end of the burst over the time it took to drain: the drain's rate once
+    /// nothing competes with it; `None` with no backlog, or when something was lost.
+    #[serde(default)]
+    pub drain_rate_after_burst_per_s: Option<f64>,
     /// Offered and achieved rate, for the emulator note.
     pub peak_offered_per_s: u64,
     /// Highest accepted rate in any second.
     pub peak_accepted_per_s: u64,
+}
+
+/// Messages drained per second after the burst: the backlog at its end over `drained` seconds.
+fn drain_rate(backlog: &[u64], burst_end_s: f64, drained: Option<f64>) -> Option<f64> {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let at_end = backlog.get(burst_end_s as usize).copied()?;
+    #[allow(clippy::cast_precision_loss)]
+    drained
+        .filter(|d| *d > 0.0 && at_end > 0)
+        .map(|d| at_end as f64 / d)
 }
 
 /// Per-second series for the plots.
@@ -209,6 +223,7 @@ pub fn account(
         burst_end_s,
         drained_after_burst_s: drained,
         max_backlog: series.backlog.iter().copied().max().unwrap_or(0),
+        drain_rate_after_burst_per_s: drain_rate(&series.backlog, burst_end_s, drained),
         peak_offered_per_s: series.offered.iter().copied().max().unwrap_or(0),
         peak_accepted_per_s: series.accepted.iter().copied().max().unwrap_or(0),
     };

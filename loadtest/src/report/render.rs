@@ -192,8 +192,11 @@ pub fn markdown(s: &Summary, plots: bool, command: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "- deepest backlog {} messages; burst ended at {:.0} s",
-        s.max_backlog, s.burst_end_s
+        "- deepest backlog {} messages; burst ended at {:.0} s; drained after it at {}",
+        s.max_backlog,
+        s.burst_end_s,
+        s.drain_rate_after_burst_per_s
+            .map_or_else(|| "–".to_owned(), |r| format!("{r:.0} msg/s"))
     );
     #[allow(clippy::cast_precision_loss)]
     if s.not_sent > 0 && s.mode == "spillway" {
