@@ -210,7 +210,7 @@ pub struct LocalConfig {
     /// The event source mapping's.
     pub poll: PollSettings,
     /// `SPILLWAY_MAX_CONCURRENCY`, default [`DEFAULT_WORKERS`]: local "containers", each with its
-    /// own producer, polling the queue; for a stream, the most shards read at once.
+    /// own producer, polling the queue. A stream gets one per shard instead, every shard.
     pub workers: usize,
     /// What to poll: `SPILLWAY_SQS_QUEUE_URL`, or `SPILLWAY_KINESIS_STREAM` for a Kinesis drain.
     pub source: String,

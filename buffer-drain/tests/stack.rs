@@ -328,3 +328,60 @@ async fn a_poison_message_lands_in_the_dlq_and_leaves_the_queue() {
         5
     );
 }
+
+/// Issue 17 item 5: the local poller reads every shard of a stream, each in order, whatever
+/// `SPILLWAY_MAX_CONCURRENCY` says (a Kinesis mapping runs one batch per shard at a time). It used
+/// to start one worker per shard up to that number and never read the other shards: with the
+/// default of 2 workers, the records of a third shard stayed in the stream.
+#[tokio::test]
+async fn the_local_poller_drains_every_shard_with_fewer_workers_than_shards() {
+    let kinesis = spillway_tests::kinesis().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let stream = spillway_tests::unique_name("drain-shards");
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(3)
+        .send()
+        .await
+        .expect("stream");
+    let topic = spillway_tests::unique_name("from-shards");
+    let entries = (0..90)
+        .map(|i| {
+            let key = format!("key-{i}");
+            let mut env = Envelope::new(&topic, format!("record {i}"));
+            env.key = Some(key.clone().into_bytes());
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key(key)
+                .data(aws_sdk_kinesis::primitives::Blob::new(env.encode()))
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    kinesis
+        .put_records()
+        .stream_name(&stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("put");
+    let config = buffer_drain::config::LocalConfig {
+        kafka: kafka(&broker.bootstrap),
+        drain: DrainConfig {
+            deadline_margin: Duration::from_millis(500),
+            ..DrainConfig::new(BufferKind::Kinesis)
+        },
+        poll: settings(100, Duration::from_secs(3)),
+        workers: 1,
+        source: stream.clone(),
+    };
+    let mut tasks = buffer_drain::poller::run_local(&config, &spillway_tests::sdk().await)
+        .await
+        .expect("poller");
+    let summary = consume(&broker.bootstrap, &topic, 90, Duration::from_secs(60)).await;
+    tasks.shutdown().await;
+    assert_eq!(
+        summary.unique_ids, 90,
+        "records of every shard: {summary:?}"
+    );
+}

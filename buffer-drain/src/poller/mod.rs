@@ -24,8 +24,8 @@ pub struct Invocation {
 }
 
 /// The local poller: `config.workers` local "Lambda containers", each with its own producer,
-/// polling the SQS queue at `config.source` (a URL) or, for a Kinesis drain, one shard each of the
-/// stream `config.source` (at most `workers` shards). Returns the running workers; settings that
+/// polling the SQS queue at `config.source` (a URL); for a Kinesis drain, one per shard of the
+/// stream `config.source`, every shard. Returns the running workers; settings that
 /// cannot work together ([`PollSettings::check`]) are an error before anything starts.
 pub async fn run_local(
     config: &LocalConfig,
@@ -59,11 +59,10 @@ pub async fn run_local(
         }
         spillway_core::limits::BufferKind::Kinesis => {
             let kinesis = aws_sdk_kinesis::Client::new(sdk);
-            for shard in KinesisPoller::shards(&kinesis, source)
-                .await?
-                .into_iter()
-                .take(workers)
-            {
+            // Every shard, each read in order by a worker of its own, as a Kinesis mapping runs
+            // one batch per shard at a time: SPILLWAY_MAX_CONCURRENCY does not apply (a cap would
+            // leave the shards beyond it unread).
+            for shard in KinesisPoller::shards(&kinesis, source).await? {
                 let drain = crate::lambda::build_drain(kafka, config, Some(sdk)).await?;
                 let mut poller =
                     KinesisPoller::new(kinesis.clone(), source.to_owned(), shard, settings).await?;

@@ -88,8 +88,12 @@ pub struct Summary {
     pub drained_after_burst_s: Option<f64>,
     /// Deepest backlog (accepted, not yet delivered).
     pub max_backlog: u64,
-    /// The backlog at the end of the burst over the time it took to drain: the drain's rate once
-    /// nothing competes with it; `None` with no backlog, or when something was lost.
+    /// Accepted and not yet delivered when the burst ended.
+    #[serde(default)]
+    pub backlog_at_burst_end: u64,
+    /// [`Summary::backlog_at_burst_end`] over the time it took to drain: the drain's rate once
+    /// nothing competes with it; `None` without a backlog of at least 100 then (the drain kept up,
+    /// and what is left is the last batches' latency, not a rate), or when something was lost.
     #[serde(default)]
     pub drain_rate_after_burst_per_s: Option<f64>,
     /// Offered and achieved rate, for the emulator note.
@@ -98,13 +102,20 @@ pub struct Summary {
     pub peak_accepted_per_s: u64,
 }
 
-/// Messages drained per second after the burst: the backlog at its end over `drained` seconds.
-fn drain_rate(backlog: &[u64], burst_end_s: f64, drained: Option<f64>) -> Option<f64> {
+/// The backlog at the end of second `at_s`.
+fn backlog_at(backlog: &[u64], at_s: f64) -> u64 {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let at_end = backlog.get(burst_end_s as usize).copied()?;
+    let i = (at_s as usize).saturating_sub(1);
+    backlog.get(i).copied().unwrap_or(0)
+}
+
+/// Messages drained per second after the burst: the backlog at its end over `drained` seconds,
+/// when there was a backlog to speak of.
+fn drain_rate(backlog: &[u64], burst_end_s: f64, drained: Option<f64>) -> Option<f64> {
+    let at_end = backlog_at(backlog, burst_end_s);
     #[allow(clippy::cast_precision_loss)]
     drained
-        .filter(|d| *d > 0.0 && at_end > 0)
+        .filter(|d| *d > 0.0 && at_end >= 100)
         .map(|d| at_end as f64 / d)
 }
 
@@ -223,6 +234,7 @@ pub fn account(
         burst_end_s,
         drained_after_burst_s: drained,
         max_backlog: series.backlog.iter().copied().max().unwrap_or(0),
+        backlog_at_burst_end: backlog_at(&series.backlog, burst_end_s),
         drain_rate_after_burst_per_s: drain_rate(&series.backlog, burst_end_s, drained),
         peak_offered_per_s: series.offered.iter().copied().max().unwrap_or(0),
         peak_accepted_per_s: series.accepted.iter().copied().max().unwrap_or(0),

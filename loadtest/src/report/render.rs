@@ -192,11 +192,14 @@ pub fn markdown(s: &Summary, plots: bool, command: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "- deepest backlog {} messages; burst ended at {:.0} s; drained after it at {}",
+        "- deepest backlog {} messages; burst ended at {:.0} s with {} left, drained {}",
         s.max_backlog,
         s.burst_end_s,
-        s.drain_rate_after_burst_per_s
-            .map_or_else(|| "–".to_owned(), |r| format!("{r:.0} msg/s"))
+        s.backlog_at_burst_end,
+        s.drain_rate_after_burst_per_s.map_or_else(
+            || "as it came (the drain kept up)".to_owned(),
+            |r| format!("at {r:.0} msg/s")
+        )
     );
     #[allow(clippy::cast_precision_loss)]
     if s.not_sent > 0 && s.mode == "spillway" {
