@@ -9,7 +9,6 @@
 // Counts here are far below 2^52: converting them to f64 loses nothing.
 #![allow(clippy::cast_precision_loss)]
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use buffer_drain::drain::Drain;
@@ -18,6 +17,7 @@ use buffer_drain::source::{Ordering, SourceRecord};
 use rdkafka::producer::{FutureRecord, Producer as _};
 use spillway_core::config::KafkaConfig;
 use spillway_core::envelope::{Envelope, RawMode};
+use spillway_tests::fixtures::PrivateGate;
 
 const GAP: Duration = Duration::from_millis(100);
 const SPILLWAY_MESSAGES: usize = 10_000;
@@ -25,69 +25,22 @@ const BATCH: usize = 100;
 /// The sample pays a new connection per invocation; 100 invocations already show the rate.
 const SAMPLE_MESSAGES: usize = 100;
 
-fn stats(admin: &str) -> (u64, u64) {
-    let out = Command::new("curl")
-        .args(["-sf", &format!("{admin}/stats")])
-        .output()
-        .expect("curl");
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats");
-    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+/// The gate's (connection attempts, authentication attempts) so far.
+fn stats(gate: &PrivateGate) -> (u64, u64) {
     (
-        n("connections_accepted") + n("connections_throttled"),
-        n("auth_accepted") + n("auth_refused"),
+        gate.stat("connections_accepted") + gate.stat("connections_throttled"),
+        gate.stat("auth_accepted") + gate.stat("auth_refused"),
     )
 }
 
 #[tokio::main]
 async fn main() {
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("port")
-    };
-    let (listen, admin_addr) = (
-        format!("127.0.0.1:{}", port()),
-        format!("127.0.0.1:{}", port()),
-    );
-    let ca = std::env::temp_dir().join(format!("bench-gate-{}.pem", std::process::id()));
-    let broker =
-        std::env::var("SPILLWAY_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let mut gate = Command::new(env!("CARGO_BIN_EXE_msk-gate"))
-        .args([
-            "--listen",
-            &listen,
-            "--admin",
-            &admin_addr,
-            "--broker",
-            &broker,
-            "--ca-file",
-        ])
-        .arg(&ca)
-        .args([
-            "--access-key",
-            "test",
-            "--secret-key",
-            "test",
-            "--region",
-            "us-east-1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("msk-gate");
-    while std::net::TcpStream::connect(&listen).is_err() || !ca.exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let admin = format!("http://{admin_addr}");
-    let kafka = KafkaConfig::iam(listen.clone())
-        .with_ca_file(ca.to_string_lossy())
-        .with_message_max_bytes(spillway_tests::LOCAL_MESSAGE_MAX_BYTES)
-        .with_max_connects_per_sec(100);
+    let gate = PrivateGate::start(env!("CARGO_BIN_EXE_msk-gate"), &[]);
+    let kafka = gate.kafka();
     let topic = format!("connections-{}", std::process::id());
 
-    let spillway = measure_spillway(&kafka, &admin, &topic).await;
-    let aws_sample = measure_sample(&kafka, &admin, &topic).await;
+    let spillway = measure_spillway(&kafka, &gate, &topic).await;
+    let aws_sample = measure_sample(&kafka, &gate, &topic).await;
 
     let per_10k = |n: u64, messages: usize| n as f64 * 10_000.0 / messages as f64;
     println!(
@@ -110,15 +63,12 @@ async fn main() {
         per_10k(aws_sample.0, SAMPLE_MESSAGES),
         per_10k(aws_sample.1, SAMPLE_MESSAGES)
     );
-    let _ = gate.kill();
-    let _ = gate.wait();
-    let _ = std::fs::remove_file(&ca);
 }
 
 /// spillway: one producer for the container, a batch per invocation. Returns the gate's
 /// (connections, authentications) during the run.
-async fn measure_spillway(kafka: &KafkaConfig, admin: &str, topic: &str) -> (u64, u64) {
-    let before = stats(admin);
+async fn measure_spillway(kafka: &KafkaConfig, gate: &PrivateGate, topic: &str) -> (u64, u64) {
+    let before = stats(gate);
     let (producer, health) = spillway_core::kafka::producer(kafka)
         .await
         .expect("producer");
@@ -154,14 +104,14 @@ async fn measure_spillway(kafka: &KafkaConfig, admin: &str, topic: &str) -> (u64
         assert_eq!(report.failed().count(), 0);
         tokio::time::sleep(GAP).await;
     }
-    let after = stats(admin);
+    let after = stats(gate);
     (after.0 - before.0, after.1 - before.1)
 }
 
 /// The AWS sample's producer: connections idle out after 60 ms, librdkafka's default reconnect
 /// backoff (100 ms), one message and one flush per invocation.
-async fn measure_sample(kafka: &KafkaConfig, admin: &str, topic: &str) -> (u64, u64) {
-    let before = stats(admin);
+async fn measure_sample(kafka: &KafkaConfig, gate: &PrivateGate, topic: &str) -> (u64, u64) {
+    let before = stats(gate);
     let mut settings = spillway_core::kafka::client_config(kafka).expect("settings");
     settings
         .set("connections.max.idle.ms", "60")
@@ -184,6 +134,6 @@ async fn measure_sample(kafka: &KafkaConfig, admin: &str, topic: &str) -> (u64, 
         sample.flush(Duration::from_secs(10)).expect("flush");
         tokio::time::sleep(GAP).await;
     }
-    let after = stats(admin);
+    let after = stats(gate);
     (after.0 - before.0, after.1 - before.1)
 }

@@ -1,5 +1,8 @@
 //! One client connection: TLS, the SASL exchange the gate answers itself, then frames forwarded
 //! both ways, with broker addresses in responses rewritten to the gate's.
+//!
+//! (Over 500 lines with its tests: the SASL exchange, the forwarding and the rewriting are one
+//! connection's life and are tested together; Kafka's framing is in `frame`.)
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
