@@ -809,21 +809,10 @@ async fn rule_6_kinesis_poison_keeps_its_data_in_the_dead_letter() {
 /// failed on every retry until the stream's retention took it.
 #[tokio::test]
 async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check() {
-    use spillway_core::claim::{Claim, ClaimStore};
+    use spillway_core::claim::Claim;
     let cluster = cluster();
     let (client, url) = dlq().await;
-    let s3 = spillway_tests::s3().await;
-    let bucket = spillway_tests::unique_name("dlq");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
-    let store = ClaimStore::new(
-        s3.clone(),
-        &bucket,
-        spillway_core::dead_letter::CLAIM_PREFIX,
-    );
+    let (s3, bucket, store) = spillway_tests::fixtures::claim_store("dlq").await;
     let drain = drain(
         &cluster.bootstrap_servers(),
         Some(DeadLetters::new(client.clone(), url.clone()).with_claims(store)),
@@ -881,20 +870,9 @@ async fn rule_6_poison_too_large_for_the_dlq_is_kept_in_s3_behind_a_claim_check(
 /// and the second letter could never be replayed.
 #[tokio::test]
 async fn a_record_dead_lettered_twice_has_two_objects() {
-    use spillway_core::claim::{fetch, remove, Claim, ClaimStore};
+    use spillway_core::claim::{fetch, remove, Claim};
     let (client, url) = dlq().await;
-    let s3 = spillway_tests::s3().await;
-    let bucket = spillway_tests::unique_name("dlq");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
-    let store = ClaimStore::new(
-        s3.clone(),
-        &bucket,
-        spillway_core::dead_letter::CLAIM_PREFIX,
-    );
+    let (s3, _, store) = spillway_tests::fixtures::claim_store("dlq").await;
     let letters = DeadLetters::new(client.clone(), url.clone()).with_claims(store);
     let (records, _) =
         buffer_drain::source::from_kinesis(kinesis_event(&[("100", vec![7u8; 300_000])]));
@@ -935,18 +913,7 @@ async fn a_record_dead_lettered_twice_has_two_objects() {
 async fn a_letter_at_the_queue_limit_is_written_whole_and_one_byte_more_is_claimed() {
     use spillway_core::dead_letter::{letter_bytes, MAX_LETTER_BYTES};
     let (client, url) = dlq().await;
-    let s3 = spillway_tests::s3().await;
-    let bucket = spillway_tests::unique_name("dlq");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
-    let store = spillway_core::claim::ClaimStore::new(
-        s3,
-        &bucket,
-        spillway_core::dead_letter::CLAIM_PREFIX,
-    );
+    let (_, _, store) = spillway_tests::fixtures::claim_store("dlq").await;
     let letters = DeadLetters::new(client.clone(), url.clone()).with_claims(store);
     let (probe, _) = buffer_drain::source::from_kinesis(kinesis_event(&[("100", Vec::new())]));
     let attributes = [

@@ -536,14 +536,8 @@ async fn plain_letters_replay_to_their_topic_with_their_original_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_letter_kept_in_s3_is_replayed_to_kafka_and_its_object_removed() {
     let sqs = spillway_tests::sqs().await;
-    let s3 = spillway_tests::s3().await;
     let dlq = queue(&sqs, "replay-claim-dlq").await;
-    let bucket = spillway_tests::unique_name("claims");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let (s3, bucket, _) = spillway_tests::fixtures::claim_store("claims").await;
     let topic = spillway_tests::unique_name("replayed-large");
     let env = Envelope::new(&topic, vec![b'x'; 300_000]);
     let record = buffer_drain::source::SourceRecord {

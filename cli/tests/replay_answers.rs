@@ -275,24 +275,11 @@ async fn with_a_rate_no_receive_takes_more_than_a_seconds_worth() {
 /// the letter, the object stays (it is removed only once the letter is gone).
 #[tokio::test]
 async fn a_claimed_letter_the_dlq_does_not_delete_keeps_its_object() {
-    let s3 = spillway_tests::s3().await;
-    let bucket = spillway_tests::unique_name("claims");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let (s3, bucket, store) = spillway_tests::fixtures::claim_store("claims").await;
     let data = Envelope::new("orders", vec![b'x'; 1000])
         .encode()
         .into_bytes();
-    let claim = spillway_core::claim::ClaimStore::new(
-        s3.clone(),
-        &bucket,
-        spillway_core::dead_letter::CLAIM_PREFIX,
-    )
-    .put(&data)
-    .await
-    .expect("put");
+    let claim = store.put(&data).await.expect("put");
     let deleted = Arc::new(Mutex::new(Vec::new()));
     let sqs = dlq(
         vec![vec![claimed_letter("c", &claim)]],

@@ -38,6 +38,26 @@ pub async fn queue(
         .expect("queue url")
 }
 
+/// A new S3 bucket on moto named after `prefix`, and a claim store in it under the drain's
+/// dead-letter prefix: (client, bucket, store).
+pub async fn claim_store(
+    prefix: &str,
+) -> (aws_sdk_s3::Client, String, spillway_core::claim::ClaimStore) {
+    let s3 = crate::s3().await;
+    let bucket = crate::unique_name(prefix);
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket");
+    let store = spillway_core::claim::ClaimStore::new(
+        s3.clone(),
+        &bucket,
+        spillway_core::dead_letter::CLAIM_PREFIX,
+    );
+    (s3, bucket, store)
+}
+
 /// Sends `n` envelopes for `topic` (values `message 0`, `message 1`, …), ten to a call;
 /// `key_of(i)` gives the Kafka key, which is also the FIFO group (`g` without one). Returns the
 /// envelopes' ids in order.
