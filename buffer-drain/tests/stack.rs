@@ -12,7 +12,6 @@ use msk_consumer::local::to_record;
 use msk_consumer::verify::{Summary, Verifier};
 use rdkafka::consumer::Consumer as _;
 use spillway_core::config::KafkaConfig;
-use spillway_core::envelope::Envelope;
 use spillway_core::limits::BufferKind;
 
 fn kafka(bootstrap: &str) -> KafkaConfig {
@@ -207,34 +206,10 @@ async fn fifo_order_per_group_survives_a_failure() {
 async fn kinesis_resumes_at_its_checkpoint_after_a_failure() {
     let kinesis = spillway_tests::kinesis().await;
     let broker = spillway_tests::PrivateBroker::start();
-    let stream = spillway_tests::unique_name("drain");
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .expect("stream");
+    let stream = spillway_tests::fixtures::stream(&kinesis, "drain", 1).await;
     let topic = spillway_tests::unique_name("from-kinesis");
-    let mut entries = Vec::new();
-    for i in 0..300 {
-        let mut env = Envelope::new(&topic, format!("record {i}"));
-        env.key = Some(b"one-key".to_vec());
-        entries.push(
-            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                .partition_key("one-key")
-                .data(aws_sdk_kinesis::primitives::Blob::new(env.encode()))
-                .build()
-                .expect("entry"),
-        );
-    }
-    kinesis
-        .put_records()
-        .stream_name(&stream)
-        .set_records(Some(entries))
-        .send()
-        .await
-        .expect("put");
+    spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 300, |_| "one-key".into())
+        .await;
     let shard = KinesisPoller::shards(&kinesis, &stream)
         .await
         .expect("shards")
@@ -337,34 +312,10 @@ async fn a_poison_message_lands_in_the_dlq_and_leaves_the_queue() {
 async fn the_local_poller_drains_every_shard_with_fewer_workers_than_shards() {
     let kinesis = spillway_tests::kinesis().await;
     let broker = spillway_tests::PrivateBroker::start();
-    let stream = spillway_tests::unique_name("drain-shards");
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(3)
-        .send()
-        .await
-        .expect("stream");
+    let stream = spillway_tests::fixtures::stream(&kinesis, "drain-shards", 3).await;
     let topic = spillway_tests::unique_name("from-shards");
-    let entries = (0..90)
-        .map(|i| {
-            let key = format!("key-{i}");
-            let mut env = Envelope::new(&topic, format!("record {i}"));
-            env.key = Some(key.clone().into_bytes());
-            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                .partition_key(key)
-                .data(aws_sdk_kinesis::primitives::Blob::new(env.encode()))
-                .build()
-                .expect("entry")
-        })
-        .collect();
-    kinesis
-        .put_records()
-        .stream_name(&stream)
-        .set_records(Some(entries))
-        .send()
-        .await
-        .expect("put");
+    spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 90, |i| format!("key-{i}"))
+        .await;
     let config = buffer_drain::config::LocalConfig {
         kafka: kafka(&broker.bootstrap),
         drain: DrainConfig {

@@ -38,6 +38,54 @@ pub async fn queue(
         .expect("queue url")
 }
 
+/// A new Kinesis stream on moto named after `prefix`, with `shards` shards; its name.
+pub async fn stream(kinesis: &aws_sdk_kinesis::Client, prefix: &str, shards: i32) -> String {
+    let stream = crate::unique_name(prefix);
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("create stream");
+    stream
+}
+
+/// Puts envelopes for `topic` into `stream` in one call, record `i` with value `record {i}`
+/// under the Kafka key (and partition key) `key_of(i)`.
+pub async fn put_envelopes(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    topic: &str,
+    n: usize,
+    key_of: impl Fn(usize) -> String,
+) {
+    let entries = (0..n)
+        .map(|i| {
+            let key = key_of(i);
+            let mut env = Envelope::new(topic, format!("record {i}"));
+            env.key = Some(key.clone().into_bytes());
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key(key)
+                .data(aws_sdk_kinesis::primitives::Blob::new(env.encode()))
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    let out = kinesis
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("put records");
+    assert_eq!(
+        out.failed_record_count.unwrap_or(0),
+        0,
+        "the stream refused records"
+    );
+}
+
 /// A new S3 bucket on moto named after `prefix`, and a claim store in it under the drain's
 /// dead-letter prefix: (client, bucket, store).
 pub async fn claim_store(
