@@ -62,7 +62,11 @@ pub async fn run_local(
             // Every shard, each read in order by a worker of its own, as a Kinesis mapping runs
             // one batch per shard at a time: SPILLWAY_MAX_CONCURRENCY does not apply (a cap would
             // leave the shards beyond it unread).
-            for shard in KinesisPoller::shards(&kinesis, source).await? {
+            let shards = KinesisPoller::shards(&kinesis, source).await?;
+            if shards.is_empty() {
+                return Err(format!("the stream {source} has no shards to read").into());
+            }
+            for shard in shards {
                 let drain = crate::lambda::build_drain(kafka, config, Some(sdk)).await?;
                 let mut poller =
                     KinesisPoller::new(kinesis.clone(), source.to_owned(), shard, settings).await?;

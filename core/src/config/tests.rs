@@ -129,6 +129,12 @@ fn one_setting_names_the_buffer_and_its_old_name_still_works_alone_for_the_drain
         kind(&[("SPILLWAY_SOURCE", "sqs"), ("SPILLWAY_BUFFER", "sqs")]),
         Ok(crate::limits::BufferKind::Sqs)
     );
+    let err = kind(&[("SPILLWAY_SOURCE", "s3"), ("SPILLWAY_BUFFER", "sqs")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "SPILLWAY_SOURCE=s3 is not valid; expected one of sqs, kinesis",
+        "a bad old name stops the drain at start (rule 11), even beside a good new one"
+    );
     let err = kind(&[("SPILLWAY_SOURCE", "sqs"), ("SPILLWAY_BUFFER", "kinesis")]).unwrap_err();
     assert!(
         err.to_string().contains("SPILLWAY_SOURCE is the old name"),
