@@ -18,7 +18,7 @@ max_receive = os.environ["MAX_RECEIVE_COUNT"]
 common = dict(region_name=region, aws_access_key_id="test", aws_secret_access_key="test",
               config=Config(retries={"max_attempts": 2}))
 sqs = boto3.client("sqs", endpoint_url=sqs_endpoint, **common)
-kinesis = boto3.client("kinesis", endpoint_url=aws_endpoint, **common)
+kinesis = boto3.client("kinesis", endpoint_url=os.environ["KINESIS_ENDPOINT"], **common)
 s3 = boto3.client("s3", endpoint_url=aws_endpoint, **common)
 
 

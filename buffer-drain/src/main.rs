@@ -35,7 +35,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = settings(LocalConfig::from_env(&env));
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let mut tasks = buffer_drain::poller::run_local(&config, &sdk).await?;
-    tracing::info!(workers = tasks.len(), buffer = ?config.drain.buffer, "local poller running; Ctrl-C stops it");
+    tracing::info!(tasks = tasks.len(), buffer = ?config.drain.buffer, "local poller running; Ctrl-C stops it");
     tokio::signal::ctrl_c().await?;
     tasks.shutdown().await;
     Ok(())

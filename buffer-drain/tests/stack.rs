@@ -1,4 +1,4 @@
-//! The drain with its local poller against the local stack: fauxqs (SQS), moto (Kinesis) and
+//! The drain with its local poller against the local stack: fauxqs (SQS), kinesalite (Kinesis) and
 //! Tansu (Kafka). Faults use a broker of the test's own, paused and resumed, so other tests are
 //! not disturbed. Records are counted back from Kafka with msk-consumer's verifier.
 
@@ -64,10 +64,14 @@ async fn consume(bootstrap: &str, topic: &str, expect: u64, timeout: Duration) -
     let deadline = tokio::time::Instant::now() + timeout;
     while verifier.unique() < expect {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(message) => verifier.observe(
-                &to_record(&message.expect("consume")),
-                spillway_core::envelope::now_ms(),
-            ),
+            Ok(Ok(message)) => {
+                verifier.observe(&to_record(&message), spillway_core::envelope::now_ms());
+            }
+            // Subscribed before the drain's first record created the topic.
+            Ok(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) => {}
+            Ok(Err(e)) => panic!("consume: {e}"),
             Err(_) => return verifier.summary(true),
         }
     }
@@ -213,7 +217,8 @@ async fn kinesis_resumes_at_its_checkpoint_after_a_failure() {
     let shard = KinesisPoller::shards(&kinesis, &stream)
         .await
         .expect("shards")
-        .remove(0);
+        .remove(0)
+        .id;
     let drain = drain(&broker.bootstrap, BufferKind::Kinesis, None).await;
     let mut poller = KinesisPoller::new(
         kinesis.clone(),
@@ -335,4 +340,90 @@ async fn the_local_poller_drains_every_shard_with_fewer_workers_than_shards() {
         summary.unique_ids, 90,
         "records of every shard: {summary:?}"
     );
+}
+
+/// Splits every open shard of `stream` at the middle of its hash range and waits until the
+/// stream is active again.
+async fn split_open_shards(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards")
+        .shards
+        .unwrap_or_default();
+    for shard in shards {
+        let open = shard
+            .sequence_number_range
+            .as_ref()
+            .is_some_and(|r| r.ending_sequence_number.is_none());
+        if !open {
+            continue;
+        }
+        let range = shard.hash_key_range.expect("hash key range");
+        let start: u128 = range.starting_hash_key.parse().expect("hash key");
+        let end: u128 = range.ending_hash_key.parse().expect("hash key");
+        kinesis
+            .split_shard()
+            .stream_name(stream)
+            .shard_to_split(&shard.shard_id)
+            .new_starting_hash_key((start + (end - start) / 2 + 1).to_string())
+            .send()
+            .await
+            .expect("split shard");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .expect("describe stream")
+            .stream_description_summary
+            .is_none_or(|s| s.stream_status != aws_sdk_kinesis::types::StreamStatus::Active)
+        {
+            assert!(Instant::now() < deadline, "the stream stayed in UPDATING");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+// Rule 4 across resharding: Kinesis keeps a key's order only for a reader that finishes a parent
+// shard before its children; and shards opened after the poller started are read too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_split_the_local_poller_reads_parents_before_children_and_finds_new_shards() {
+    let kinesis = spillway_tests::kinesis().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let stream = spillway_tests::fixtures::stream(&kinesis, "drain-reshard", 1).await;
+    let topic = spillway_tests::unique_name("resharded");
+    let key = |i: usize| format!("key-{}", i % 4);
+    spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 200, key).await;
+    split_open_shards(&kinesis, &stream).await;
+    spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 200, key).await;
+    let config = buffer_drain::config::LocalConfig {
+        kafka: kafka(&broker.bootstrap),
+        drain: DrainConfig {
+            deadline_margin: Duration::from_millis(500),
+            ..DrainConfig::new(BufferKind::Kinesis)
+        },
+        // Small batches: the parent takes twenty invocations, time for children read too early
+        // to overtake it.
+        poll: settings(10, Duration::from_secs(3)),
+        workers: 1,
+        source: stream.clone(),
+    };
+    let mut tasks = buffer_drain::poller::run_local(&config, &spillway_tests::sdk().await)
+        .await
+        .expect("poller");
+    let before = consume(&broker.bootstrap, &topic, 400, Duration::from_secs(60)).await;
+    assert_eq!(before.unique_ids, 400, "parent and children: {before:?}");
+    assert_eq!(before.order_violations, 0, "per-key order: {before:?}");
+
+    // The children split while the poller runs: their children open later than it started.
+    split_open_shards(&kinesis, &stream).await;
+    spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 200, key).await;
+    let after = consume(&broker.bootstrap, &topic, 600, Duration::from_secs(60)).await;
+    tasks.shutdown().await;
+    assert_eq!(after.unique_ids, 600, "shards opened later: {after:?}");
+    assert_eq!(after.order_violations, 0, "per-key order: {after:?}");
 }

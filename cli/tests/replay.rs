@@ -64,6 +64,10 @@ fn spillway(args: &[&str]) -> Command {
         .args(args)
         .env("AWS_ENDPOINT_URL_SQS", spillway_tests::sqs_endpoint())
         .env("AWS_ENDPOINT_URL", spillway_tests::aws_endpoint())
+        .env(
+            "AWS_ENDPOINT_URL_KINESIS",
+            spillway_tests::kinesis_endpoint(),
+        )
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test");

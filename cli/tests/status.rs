@@ -1,4 +1,4 @@
-//! `spillway status --json` reports what the test put in a queue (fauxqs), a stream (moto) and
+//! `spillway status --json` reports what the test put in a queue (fauxqs), a stream (kinesalite) and
 //! CloudWatch (moto: the test publishes the datapoints AWS would).
 
 use std::process::Command;
@@ -75,6 +75,10 @@ async fn status_json_numbers_match_the_queue_the_stream_and_cloudwatch() {
         .args(["status", "--queue-url", &url, "--stream", &stream, "--json"])
         .env("AWS_ENDPOINT_URL_SQS", spillway_tests::sqs_endpoint())
         .env("AWS_ENDPOINT_URL", spillway_tests::aws_endpoint())
+        .env(
+            "AWS_ENDPOINT_URL_KINESIS",
+            spillway_tests::kinesis_endpoint(),
+        )
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")

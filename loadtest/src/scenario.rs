@@ -178,7 +178,7 @@ impl Scenario {
                 buffer: BufferKind::Kinesis,
                 ..Self::base(
                     "kinesis-spike",
-                    "the burst, buffered in Kinesis (moto)",
+                    "the burst, buffered in Kinesis (kinesalite)",
                     vec![
                         Phase {
                             rate: steady,

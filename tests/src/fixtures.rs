@@ -38,7 +38,7 @@ pub async fn queue(
         .expect("queue url")
 }
 
-/// A new Kinesis stream on moto named after `prefix`, with `shards` shards; its name.
+/// A new Kinesis stream on kinesalite named after `prefix`, with `shards` shards; its name.
 pub async fn stream(kinesis: &aws_sdk_kinesis::Client, prefix: &str, shards: i32) -> String {
     let stream = crate::unique_name(prefix);
     kinesis

@@ -22,7 +22,12 @@ pub fn sqs_endpoint() -> String {
     env_or("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:4576")
 }
 
-/// moto server: Kinesis, Lambda control plane (`AWS_ENDPOINT_URL`).
+/// kinesalite, the Kinesis emulator (`AWS_ENDPOINT_URL_KINESIS`).
+pub fn kinesis_endpoint() -> String {
+    env_or("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:4567")
+}
+
+/// moto server: S3, Lambda control plane, CloudWatch (`AWS_ENDPOINT_URL`).
 pub fn aws_endpoint() -> String {
     env_or("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
 }
@@ -82,9 +87,11 @@ pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
 }
 
 /// SDK configuration for the whole local stack, from `local/up`'s environment: SQS at fauxqs
-/// (`AWS_ENDPOINT_URL_SQS`), every other service at moto (`AWS_ENDPOINT_URL`).
+/// (`AWS_ENDPOINT_URL_SQS`), Kinesis at kinesalite (`AWS_ENDPOINT_URL_KINESIS`), every other
+/// service at moto (`AWS_ENDPOINT_URL`).
 pub async fn sdk() -> aws_config::SdkConfig {
     require("SQS (fauxqs)", &sqs_endpoint());
+    require("Kinesis (kinesalite)", &kinesis_endpoint());
     require("moto", &aws_endpoint());
     local_defaults().load().await
 }
@@ -103,10 +110,10 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&aws_config(&endpoint).await)
 }
 
-/// A Kinesis client for moto.
+/// A Kinesis client for kinesalite.
 pub async fn kinesis() -> aws_sdk_kinesis::Client {
-    let endpoint = aws_endpoint();
-    require("Kinesis (moto)", &endpoint);
+    let endpoint = kinesis_endpoint();
+    require("Kinesis (kinesalite)", &endpoint);
     aws_sdk_kinesis::Client::new(&aws_config(&endpoint).await)
 }
 

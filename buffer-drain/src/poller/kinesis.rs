@@ -1,6 +1,9 @@
 //! The Kinesis side of the local poller: read a shard from a checkpoint kept in memory, invoke the
-//! handler, move the checkpoint as Lambda does after the report.
+//! handler, move the checkpoint as Lambda does after the report; and, as a Kinesis mapping does
+//! across resharding, start a shard only once the shards it was split or merged from are read to
+//! their end (a key's records are in order within the parent, then within the child).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
@@ -25,6 +28,37 @@ pub struct KinesisPoller {
     /// The iterator to read next, while reading on from the checkpoint: real Kinesis returns empty
     /// pages inside a shard, and only `NextShardIterator` leads past them.
     iterator: Option<String>,
+    /// The shard is closed (split or merged) and every record in it has left the buffer.
+    finished: bool,
+}
+
+/// A shard as ListShards names it: its id and the shards it was split or merged from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// The shard's id.
+    pub id: String,
+    /// `ParentShardId` and `AdjacentParentShardId`, where present.
+    pub parents: Vec<String>,
+}
+
+/// The shards in `listed` that may be read now: not `started` yet, and every parent the stream
+/// still lists is `finished` (a parent past the retention period is no longer listed, and nothing
+/// of it is left to read first).
+pub fn ready<'a, S: std::hash::BuildHasher>(
+    listed: &'a [Shard],
+    started: &HashSet<String, S>,
+    finished: &HashSet<String, S>,
+) -> Vec<&'a Shard> {
+    let ids: HashSet<&str> = listed.iter().map(|s| s.id.as_str()).collect();
+    listed
+        .iter()
+        .filter(|s| !started.contains(&s.id))
+        .filter(|s| {
+            s.parents
+                .iter()
+                .all(|p| finished.contains(p) || !ids.contains(p.as_str()))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,21 +93,48 @@ impl KinesisPoller {
             settings,
             checkpoint: Checkpoint::TrimHorizon,
             iterator: None,
+            finished: false,
         })
     }
 
-    /// The shards of `stream`.
+    /// The shard this poller reads.
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    /// Whether the shard is closed and read to its end: nothing more will come from it.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Every shard of `stream`, open and closed, over all of ListShards' pages.
     pub async fn shards(
         client: &aws_sdk_kinesis::Client,
         stream: &str,
-    ) -> Result<Vec<String>, aws_sdk_kinesis::Error> {
-        let out = client.list_shards().stream_name(stream).send().await?;
-        Ok(out
-            .shards
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| s.shard_id)
-            .collect())
+    ) -> Result<Vec<Shard>, aws_sdk_kinesis::Error> {
+        let mut shards = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            // A page after the first names only the token (ListShards refuses both).
+            let request = match &next {
+                Some(token) => client.list_shards().next_token(token),
+                None => client.list_shards().stream_name(stream),
+            };
+            let out = request.send().await?;
+            shards.extend(out.shards.unwrap_or_default().into_iter().map(|s| {
+                Shard {
+                    parents: [s.parent_shard_id, s.adjacent_parent_shard_id]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                    id: s.shard_id,
+                }
+            }));
+            match out.next_token {
+                Some(token) if !token.is_empty() => next = Some(token),
+                _ => return Ok(shards),
+            }
+        }
     }
 
     /// An iterator at the checkpoint.
@@ -114,9 +175,12 @@ impl KinesisPoller {
             .await?;
         if out.records.is_empty() {
             // An empty page is not the end of the shard: read on from where it points. `None`: the
-            // shard is closed and fully read; the checkpoint stays.
+            // shard is closed and everything before the checkpoint has left the buffer.
+            self.finished = out.next_shard_iterator.is_none();
             self.iterator = out.next_shard_iterator;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if !self.finished {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             return Ok(Invocation::default());
         }
         // Built as Lambda's JSON, so the event is exactly what the function would receive.
@@ -177,5 +241,48 @@ impl KinesisPoller {
             Err(_) => 0,
         };
         Ok(Invocation { records, done })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str, parents: &[&str]) -> Shard {
+        Shard {
+            id: id.to_owned(),
+            parents: parents.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    fn ids(shards: Vec<&Shard>) -> Vec<&str> {
+        shards.into_iter().map(|s| s.id.as_str()).collect()
+    }
+
+    fn set(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn children_wait_for_every_parent_the_stream_still_lists() {
+        // 0 split into 1 and 2; 1 and 2 merged into 3; 9's parent is past retention.
+        let listed = [
+            shard("0", &[]),
+            shard("1", &["0"]),
+            shard("2", &["0"]),
+            shard("3", &["1", "2"]),
+            shard("9", &["8"]),
+        ];
+        let none = HashSet::new();
+        assert_eq!(ids(ready(&listed, &none, &none)), ["0", "9"]);
+        assert_eq!(
+            ids(ready(&listed, &set(&["0", "9"]), &none)),
+            Vec::<&str>::new()
+        );
+        let started = set(&["0", "9"]);
+        assert_eq!(ids(ready(&listed, &started, &set(&["0"]))), ["1", "2"]);
+        let started = set(&["0", "1", "2", "9"]);
+        assert!(ready(&listed, &started, &set(&["0", "1"])).is_empty());
+        assert_eq!(ids(ready(&listed, &started, &set(&["0", "1", "2"]))), ["3"]);
     }
 }

@@ -65,7 +65,7 @@ pub fn sqs_app(
     app(AppState::new(config(pairs), buffer))
 }
 
-/// A fresh one-shard Kinesis stream on moto, and a router writing to it.
+/// A fresh one-shard Kinesis stream on kinesalite, and a router writing to it.
 pub async fn kinesis_app(pairs: &[(&str, &str)]) -> (aws_sdk_kinesis::Client, String, Router) {
     let client = spillway_tests::kinesis().await;
     let stream = spillway_tests::unique_name("ingest");

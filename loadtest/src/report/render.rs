@@ -210,7 +210,7 @@ pub fn markdown(s: &Summary, plots: bool, command: &str) -> String {
             s.not_sent,
             if p50 > 0.0 { MAX_IN_FLIGHT as f64 * 1000.0 / p50 } else { 0.0 },
             if s.buffer == "kinesis" {
-                "; here the limit is the emulator: moto's Kinesis answers each PutRecords in about that p50, where the SQS emulator answers in about 1 ms (see the spike run)"
+                "; here the limit is the emulator: the Kinesis emulator answers each PutRecords in about that p50, where the SQS emulator answers in about 1 ms (see the spike run)"
             } else {
                 ""
             }

@@ -1,6 +1,6 @@
-//! aws-sdk-kinesis against moto. Relies on: CreateStream, DescribeStreamSummary, ListShards,
-//! PutRecords, GetShardIterator(TRIM_HORIZON), GetRecords. moto neither throttles shards nor
-//! enforces the 1 MiB record limit; spillway enforces that limit itself (`limits::BufferLimit`).
+//! aws-sdk-kinesis against kinesalite. Relies on: CreateStream, DescribeStreamSummary, ListShards,
+//! PutRecords, GetShardIterator(TRIM_HORIZON), GetRecords. kinesalite does not throttle shards; it
+//! refuses records over 1 MiB, and spillway enforces that limit itself first (`limits::BufferLimit`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
