@@ -84,6 +84,28 @@ async fn consume(bootstrap: &str, topic: &str, expect: u64, timeout: Duration) -
     verifier.summary(false)
 }
 
+/// The local poller draining every shard of `stream` into the broker at `bootstrap`, `batch_size`
+/// records per invocation.
+async fn kinesis_poller(
+    bootstrap: &str,
+    stream: &str,
+    batch_size: usize,
+) -> tokio::task::JoinSet<()> {
+    let config = buffer_drain::config::LocalConfig {
+        kafka: kafka(bootstrap),
+        drain: DrainConfig {
+            deadline_margin: Duration::from_millis(500),
+            ..DrainConfig::new(BufferKind::Kinesis)
+        },
+        poll: settings(batch_size, Duration::from_secs(3)),
+        workers: 1,
+        source: stream.to_owned(),
+    };
+    buffer_drain::poller::run_local(&config, &spillway_tests::sdk().await)
+        .await
+        .expect("poller")
+}
+
 /// Polls with `pollers` (each with its own drain) until the queue at `url` is empty.
 async fn drain_queue(
     sqs: &aws_sdk_sqs::Client,
@@ -321,19 +343,7 @@ async fn the_local_poller_drains_every_shard_with_fewer_workers_than_shards() {
     let topic = spillway_tests::unique_name("from-shards");
     spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 90, |i| format!("key-{i}"))
         .await;
-    let config = buffer_drain::config::LocalConfig {
-        kafka: kafka(&broker.bootstrap),
-        drain: DrainConfig {
-            deadline_margin: Duration::from_millis(500),
-            ..DrainConfig::new(BufferKind::Kinesis)
-        },
-        poll: settings(100, Duration::from_secs(3)),
-        workers: 1,
-        source: stream.clone(),
-    };
-    let mut tasks = buffer_drain::poller::run_local(&config, &spillway_tests::sdk().await)
-        .await
-        .expect("poller");
+    let mut tasks = kinesis_poller(&broker.bootstrap, &stream, 100).await;
     let summary = consume(&broker.bootstrap, &topic, 90, Duration::from_secs(60)).await;
     tasks.shutdown().await;
     assert_eq!(
@@ -400,21 +410,9 @@ async fn after_a_split_the_local_poller_reads_parents_before_children_and_finds_
     spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 200, key).await;
     split_open_shards(&kinesis, &stream).await;
     spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 200, key).await;
-    let config = buffer_drain::config::LocalConfig {
-        kafka: kafka(&broker.bootstrap),
-        drain: DrainConfig {
-            deadline_margin: Duration::from_millis(500),
-            ..DrainConfig::new(BufferKind::Kinesis)
-        },
-        // Small batches: the parent takes twenty invocations, time for children read too early
-        // to overtake it.
-        poll: settings(10, Duration::from_secs(3)),
-        workers: 1,
-        source: stream.clone(),
-    };
-    let mut tasks = buffer_drain::poller::run_local(&config, &spillway_tests::sdk().await)
-        .await
-        .expect("poller");
+    // Small batches: the parent takes twenty invocations, time for children read too early to
+    // overtake it.
+    let mut tasks = kinesis_poller(&broker.bootstrap, &stream, 10).await;
     let before = consume(&broker.bootstrap, &topic, 400, Duration::from_secs(60)).await;
     assert_eq!(before.unique_ids, 400, "parent and children: {before:?}");
     assert_eq!(before.order_violations, 0, "per-key order: {before:?}");

@@ -64,7 +64,8 @@ pub async fn run_local(
         }
         spillway_core::limits::BufferKind::Kinesis => {
             let kinesis = aws_sdk_kinesis::Client::new(sdk);
-            if KinesisPoller::shards(&kinesis, source).await?.is_empty() {
+            let listed = KinesisPoller::shards(&kinesis, source).await?;
+            if listed.is_empty() {
                 return Err(format!("the stream {source} has no shards to read").into());
             }
             let readers = ShardReaders {
@@ -75,7 +76,7 @@ pub async fn run_local(
                 settings,
                 sdk: sdk.clone(),
             };
-            tasks.spawn(readers.run());
+            tasks.spawn(readers.run(listed));
         }
     }
     Ok(tasks)
@@ -99,13 +100,15 @@ struct ShardReaders {
 }
 
 impl ShardReaders {
-    async fn run(self) {
+    /// Reads the stream, starting from the shards `listed` at start.
+    async fn run(self, listed: Vec<kinesis::Shard>) {
         let mut started = HashSet::new();
         let mut finished = HashSet::new();
         // Each reader returns its shard's id when the shard is closed and read to its end.
         let mut readers: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
+        let mut listing = Ok(listed);
         loop {
-            match KinesisPoller::shards(&self.kinesis, &self.stream).await {
+            match listing {
                 Ok(listed) => {
                     for shard in kinesis::ready(&listed, &started, &finished) {
                         match self.reader(&shard.id).await {
@@ -130,6 +133,7 @@ impl ShardReaders {
                 }
                 () = tokio::time::sleep(SHARD_REFRESH) => {}
             }
+            listing = KinesisPoller::shards(&self.kinesis, &self.stream).await;
         }
     }
 
