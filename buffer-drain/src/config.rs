@@ -126,9 +126,12 @@ pub struct PollSettings {
 }
 
 /// Time the poller allows itself after an invocation's deadline for the deletes (and the dead-letter
-/// writes' tail): what the visibility timeout must cover beyond the batching window and the
-/// function timeout.
+/// writes' tail): with the function timeout, how long a graceful shutdown may wait for a batch.
 pub const AFTER_INVOCATION: Duration = Duration::from_secs(5);
+
+/// How long before held messages would reappear the heartbeat must send an extension: the
+/// `ChangeMessageVisibilityBatch` call's bound ([`crate::poller::CALL_BOUND`]) and a second.
+pub const HEARTBEAT_LEAD: Duration = Duration::from_secs(crate::poller::CALL_BOUND.as_secs() + 1);
 
 impl PollSettings {
     /// Reads `SPILLWAY_BATCH_SIZE`, `SPILLWAY_BATCH_WINDOW`, `SPILLWAY_VISIBILITY_TIMEOUT` and
@@ -170,9 +173,11 @@ impl PollSettings {
     /// Rule 11: settings that cannot work together stop the poller at start instead of
     /// dead-lettering everything. The deadline margin must leave at least half of each invocation
     /// for producing (a margin as long as the timeout ends every batch "not produced", and after
-    /// `maxReceiveCount` the whole queue is in the DLQ); the visibility timeout must cover the
-    /// batching window, the invocation and [`AFTER_INVOCATION`], or a batch still being worked on
-    /// reappears and a second worker produces it again.
+    /// `maxReceiveCount` the whole queue is in the DLQ). The visibility timeout need not cover a
+    /// whole invocation — the poller's heartbeat extends it every half timeout while it holds a
+    /// batch — but it must leave time to send each extension ([`HEARTBEAT_LEAD`]: the call's
+    /// bound and a second) after the batching window and after each half, or received messages
+    /// reappear while held and a second worker produces them again.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.deadline_margin * 2 > self.function_timeout {
             return Err(ConfigError::Conflict {
@@ -184,14 +189,14 @@ impl PollSettings {
                 ),
             });
         }
-        let needed = self.batch_window + self.function_timeout + AFTER_INVOCATION;
+        let needed = (self.batch_window + HEARTBEAT_LEAD).max(HEARTBEAT_LEAD * 2);
         if self.visibility_timeout < needed {
             return Err(ConfigError::Conflict {
-                vars: "SPILLWAY_VISIBILITY_TIMEOUT, SPILLWAY_BATCH_WINDOW and SPILLWAY_FUNCTION_TIMEOUT",
+                vars: "SPILLWAY_VISIBILITY_TIMEOUT and SPILLWAY_BATCH_WINDOW",
                 why: format!(
-                    "a visibility timeout of {} is shorter than window + timeout + {} for deletes ({}); a batch would reappear while it is being produced",
+                    "a visibility timeout of {} leaves no time to extend it ({} per extension, after the batching window and every half timeout); received messages would reappear while held; make it at least {}",
                     humantime::format_duration(self.visibility_timeout),
-                    humantime::format_duration(AFTER_INVOCATION),
+                    humantime::format_duration(HEARTBEAT_LEAD),
                     humantime::format_duration(needed)
                 ),
             });
@@ -266,12 +271,24 @@ mod tests {
             err.contains("SPILLWAY_DEADLINE_MARGIN") && err.contains("SPILLWAY_FUNCTION_TIMEOUT"),
             "{err}"
         );
+        let err = settings(&[("SPILLWAY_VISIBILITY_TIMEOUT", "10s")])
+            .expect_err("no time for the heartbeat's extensions");
+        assert!(
+            err.contains("SPILLWAY_VISIBILITY_TIMEOUT") && err.contains("at least 12s"),
+            "{err}"
+        );
         let err = settings(&[
-            ("SPILLWAY_FUNCTION_TIMEOUT", "30s"),
+            ("SPILLWAY_BATCH_WINDOW", "30s"),
             ("SPILLWAY_VISIBILITY_TIMEOUT", "30s"),
         ])
-        .expect_err("visibility shorter than an invocation");
-        assert!(err.contains("SPILLWAY_VISIBILITY_TIMEOUT"), "{err}");
+        .expect_err("visibility ends before the window closes");
+        assert!(err.contains("at least 36s"), "{err}");
+        // Shorter than an invocation is fine: the heartbeat keeps a held batch hidden.
+        settings(&[
+            ("SPILLWAY_FUNCTION_TIMEOUT", "30s"),
+            ("SPILLWAY_VISIBILITY_TIMEOUT", "14s"),
+        ])
+        .expect("the heartbeat covers the invocation");
         let ok = settings(&[("SPILLWAY_FUNCTION_TIMEOUT", "10s")]).expect("default margin fits");
         assert_eq!(
             ok.visibility_timeout,

@@ -425,3 +425,80 @@ async fn after_a_split_the_local_poller_reads_parents_before_children_and_finds_
     assert_eq!(after.unique_ids, 600, "shards opened later: {after:?}");
     assert_eq!(after.order_violations, 0, "per-key order: {after:?}");
 }
+
+/// Issue 17 item 3: a batch held longer than its visibility timeout (the broker frozen for 20 s,
+/// visibility 14 s) is kept hidden by the poller's heartbeat, so a second worker polling the same
+/// queue never receives it and nothing reaches Kafka twice. Without the heartbeat the second
+/// worker took the 10 messages at 14 s and both workers produced them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_outlives_its_visibility_timeout_is_kept_from_a_second_worker() {
+    let sqs = spillway_tests::sqs().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let url = queue(&sqs, false).await;
+    let topic = spillway_tests::unique_name("held");
+    let held = PollSettings {
+        batch_size: 10,
+        batch_window: Duration::ZERO,
+        visibility_timeout: Duration::from_secs(14),
+        function_timeout: Duration::from_secs(30),
+        deadline_margin: Duration::from_millis(500),
+    };
+    held.check().expect("settings the poller accepts");
+    let worker = || async {
+        let poller = SqsPoller::new(sqs.clone(), url.clone(), held)
+            .await
+            .expect("poller");
+        std::sync::Arc::new((
+            poller,
+            drain(&broker.bootstrap, BufferKind::Sqs, None).await,
+        ))
+    };
+    let (a, b) = (worker().await, worker().await);
+    // Both workers connected to the broker first.
+    send(&sqs, &url, &topic, 20, |i| Some(format!("k{i}"))).await;
+    while spillway_tests::queue_depth(&sqs, &url).await > 0 {
+        for w in [&a, &b] {
+            w.0.poll_once(&w.1).await.expect("poll");
+        }
+    }
+
+    send(&sqs, &url, &topic, 10, |i| Some(format!("k{i}"))).await;
+    broker.pause();
+    let first = {
+        let a = a.clone();
+        tokio::spawn(async move { a.0.poll_once(&a.1).await.expect("poll") })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(22);
+            let mut received = 0;
+            while Instant::now() < until {
+                received += b.0.poll_once(&b.1).await.expect("poll").records;
+            }
+            received
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    broker.resume();
+    let first = first.await.expect("first worker");
+    assert_eq!(first.records, 10, "{first:?}");
+    assert_eq!(first.done, 10, "{first:?}");
+    assert_eq!(
+        second.await.expect("second worker"),
+        0,
+        "the held batch was received by a second worker"
+    );
+    assert!(
+        a.0.extensions()
+            .extended
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 10,
+        "the heartbeat extended the batch"
+    );
+
+    let summary = consume(&broker.bootstrap, &topic, 30, Duration::from_secs(60)).await;
+    assert_eq!(summary.unique_ids, 30, "{summary:?}");
+    assert_eq!(summary.duplicates, 0, "{summary:?}");
+}

@@ -12,10 +12,12 @@ use spillway_core::config::KafkaConfig;
 
 use crate::config::DrainConfig;
 
+mod heartbeat;
 mod kinesis;
 mod sqs;
 
 pub use crate::config::{LocalConfig, PollSettings, AFTER_INVOCATION};
+pub use heartbeat::{Extensions, CALL_BOUND};
 pub use kinesis::{ready, KinesisPoller, Shard};
 pub use sqs::SqsPoller;
 

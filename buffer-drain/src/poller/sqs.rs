@@ -2,6 +2,7 @@
 //! handler, delete what the report says left the queue.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
@@ -9,6 +10,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 
+use super::heartbeat::{Extensions, Heartbeat};
 use super::{Invocation, PollSettings};
 use crate::drain::Drain;
 use crate::lambda::{deadline, handle_sqs};
@@ -20,6 +22,15 @@ pub struct SqsPoller {
     queue_url: String,
     queue_arn: String,
     settings: PollSettings,
+    extensions: Arc<Extensions>,
+}
+
+/// What one receive brought.
+struct Received {
+    messages: Vec<aws_sdk_sqs::types::Message>,
+    /// When the call that brought the first message was made: its visibility timeout runs from
+    /// about then.
+    first: Instant,
 }
 
 impl SqsPoller {
@@ -44,14 +55,18 @@ impl SqsPoller {
             queue_url,
             queue_arn,
             settings,
+            extensions: Arc::default(),
         })
     }
 
-    /// Receives up to a batch, waiting at most the batching window once something arrived.
-    async fn receive(&self) -> Result<Vec<aws_sdk_sqs::types::Message>, aws_sdk_sqs::Error> {
+    /// Receives up to a batch, waiting at most the batching window once something arrived; with
+    /// when the first of them was received (its visibility timeout started then).
+    async fn receive(&self) -> Result<Received, aws_sdk_sqs::Error> {
         let mut batch = Vec::new();
-        let window_ends = Instant::now() + self.settings.batch_window;
+        let mut window_ends = Instant::now() + self.settings.batch_window;
+        let mut first = Instant::now();
         loop {
+            let asked = Instant::now();
             let wanted = (self.settings.batch_size - batch.len()).min(10);
             // Long-poll for the first message only; then take what is there.
             let wait_secs = i32::from(batch.is_empty());
@@ -70,25 +85,44 @@ impl SqsPoller {
                 .messages
                 .unwrap_or_default();
             let empty = got.is_empty();
+            if batch.is_empty() && !empty {
+                // The window runs from the first message, as Lambda's does; its visibility clock
+                // started when the call was made, at the latest.
+                first = asked;
+                window_ends = asked + self.settings.batch_window;
+            }
             batch.extend(got);
             if batch.len() >= self.settings.batch_size
                 || (empty && !batch.is_empty())
                 || Instant::now() >= window_ends
+                || batch.is_empty()
             {
-                return Ok(batch);
-            }
-            if batch.is_empty() {
-                return Ok(batch);
+                return Ok(Received {
+                    messages: batch,
+                    first,
+                });
             }
         }
     }
 
     /// One invocation: receive, drain, delete what Lambda would delete.
     pub async fn poll_once(&self, drain: &Drain) -> Result<Invocation, aws_sdk_sqs::Error> {
-        let messages = self.receive().await?;
+        let Received { messages, first } = self.receive().await?;
         if messages.is_empty() {
             return Ok(Invocation::default());
         }
+        // Held from here until the deletes are done: kept hidden from other workers meanwhile.
+        let _heartbeat = Heartbeat::start(
+            self.client.clone(),
+            self.queue_url.clone(),
+            messages
+                .iter()
+                .filter_map(|m| m.receipt_handle.clone())
+                .collect(),
+            self.settings.visibility_timeout,
+            first,
+            self.extensions.clone(),
+        );
         let mut event = SqsEvent::default();
         let mut handles = HashMap::new();
         for m in messages {
@@ -132,22 +166,17 @@ impl SqsPoller {
 }
 
 impl SqsPoller {
+    /// The heartbeat's counts ([`Heartbeat`]): visibility extensions sent and missed.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
     /// Deletes the messages behind `handles` as Lambda does after a report, ten per call; returns how
     /// many the answers name as deleted (rule 10). A call that fails, or entries it does not name,
     /// leave their messages in the queue — they come again after the visibility timeout, as
     /// duplicates with their original `spillway-id` — and never stop the remaining calls.
     async fn delete(&self, handles: Vec<String>) -> usize {
-        // Several calls at once, as Lambda's pollers do: one after another, a 10,000-message
-        // batch took a thousand calls in a row.
-        let mut deleted = 0;
-        for group in handles.chunks(10 * DELETES_AT_ONCE) {
-            let calls: Vec<_> = group.chunks(10).map(|c| self.delete_some(c)).collect();
-            deleted += futures::future::join_all(calls)
-                .await
-                .into_iter()
-                .sum::<usize>();
-        }
-        deleted
+        in_calls_of_ten(&handles, |chunk| self.delete_some(chunk)).await
     }
 
     /// One `DeleteMessageBatch` call; how many its answer names deleted.
@@ -201,5 +230,25 @@ impl SqsPoller {
     }
 }
 
-/// `DeleteMessageBatch` calls one poller has in flight at once.
-const DELETES_AT_ONCE: usize = 8;
+/// Batch calls (`DeleteMessageBatch`, `ChangeMessageVisibilityBatch`) one poller has in flight at
+/// once.
+const CALLS_AT_ONCE: usize = 8;
+
+/// Runs `call` on `handles` ten at a time (the SQS batch calls' limit), [`CALLS_AT_ONCE`] calls at
+/// once, as Lambda's pollers do — one after another, a 10,000-message batch took a thousand calls
+/// in a row; returns the sum of what the calls answer (how many they name done).
+pub(super) async fn in_calls_of_ten<'h, F, Fut>(handles: &'h [String], call: F) -> usize
+where
+    F: Fn(&'h [String]) -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let mut done = 0;
+    for group in handles.chunks(10 * CALLS_AT_ONCE) {
+        let calls: Vec<_> = group.chunks(10).map(&call).collect();
+        done += futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .sum::<usize>();
+    }
+    done
+}

@@ -1,0 +1,126 @@
+//! The visibility heartbeat: while a worker holds a batch (being produced, or its deletes running),
+//! the messages' visibility timeout is extended every half timeout, so that a slow broker never
+//! makes them visible to a second worker, which would produce them again. Redpanda Connect's
+//! `aws_sqs` input does the same; Lambda's own pollers do not, which is why a Lambda drain's
+//! queue needs a visibility timeout of six function timeouts instead.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
+
+/// The longest one `ChangeMessageVisibilityBatch` call can take: the SQS client's operation
+/// timeout ([`crate::lambda::sqs_client`]). An extension must be sent this long before the
+/// messages would become visible.
+pub const CALL_BOUND: Duration = Duration::from_secs(5);
+
+/// Visibility extensions sent and the messages they kept hidden, for metrics.
+#[derive(Debug, Default)]
+pub struct Extensions {
+    /// Messages whose visibility an answer named extended.
+    pub extended: AtomicU64,
+    /// Messages an extension did not reach (the call failed, or its answer did not name them):
+    /// they may become visible while held, and be produced twice (a duplicate, never a loss).
+    pub missed: AtomicU64,
+}
+
+/// Keeps a batch hidden while it lives; stops when dropped.
+pub(crate) struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Heartbeat {
+    /// Extends the visibility of `handles` to `visibility` from now, first at
+    /// `received + visibility / 2` (the first message of the batch became invisible at `received`),
+    /// then every `visibility / 2`.
+    pub(crate) fn start(
+        client: aws_sdk_sqs::Client,
+        queue_url: String,
+        handles: Vec<String>,
+        visibility: Duration,
+        received: Instant,
+        counts: Arc<Extensions>,
+    ) -> Self {
+        let task = tokio::spawn(async move {
+            let every = visibility / 2;
+            let mut next = received + every;
+            loop {
+                tokio::time::sleep_until(next.into()).await;
+                next = Instant::now() + every;
+                let extended = super::sqs::in_calls_of_ten(&handles, |chunk| {
+                    extend(&client, &queue_url, chunk, visibility)
+                })
+                .await;
+                let missed = handles.len() - extended;
+                counts
+                    .extended
+                    .fetch_add(extended as u64, Ordering::Relaxed);
+                counts.missed.fetch_add(missed as u64, Ordering::Relaxed);
+                if missed > 0 {
+                    tracing::warn!(
+                        extended,
+                        missed,
+                        "some held messages' visibility was not extended; they may be produced twice"
+                    );
+                }
+            }
+        });
+        Self { task }
+    }
+}
+
+/// One `ChangeMessageVisibilityBatch` call; how many entries its answer names done (rule 10).
+async fn extend(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    chunk: &[String],
+    visibility: Duration,
+) -> usize {
+    let seconds = i32::try_from(visibility.as_secs()).unwrap_or(43_200);
+    let entries = chunk
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(h)
+                .visibility_timeout(seconds)
+                .build()
+                .expect("id and receipt handle are set")
+        })
+        .collect();
+    match client
+        .change_message_visibility_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+    {
+        Ok(out) => {
+            use spillway_core::batch::{answered, Answered};
+            answered(
+                0..chunk.len(),
+                out.successful.iter().map(|e| e.id.as_str()),
+                out.failed.iter().map(|e| (e.id.as_str(), ())),
+            )
+            .iter()
+            .filter(|a| **a == Answered::Done)
+            .count()
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
+                messages = chunk.len(),
+                "ChangeMessageVisibilityBatch failed"
+            );
+            0
+        }
+    }
+}
