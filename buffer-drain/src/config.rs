@@ -170,6 +170,13 @@ impl PollSettings {
         Ok(settings)
     }
 
+    /// The longest a graceful shutdown waits for a worker: a batch's whole time (function
+    /// timeout), its deletes ([`AFTER_INVOCATION`]) and the receive under way (its 1 s long poll
+    /// and batching window).
+    pub fn shutdown_bound(&self) -> Duration {
+        self.function_timeout + AFTER_INVOCATION + self.batch_window + Duration::from_secs(1)
+    }
+
     /// Rule 11: settings that cannot work together stop the poller at start instead of
     /// dead-lettering everything. The deadline margin must leave at least half of each invocation
     /// for producing (a margin as long as the timeout ends every batch "not produced", and after

@@ -198,7 +198,7 @@ pub async fn handle_sqs(
 ) -> Result<SqsBatchResponse, AllFailed> {
     let (records, ordering) = from_sqs(event);
     let report = drain.drain(&records, ordering, deadline).await;
-    report.metrics("sqs").emit();
+    report.publish("sqs");
     verdict(&report)?;
     Ok(report.sqs_response(&records))
 }
@@ -211,7 +211,7 @@ pub async fn handle_kinesis(
 ) -> Result<KinesisEventResponse, AllFailed> {
     let (records, ordering) = from_kinesis(event);
     let report = drain.drain(&records, ordering, deadline).await;
-    report.metrics("kinesis").emit();
+    report.publish("kinesis");
     verdict(&report)?;
     Ok(report.kinesis_response(&records))
 }

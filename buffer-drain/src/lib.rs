@@ -39,4 +39,5 @@ pub mod lambda;
 pub mod message;
 pub mod poller;
 pub mod report;
+pub mod service;
 pub mod source;

@@ -1,7 +1,9 @@
 //! buffer-drain binary: in Lambda (`AWS_LAMBDA_RUNTIME_API` set) the SQS or Kinesis handler
-//! (`SPILLWAY_BUFFER`, [`buffer_drain::lambda::run`]); otherwise the local poller, playing the
-//! event source mapping against the local stack ([`buffer_drain::poller::run_local`]). Settings
-//! that cannot be used stop it at start with exit code 2.
+//! (`SPILLWAY_BUFFER`, [`buffer_drain::lambda::run`]); otherwise the poller, playing the event
+//! source mapping ([`buffer_drain::poller::run_local`]) — against the local stack, or as a
+//! service next to MSK ([`buffer_drain::service`]: `/healthz`, `/readyz`, `/metrics` on
+//! `SPILLWAY_HTTP_ADDR`; graceful shutdown on SIGTERM). Settings that cannot be used stop it at
+//! start with exit code 2; a shutdown that had to abandon a batch exits 1.
 
 use aws_config::BehaviorVersion;
 use buffer_drain::config::{DrainConfig, LocalConfig};
@@ -33,10 +35,48 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         return Box::pin(buffer_drain::lambda::run(&kafka, &config, &sdk)).await;
     }
     let config = settings(LocalConfig::from_env(&env));
+    // Bound before anything starts, so that a port in use stops the drain at once (exit 2).
+    let listener = match env.string("SPILLWAY_HTTP_ADDR") {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("buffer-drain: SPILLWAY_HTTP_ADDR={addr} cannot be listened on: {e}");
+                    std::process::exit(2)
+                }),
+        ),
+        None => None,
+    };
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let mut tasks = buffer_drain::poller::run_local(&config, &sdk).await?;
-    tracing::info!(tasks = tasks.len(), buffer = ?config.drain.buffer, "local poller running; Ctrl-C stops it");
-    tokio::signal::ctrl_c().await?;
-    tasks.shutdown().await;
+    let running = buffer_drain::poller::run_local(&config, &sdk).await?;
+    if let Some(listener) = listener {
+        let addr = listener.local_addr()?;
+        buffer_drain::service::serve(listener, running.health().clone());
+        tracing::info!(%addr, "health and metrics: http://{addr}/healthz, /readyz, /metrics");
+    }
+    tracing::info!(workers = running.health().workers(), buffer = ?config.drain.buffer, "drain running; SIGTERM or Ctrl-C stops it");
+    stop_signal().await?;
+    let bound = config.poll.shutdown_bound();
+    tracing::info!(
+        bound_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+        "stopping: no new batches; finishing the batches in flight"
+    );
+    if running.stop(bound).await {
+        tracing::info!("stopped: every batch in flight finished");
+        Ok(())
+    } else {
+        // Their messages come again after the visibility timeout (duplicates, never a loss).
+        std::process::exit(1)
+    }
+}
+
+/// SIGTERM (what ECS, Kubernetes and systemd send) or Ctrl-C.
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        ctrl_c = tokio::signal::ctrl_c() => ctrl_c?,
+    }
     Ok(())
 }

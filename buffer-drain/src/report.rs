@@ -88,6 +88,15 @@ impl DrainReport {
         response
     }
 
+    /// Logs the batch's event, prints its EMF line ([`DrainMetrics::emit`]) and records it in the
+    /// Prometheus metrics ([`crate::service::metrics`]): one event, so that logs, CloudWatch and
+    /// Prometheus cannot drift.
+    pub fn publish(&self, source: &str) {
+        let event = self.metrics(source);
+        event.emit();
+        crate::service::metrics().record(&event, &self.produce_latencies);
+    }
+
     /// The batch's metrics as a typed event.
     pub fn metrics(&self, source: &str) -> DrainMetrics {
         let mut failed_by_reason: BTreeMap<&'static str, usize> = BTreeMap::new();

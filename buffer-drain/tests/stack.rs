@@ -8,16 +8,10 @@ use buffer_drain::config::DrainConfig;
 use buffer_drain::drain::Drain;
 use buffer_drain::lambda::build_drain;
 use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
-use msk_consumer::local::to_record;
-use msk_consumer::verify::{Summary, Verifier};
-use rdkafka::consumer::Consumer as _;
-use spillway_core::config::KafkaConfig;
 use spillway_core::limits::BufferKind;
 
-fn kafka(bootstrap: &str) -> KafkaConfig {
-    spillway_tests::require("Kafka", bootstrap);
-    spillway_tests::plaintext_kafka(bootstrap)
-}
+mod common;
+use common::{consume, kafka};
 
 async fn drain(bootstrap: &str, source: BufferKind, dlq_url: Option<String>) -> Drain {
     let config = DrainConfig {
@@ -53,44 +47,13 @@ async fn queue(sqs: &aws_sdk_sqs::Client, fifo: bool) -> String {
 
 use spillway_tests::fixtures::send_envelopes as send;
 
-/// Reads `topic` until `expect` unique ids or `timeout`.
-async fn consume(bootstrap: &str, topic: &str, expect: u64, timeout: Duration) -> Summary {
-    let consumer =
-        msk_consumer::config::consumer(&kafka(bootstrap), &spillway_tests::unique_name("check"))
-            .await
-            .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut verifier = Verifier::default();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while verifier.unique() < expect {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(message)) => {
-                verifier.observe(&to_record(&message), spillway_core::envelope::now_ms());
-            }
-            // Subscribed before the drain's first record created the topic.
-            Ok(Err(rdkafka::error::KafkaError::MessageConsumption(
-                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-            ))) => {}
-            Ok(Err(e)) => panic!("consume: {e}"),
-            Err(_) => return verifier.summary(true),
-        }
-    }
-    // Linger briefly so duplicates right behind the last new id are counted too.
-    while let Ok(Ok(message)) =
-        tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
-    {
-        verifier.observe(&to_record(&message), spillway_core::envelope::now_ms());
-    }
-    verifier.summary(false)
-}
-
 /// The local poller draining every shard of `stream` into the broker at `bootstrap`, `batch_size`
 /// records per invocation.
 async fn kinesis_poller(
     bootstrap: &str,
     stream: &str,
     batch_size: usize,
-) -> tokio::task::JoinSet<()> {
+) -> buffer_drain::poller::Running {
     let config = buffer_drain::config::LocalConfig {
         kafka: kafka(bootstrap),
         drain: DrainConfig {
@@ -343,9 +306,9 @@ async fn the_local_poller_drains_every_shard_with_fewer_workers_than_shards() {
     let topic = spillway_tests::unique_name("from-shards");
     spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 90, |i| format!("key-{i}"))
         .await;
-    let mut tasks = kinesis_poller(&broker.bootstrap, &stream, 100).await;
+    let tasks = kinesis_poller(&broker.bootstrap, &stream, 100).await;
     let summary = consume(&broker.bootstrap, &topic, 90, Duration::from_secs(60)).await;
-    tasks.shutdown().await;
+    tasks.abort().await;
     assert_eq!(
         summary.unique_ids, 90,
         "records of every shard: {summary:?}"
@@ -412,7 +375,7 @@ async fn after_a_split_the_local_poller_reads_parents_before_children_and_finds_
     spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 200, key).await;
     // Small batches: the parent takes twenty invocations, time for children read too early to
     // overtake it.
-    let mut tasks = kinesis_poller(&broker.bootstrap, &stream, 10).await;
+    let tasks = kinesis_poller(&broker.bootstrap, &stream, 10).await;
     let before = consume(&broker.bootstrap, &topic, 400, Duration::from_secs(60)).await;
     assert_eq!(before.unique_ids, 400, "parent and children: {before:?}");
     assert_eq!(before.order_violations, 0, "per-key order: {before:?}");
@@ -421,7 +384,7 @@ async fn after_a_split_the_local_poller_reads_parents_before_children_and_finds_
     split_open_shards(&kinesis, &stream).await;
     spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, 200, key).await;
     let after = consume(&broker.bootstrap, &topic, 600, Duration::from_secs(60)).await;
-    tasks.shutdown().await;
+    tasks.abort().await;
     assert_eq!(after.unique_ids, 600, "shards opened later: {after:?}");
     assert_eq!(after.order_violations, 0, "per-key order: {after:?}");
 }

@@ -195,8 +195,7 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
 
     start_consumer(&kafka, &topic, counters.clone(), &mut tasks).await?;
 
-    let mut drain_tasks =
-        start_drain(&options, &ingest.buffer, &kafka, &drain_config, &sdk).await?;
+    let drain = start_drain(&options, &ingest.buffer, &kafka, &drain_config, &sdk).await?;
 
     let endpoint = format!("http://127.0.0.1:{}", options.port);
     let via = if kafka.auth == KafkaAuth::Iam {
@@ -225,7 +224,11 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
         spillway_core::config::BufferConfig::Kinesis { .. } => None,
     };
     show_counters(&sqs, queue_url, drain_config.dlq_url.clone(), &counters).await;
-    drain_tasks.shutdown().await;
+    // As the drain stops on SIGTERM: the batches in flight finish and what Kafka acknowledged is
+    // deleted, so nothing comes again as a duplicate after the next start.
+    drain
+        .stop(poll_settings(options.buffer).shutdown_bound())
+        .await;
     tasks.shutdown().await;
     Ok(())
 }
@@ -277,26 +280,27 @@ async fn start_consumer(
     Ok(())
 }
 
+/// The settings of the drain's local poller in `spillway dev`.
+fn poll_settings(buffer: BufferKind) -> PollSettings {
+    PollSettings {
+        batch_size: if buffer == BufferKind::Sqs { 10 } else { 100 },
+        batch_window: Duration::ZERO,
+        visibility_timeout: Duration::from_secs(30),
+        function_timeout: Duration::from_secs(5),
+        deadline_margin: Duration::from_secs(1),
+    }
+}
+
+/// The drain's local poller: each worker a container with its own producer; a Kinesis drain
+/// reads every shard.
 async fn start_drain(
     options: &DevOptions,
     buffer: &spillway_core::config::BufferConfig,
     kafka: &KafkaConfig,
     drain_config: &DrainConfig,
     sdk: &aws_config::SdkConfig,
-) -> Result<tokio::task::JoinSet<()>, Error> {
-    // The drain's local poller: each worker a container with its own producer; a Kinesis drain
-    // reads every shard.
-    let poll = PollSettings {
-        batch_size: if options.buffer == BufferKind::Sqs {
-            10
-        } else {
-            100
-        },
-        batch_window: Duration::ZERO,
-        visibility_timeout: Duration::from_secs(30),
-        function_timeout: Duration::from_secs(5),
-        deadline_margin: Duration::from_secs(1),
-    };
+) -> Result<buffer_drain::poller::Running, Error> {
+    let poll = poll_settings(options.buffer);
     let (source, workers) = match buffer {
         spillway_core::config::BufferConfig::Sqs { queue_url, .. } => (queue_url, options.workers),
         spillway_core::config::BufferConfig::Kinesis { stream } => (stream, usize::MAX),

@@ -31,8 +31,8 @@ pub async fn drain() -> Result<(), Error> {
     let config = buffer_drain::config::LocalConfig::from_env(&Env::new(&ProcessEnv))?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     buffer_drain::report::print_emf(false);
-    let mut tasks = buffer_drain::poller::run_local(&config, &sdk).await?;
-    while tasks.join_next().await.is_some() {}
+    let mut running = buffer_drain::poller::run_local(&config, &sdk).await?;
+    running.join().await;
     Ok(())
 }
 

@@ -228,6 +228,41 @@ impl Drain {
         }
     }
 
+    /// Readiness ([`crate::service`]): the producer is not in librdkafka's fatal state, its MSK IAM
+    /// token (if it uses one) has not expired, and a broker answers a metadata request within
+    /// `timeout`. `Err` says which failed.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), String> {
+        use rdkafka::producer::Producer as _;
+        let client = self.current();
+        if let Some((code, reason)) = client.producer().client().fatal_error() {
+            return Err(format!(
+                "the producer is in its fatal state ({code:?}: {reason}); the next batch replaces it"
+            ));
+        }
+        if let Some(problem) = client.health.token_problem() {
+            return Err(problem);
+        }
+        let asked = client.clone();
+        // A blocking librdkafka call: off the async worker threads.
+        let answer = tokio::task::spawn_blocking(move || {
+            asked
+                .producer()
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|m| m.brokers().len())
+        })
+        .await;
+        match answer {
+            Ok(Ok(brokers)) if brokers > 0 => Ok(()),
+            Ok(Ok(_)) => Err("the cluster's metadata names no broker".into()),
+            Ok(Err(e)) => Err(format!(
+                "no broker answered a metadata request within {} ms: {e}",
+                timeout.as_millis()
+            )),
+            Err(e) => Err(format!("the metadata probe failed: {e}")),
+        }
+    }
+
     /// Producers replaced (after librdkafka's fatal state or a purge at a deadline), since
     /// creation.
     pub fn rebuilds(&self) -> u64 {

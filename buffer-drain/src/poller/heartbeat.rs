@@ -63,6 +63,7 @@ impl Heartbeat {
                     .extended
                     .fetch_add(extended as u64, Ordering::Relaxed);
                 counts.missed.fetch_add(missed as u64, Ordering::Relaxed);
+                crate::service::metrics().visibility(extended as u64, missed as u64);
                 if missed > 0 {
                     tracing::warn!(
                         extended,

@@ -173,6 +173,9 @@ impl KinesisPoller {
             .limit(i32::try_from(self.settings.batch_size).unwrap_or(100))
             .send()
             .await?;
+        if let Some(ms) = out.millis_behind_latest {
+            crate::service::metrics().behind_latest(&self.shard_id, ms);
+        }
         if out.records.is_empty() {
             // An empty page is not the end of the shard: read on from where it points. `None`: the
             // shard is closed and everything before the checkpoint has left the buffer.

@@ -6,11 +6,14 @@
 //! as a separate Lambda container would.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use spillway_core::config::KafkaConfig;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::DrainConfig;
+use crate::service::Health;
 
 mod heartbeat;
 mod kinesis;
@@ -37,7 +40,7 @@ pub struct Invocation {
 pub async fn run_local(
     config: &LocalConfig,
     sdk: &aws_config::SdkConfig,
-) -> Result<tokio::task::JoinSet<()>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
     let LocalConfig {
         kafka,
         drain: config,
@@ -48,21 +51,35 @@ pub async fn run_local(
     let (settings, workers) = (*settings, *workers);
     settings.check()?;
     let sqs = crate::lambda::sqs_client(sdk);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut running = Running {
+        tasks: tokio::task::JoinSet::new(),
+        stop: CancellationToken::new(),
+        health: Arc::default(),
+    };
     match config.buffer {
         spillway_core::limits::BufferKind::Sqs => {
             for _ in 0..workers {
-                let drain = crate::lambda::build_drain(kafka, config, Some(sdk)).await?;
+                let drain = Arc::new(crate::lambda::build_drain(kafka, config, Some(sdk)).await?);
+                running.health.watch(&drain);
                 let poller = SqsPoller::new(sqs.clone(), source.to_owned(), settings).await?;
-                tasks.spawn(async move {
-                    loop {
+                let (stop, worker) = (running.stop.clone(), running.health.worker());
+                running.tasks.spawn(async move {
+                    let _worker = worker;
+                    // Stopped, a worker finishes the batch in hand (its deletes too) and ends.
+                    while !stop.is_cancelled() {
                         if let Err(e) = poller.poll_once(&drain).await {
                             tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "poll failed");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                () = stop.cancelled() => {}
+                            }
                         }
                     }
                 });
             }
+            running
+                .tasks
+                .spawn(watch_backlog(sqs, source.to_owned(), running.stop.clone()));
         }
         spillway_core::limits::BufferKind::Kinesis => {
             let kinesis = aws_sdk_kinesis::Client::new(sdk);
@@ -77,11 +94,98 @@ pub async fn run_local(
                 drain: config.clone(),
                 settings,
                 sdk: sdk.clone(),
+                stop: running.stop.clone(),
+                health: running.health.clone(),
             };
-            tasks.spawn(readers.run(listed));
+            running.tasks.spawn(readers.run(listed));
         }
     }
-    Ok(tasks)
+    Ok(running)
+}
+
+/// The local poller's workers, running until stopped.
+pub struct Running {
+    tasks: tokio::task::JoinSet<()>,
+    stop: CancellationToken,
+    health: Arc<Health>,
+}
+
+impl Running {
+    /// Liveness and readiness of the workers, for [`crate::service::serve`].
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Waits until every worker has ended (they end only when stopped, or when one panics).
+    pub async fn join(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Graceful shutdown: the workers stop receiving, finish the batches in hand — produce them,
+    /// delete what Kafka acknowledged, leave the rest to come again — and end. Waits at most
+    /// `bound` ([`PollSettings::shutdown_bound`]: a batch's longest time), then aborts what is
+    /// left, whose messages come again after their visibility timeout (duplicates with their
+    /// `spillway-id`, never a loss). `true` when every worker ended in time.
+    pub async fn stop(mut self, bound: Duration) -> bool {
+        self.health.stopping();
+        self.stop.cancel();
+        let ended = tokio::time::timeout(bound, self.join()).await.is_ok();
+        if !ended {
+            tracing::warn!(
+                bound_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+                "workers still busy at the shutdown bound were aborted; their batches come again"
+            );
+            self.tasks.shutdown().await;
+        }
+        ended
+    }
+
+    /// Stops every worker at once, mid-batch: what was received and not deleted comes again after
+    /// its visibility timeout.
+    pub async fn abort(mut self) {
+        self.health.stopping();
+        self.tasks.shutdown().await;
+    }
+}
+
+/// How often the backlog gauges ([`crate::service::Metrics`]) are read from the queue.
+pub const BACKLOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps the SQS backlog gauges current until stopped.
+async fn watch_backlog(sqs: aws_sdk_sqs::Client, queue_url: String, stop: CancellationToken) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    while !stop.is_cancelled() {
+        match sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let attrs = out.attributes.unwrap_or_default();
+                let read = |name: &A| {
+                    attrs
+                        .get(name)
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or(0)
+                };
+                let metrics = crate::service::metrics();
+                metrics.backlog.set(read(&A::ApproximateNumberOfMessages));
+                metrics
+                    .in_flight
+                    .set(read(&A::ApproximateNumberOfMessagesNotVisible));
+            }
+            Err(e) => {
+                tracing::debug!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "reading the backlog failed");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(BACKLOG_EVERY) => {}
+            () = stop.cancelled() => {}
+        }
+    }
 }
 
 /// How often the Kinesis poller looks for shards opened by a reshard (also at once whenever a
@@ -99,6 +203,8 @@ struct ShardReaders {
     drain: DrainConfig,
     settings: PollSettings,
     sdk: aws_config::SdkConfig,
+    stop: CancellationToken,
+    health: Arc<Health>,
 }
 
 impl ShardReaders {
@@ -106,8 +212,9 @@ impl ShardReaders {
     async fn run(self, listed: Vec<kinesis::Shard>) {
         let mut started = HashSet::new();
         let mut finished = HashSet::new();
-        // Each reader returns its shard's id when the shard is closed and read to its end.
-        let mut readers: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
+        // Each reader returns its shard's id when the shard is closed and read to its end (`None`
+        // when stopped before).
+        let mut readers: tokio::task::JoinSet<Option<String>> = tokio::task::JoinSet::new();
         let mut listing = Ok(listed);
         loop {
             match listing {
@@ -129,11 +236,16 @@ impl ShardReaders {
                 }
             }
             tokio::select! {
-                Some(Ok(done)) = readers.join_next() => {
+                Some(Ok(Some(done))) = readers.join_next() => {
                     tracing::info!(shard = %done, "shard closed and read to its end");
                     finished.insert(done);
                 }
                 () = tokio::time::sleep(SHARD_REFRESH) => {}
+                () = self.stop.cancelled() => {
+                    // Every reader finishes the batch in hand and ends.
+                    while readers.join_next().await.is_some() {}
+                    return;
+                }
             }
             listing = KinesisPoller::shards(&self.kinesis, &self.stream).await;
         }
@@ -143,9 +255,13 @@ impl ShardReaders {
     async fn reader(
         &self,
         shard: &str,
-    ) -> Result<impl std::future::Future<Output = String>, Box<dyn std::error::Error + Send + Sync>>
-    {
-        let drain = crate::lambda::build_drain(&self.kafka, &self.drain, Some(&self.sdk)).await?;
+    ) -> Result<
+        impl std::future::Future<Output = Option<String>>,
+        Box<dyn std::error::Error + Send + Sync>,
+    > {
+        let drain =
+            Arc::new(crate::lambda::build_drain(&self.kafka, &self.drain, Some(&self.sdk)).await?);
+        self.health.watch(&drain);
         let mut poller = KinesisPoller::new(
             self.kinesis.clone(),
             self.stream.clone(),
@@ -153,14 +269,22 @@ impl ShardReaders {
             self.settings,
         )
         .await?;
+        let (stop, worker) = (self.stop.clone(), self.health.worker());
         Ok(async move {
+            let _worker = worker;
             while !poller.finished() {
+                if stop.is_cancelled() {
+                    return None;
+                }
                 if let Err(e) = poller.poll_once(&drain).await {
                     tracing::warn!(error = %aws_sdk_kinesis::error::DisplayErrorContext(&e), "poll failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = stop.cancelled() => {}
+                    }
                 }
             }
-            poller.shard_id().to_owned()
+            Some(poller.shard_id().to_owned())
         })
     }
 }

@@ -16,6 +16,8 @@ use super::iam::TokenCache;
 pub struct ClientHealth {
     auth_failures: AtomicU64,
     transport_failures: AtomicU64,
+    /// The MSK IAM tokens the client authenticates with, if it uses them.
+    tokens: Option<TokenCache>,
 }
 
 impl ClientHealth {
@@ -27,6 +29,25 @@ impl ClientHealth {
     /// Connections that failed or were closed by the broker.
     pub fn transport_failures(&self) -> u64 {
         self.transport_failures.load(Ordering::Relaxed)
+    }
+
+    /// Why the client could not authenticate a new connection now, if it uses MSK IAM tokens: no
+    /// token yet, or the cached one expired (its refreshes are failing). `None`: no token needed,
+    /// or a valid one is cached.
+    pub fn token_problem(&self) -> Option<String> {
+        let tokens = self.tokens.as_ref()?;
+        let Some(token) = tokens.current() else {
+            return Some("no MSK IAM token yet".into());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        (token.expires_at_ms <= now).then(|| {
+            format!(
+                "the MSK IAM token expired {} s ago and has not been refreshed",
+                (now - token.expires_at_ms) / 1000
+            )
+        })
     }
 }
 
@@ -47,8 +68,11 @@ impl SpillwayContext {
     /// A context serving tokens from `tokens`.
     pub fn with_tokens(tokens: TokenCache) -> Self {
         Self {
+            health: Arc::new(ClientHealth {
+                tokens: Some(tokens.clone()),
+                ..ClientHealth::default()
+            }),
             tokens: Some(tokens),
-            health: Arc::default(),
         }
     }
 
