@@ -171,10 +171,13 @@ impl PollSettings {
     }
 
     /// The longest a graceful shutdown waits for a worker: a batch's whole time (function
-    /// timeout), its deletes ([`AFTER_INVOCATION`]) and the receive under way (its 1 s long poll
-    /// and batching window).
+    /// timeout) and its deletes ([`AFTER_INVOCATION`]), beside the receive under way (its 1 s long
+    /// poll and the batching window) and handing what it brought back to the queue (one call,
+    /// [`crate::poller::CALL_BOUND`]).
     pub fn shutdown_bound(&self) -> Duration {
-        self.function_timeout + AFTER_INVOCATION + self.batch_window + Duration::from_secs(1)
+        self.function_timeout
+            + AFTER_INVOCATION
+                .max(self.batch_window + Duration::from_secs(1) + crate::poller::CALL_BOUND)
     }
 
     /// Rule 11: settings that cannot work together stop the poller at start instead of

@@ -208,7 +208,7 @@ async fn the_service_is_ready_counts_in_metrics_and_stops_gracefully_on_sigterm(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The bound: a 5 s batch, 5 s for its deletes, the receive under way.
+    // The bound (11 s): a 5 s batch, then 6 s for the receive under way and handing it back.
     let status = service.terminate(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "log:\n{}", service.log());
     assert!(service.get("/healthz").is_none(), "stopped listening");

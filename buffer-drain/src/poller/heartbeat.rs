@@ -77,8 +77,9 @@ impl Heartbeat {
     }
 }
 
-/// One `ChangeMessageVisibilityBatch` call; how many entries its answer names done (rule 10).
-async fn extend(
+/// One `ChangeMessageVisibilityBatch` call setting `chunk`'s visibility to `visibility` from now;
+/// how many entries its answer names done (rule 10).
+pub(super) async fn extend(
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
     chunk: &[String],

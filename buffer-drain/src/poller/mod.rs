@@ -61,20 +61,13 @@ pub async fn run_local(
             for _ in 0..workers {
                 let drain = Arc::new(crate::lambda::build_drain(kafka, config, Some(sdk)).await?);
                 running.health.watch(&drain);
-                let poller = SqsPoller::new(sqs.clone(), source.to_owned(), settings).await?;
+                let poller =
+                    Arc::new(SqsPoller::new(sqs.clone(), source.to_owned(), settings).await?);
                 let (stop, worker) = (running.stop.clone(), running.health.worker());
                 running.tasks.spawn(async move {
                     let _worker = worker;
                     // Stopped, a worker finishes the batch in hand (its deletes too) and ends.
-                    while !stop.is_cancelled() {
-                        if let Err(e) = poller.poll_once(&drain).await {
-                            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "poll failed");
-                            tokio::select! {
-                                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                                () = stop.cancelled() => {}
-                            }
-                        }
-                    }
+                    poller.run(drain, stop).await;
                 });
             }
             running

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{
@@ -60,38 +62,52 @@ impl SqsPoller {
     }
 
     /// Receives up to a batch, waiting at most the batching window once something arrived; with
-    /// when the first of them was received (its visibility timeout started then).
+    /// when the first of them was received (its visibility timeout started then). The first call
+    /// long-polls alone; once a message arrived, the rest of the batch is asked for
+    /// [`RECEIVES_AT_ONCE`] calls at a time. A call that fails after something arrived ends the
+    /// batch with what it has (those messages are held, not left to reappear).
     async fn receive(&self) -> Result<Received, aws_sdk_sqs::Error> {
         let mut batch = Vec::new();
         let mut window_ends = Instant::now() + self.settings.batch_window;
         let mut first = Instant::now();
         loop {
             let asked = Instant::now();
-            let wanted = (self.settings.batch_size - batch.len()).min(10);
+            let wanted = self.settings.batch_size - batch.len();
             // Long-poll for the first message only; then take what is there.
-            let wait_secs = i32::from(batch.is_empty());
-            let got = self
-                .client
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(i32::try_from(wanted).unwrap_or(10))
-                .wait_time_seconds(wait_secs)
-                .visibility_timeout(
-                    i32::try_from(self.settings.visibility_timeout.as_secs()).unwrap_or(30),
-                )
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send()
-                .await?
-                .messages
-                .unwrap_or_default();
-            let empty = got.is_empty();
-            if batch.is_empty() && !empty {
-                // The window runs from the first message, as Lambda's does; its visibility clock
-                // started when the call was made, at the latest.
-                first = asked;
-                window_ends = asked + self.settings.batch_window;
+            let (calls, wait_secs) = if batch.is_empty() {
+                (1, 1)
+            } else {
+                (wanted.div_ceil(10).min(RECEIVES_AT_ONCE), 0)
+            };
+            let answers = futures::future::join_all((0..calls).map(|i| {
+                let n = (wanted - i * 10).min(10);
+                self.receive_some(n, wait_secs)
+            }))
+            .await;
+            let mut empty = true;
+            let mut failed = None;
+            for answer in answers {
+                match answer {
+                    Ok(got) => {
+                        if batch.is_empty() && !got.is_empty() {
+                            // The window runs from the first message, as Lambda's does; its
+                            // visibility clock started when the call was made, at the latest.
+                            first = asked;
+                            window_ends = asked + self.settings.batch_window;
+                        }
+                        empty &= got.is_empty();
+                        batch.extend(got);
+                    }
+                    Err(e) => failed = Some(e),
+                }
             }
-            batch.extend(got);
+            if let Some(e) = failed {
+                if batch.is_empty() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), held = batch.len(), "a receive failed; the batch goes on with what arrived");
+                empty = true;
+            }
             if batch.len() >= self.settings.batch_size
                 || (empty && !batch.is_empty())
                 || Instant::now() >= window_ends
@@ -105,24 +121,143 @@ impl SqsPoller {
         }
     }
 
+    /// One `ReceiveMessage` call for up to `n` (≤ 10) messages.
+    async fn receive_some(
+        &self,
+        n: usize,
+        wait_secs: i32,
+    ) -> Result<Vec<aws_sdk_sqs::types::Message>, aws_sdk_sqs::Error> {
+        Ok(self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(i32::try_from(n).unwrap_or(10))
+            .wait_time_seconds(wait_secs)
+            .visibility_timeout(
+                i32::try_from(self.settings.visibility_timeout.as_secs()).unwrap_or(30),
+            )
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await?
+            .messages
+            .unwrap_or_default())
+    }
+
+    /// Receives a batch and keeps it hidden ([`Heartbeat`]) until the [`Held`] is dropped.
+    async fn receive_held(&self) -> Result<Held, aws_sdk_sqs::Error> {
+        let Received { messages, first } = self.receive().await?;
+        let heartbeat = (!messages.is_empty()).then(|| {
+            Heartbeat::start(
+                self.client.clone(),
+                self.queue_url.clone(),
+                messages
+                    .iter()
+                    .filter_map(|m| m.receipt_handle.clone())
+                    .collect(),
+                self.settings.visibility_timeout,
+                first,
+                self.extensions.clone(),
+            )
+        });
+        Ok(Held {
+            messages,
+            heartbeat,
+        })
+    }
+
     /// One invocation: receive, drain, delete what Lambda would delete.
     pub async fn poll_once(&self, drain: &Drain) -> Result<Invocation, aws_sdk_sqs::Error> {
-        let Received { messages, first } = self.receive().await?;
+        let Held {
+            messages,
+            heartbeat,
+        } = self.receive_held().await?;
         if messages.is_empty() {
             return Ok(Invocation::default());
         }
-        // Held from here until the deletes are done: kept hidden from other workers meanwhile.
-        let _heartbeat = Heartbeat::start(
-            self.client.clone(),
-            self.queue_url.clone(),
-            messages
-                .iter()
-                .filter_map(|m| m.receipt_handle.clone())
-                .collect(),
-            self.settings.visibility_timeout,
-            first,
-            self.extensions.clone(),
-        );
+        let records = messages.len();
+        let left = self.invoke(drain, messages).await;
+        let done = self.delete(left).await;
+        // Held until the deletes are done: kept hidden from other workers meanwhile.
+        drop(heartbeat);
+        Ok(Invocation { records, done })
+    }
+
+    /// Polls until `stop`, pipelined: the next batch is received while this one is produced, and
+    /// this one's deletes run while the next is produced (after its report, rule 2). Stopped, it
+    /// finishes the batch in hand and its deletes, and hands a batch it had already received for
+    /// later back to the queue at once (visibility 0) instead of producing it.
+    pub async fn run(self: Arc<Self>, drain: Arc<Drain>, stop: CancellationToken) {
+        let mut next: Option<tokio::task::JoinHandle<Result<Held, aws_sdk_sqs::Error>>> = None;
+        let mut deletes = tokio::task::JoinSet::new();
+        loop {
+            let held = match next.take() {
+                Some(prefetch) => match prefetch.await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a receive task failed");
+                        continue;
+                    }
+                },
+                None if stop.is_cancelled() => break,
+                None => self.receive_held().await,
+            };
+            let held = match held {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "poll failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    continue;
+                }
+            };
+            if held.messages.is_empty() {
+                continue;
+            }
+            if stop.is_cancelled() && held.heartbeat.is_some() {
+                // Received for later, after the stop: back to the queue now.
+                self.release(&held.messages).await;
+                continue;
+            }
+            let poller = self.clone();
+            next = Some(tokio::spawn(async move { poller.receive_held().await }));
+            let Held {
+                messages,
+                heartbeat,
+            } = held;
+            let left = self.invoke(&drain, messages).await;
+            while deletes.len() >= DELETE_JOBS {
+                deletes.join_next().await;
+            }
+            let poller = self.clone();
+            deletes.spawn(async move {
+                poller.delete(left).await;
+                drop(heartbeat);
+            });
+        }
+        while deletes.join_next().await.is_some() {}
+    }
+
+    /// Makes `messages` visible again at once (a stopping worker's batch received for later).
+    async fn release(&self, messages: &[aws_sdk_sqs::types::Message]) {
+        let handles: Vec<String> = messages
+            .iter()
+            .filter_map(|m| m.receipt_handle.clone())
+            .collect();
+        in_calls_of_ten(&handles, |chunk| {
+            super::heartbeat::extend(&self.client, &self.queue_url, chunk, Duration::ZERO)
+        })
+        .await;
+    }
+
+    /// Invokes the handler on `messages` as Lambda does; returns the receipt handles of the
+    /// messages that may leave the queue (the report's successes).
+    async fn invoke(
+        &self,
+        drain: &Drain,
+        messages: Vec<aws_sdk_sqs::types::Message>,
+    ) -> Vec<String> {
         let mut event = SqsEvent::default();
         let mut handles = HashMap::new();
         for m in messages {
@@ -143,7 +278,6 @@ impl SqsPoller {
             }
             event.records.push(msg);
         }
-        let records = event.records.len();
         let ends = deadline(
             self.settings.function_timeout,
             self.settings.deadline_margin,
@@ -160,10 +294,21 @@ impl SqsPoller {
         for id in &failed {
             handles.remove(id);
         }
-        let done = self.delete(handles.into_values().collect()).await;
-        Ok(Invocation { records, done })
+        handles.into_values().collect()
     }
 }
+
+/// A received batch, kept hidden by its heartbeat until dropped.
+struct Held {
+    messages: Vec<aws_sdk_sqs::types::Message>,
+    heartbeat: Option<Heartbeat>,
+}
+
+/// `ReceiveMessage` calls one poller makes at once to fill a batch once messages are there.
+const RECEIVES_AT_ONCE: usize = 4;
+
+/// Batches whose deletes may still be running while the next one is produced.
+const DELETE_JOBS: usize = 2;
 
 impl SqsPoller {
     /// The heartbeat's counts ([`Heartbeat`]): visibility extensions sent and missed.
