@@ -129,8 +129,8 @@ pub struct PollSettings {
 /// writes' tail): with the function timeout, how long a graceful shutdown may wait for a batch.
 pub const AFTER_INVOCATION: Duration = Duration::from_secs(5);
 
-/// How long before held messages would reappear the heartbeat must send an extension: the
-/// `ChangeMessageVisibilityBatch` call's bound ([`crate::poller::CALL_BOUND`]) and a second.
+/// The time the settings check allows each SQS call around the heartbeat: a call's bound
+/// ([`crate::poller::CALL_BOUND`]) and a second.
 pub const HEARTBEAT_LEAD: Duration = Duration::from_secs(crate::poller::CALL_BOUND.as_secs() + 1);
 
 impl PollSettings {
@@ -171,23 +171,24 @@ impl PollSettings {
     }
 
     /// The longest a graceful shutdown waits for a worker: a batch's whole time (function
-    /// timeout) and its deletes ([`AFTER_INVOCATION`]), beside the receive under way (its 1 s long
-    /// poll and the batching window) and handing what it brought back to the queue (one call,
-    /// [`crate::poller::CALL_BOUND`]).
+    /// timeout) and its deletes ([`AFTER_INVOCATION`]), beside the receive under way (its long
+    /// poll and the batching window, one bounded call each) and handing what it brought back to
+    /// the queue (one more call, [`crate::poller::CALL_BOUND`]). Deletes slower than that (a
+    /// struggling SQS) are cut off: their messages come again as duplicates.
     pub fn shutdown_bound(&self) -> Duration {
         self.function_timeout
-            + AFTER_INVOCATION
-                .max(self.batch_window + Duration::from_secs(1) + crate::poller::CALL_BOUND)
+            + AFTER_INVOCATION.max(self.batch_window + crate::poller::CALL_BOUND * 3)
     }
 
     /// Rule 11: settings that cannot work together stop the poller at start instead of
     /// dead-lettering everything. The deadline margin must leave at least half of each invocation
     /// for producing (a margin as long as the timeout ends every batch "not produced", and after
     /// `maxReceiveCount` the whole queue is in the DLQ). The visibility timeout need not cover a
-    /// whole invocation — the poller's heartbeat extends it every half timeout while it holds a
-    /// batch — but it must leave time to send each extension ([`HEARTBEAT_LEAD`]: the call's
-    /// bound and a second) after the batching window and after each half, or received messages
-    /// reappear while held and a second worker produces them again.
+    /// whole invocation — the poller's heartbeat extends it every third of the timeout while it
+    /// holds a batch — but it must leave time for the calls ([`HEARTBEAT_LEAD`] each): the batch's
+    /// last receive and its first extension after the batching window, and a failed extension
+    /// followed by the next one; else received messages reappear while held and a second worker
+    /// produces them again.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.deadline_margin * 2 > self.function_timeout {
             return Err(ConfigError::Conflict {
@@ -199,12 +200,13 @@ impl PollSettings {
                 ),
             });
         }
-        let needed = (self.batch_window + HEARTBEAT_LEAD).max(HEARTBEAT_LEAD * 2);
-        if self.visibility_timeout < needed {
+        let needed = (self.batch_window + HEARTBEAT_LEAD * 2).max(HEARTBEAT_LEAD * 3);
+        // SQS takes whole seconds.
+        if Duration::from_secs(self.visibility_timeout.as_secs()) < needed {
             return Err(ConfigError::Conflict {
                 vars: "SPILLWAY_VISIBILITY_TIMEOUT and SPILLWAY_BATCH_WINDOW",
                 why: format!(
-                    "a visibility timeout of {} leaves no time to extend it ({} per extension, after the batching window and every half timeout); received messages would reappear while held; make it at least {}",
+                    "a visibility timeout of {} leaves no time to extend it ({} per call: the last receive and the first extension after the batching window, and one failed extension every third of the timeout); received messages would reappear while held; make it at least {}",
                     humantime::format_duration(self.visibility_timeout),
                     humantime::format_duration(HEARTBEAT_LEAD),
                     humantime::format_duration(needed)
@@ -284,7 +286,7 @@ mod tests {
         let err = settings(&[("SPILLWAY_VISIBILITY_TIMEOUT", "10s")])
             .expect_err("no time for the heartbeat's extensions");
         assert!(
-            err.contains("SPILLWAY_VISIBILITY_TIMEOUT") && err.contains("at least 12s"),
+            err.contains("SPILLWAY_VISIBILITY_TIMEOUT") && err.contains("at least 18s"),
             "{err}"
         );
         let err = settings(&[
@@ -292,11 +294,13 @@ mod tests {
             ("SPILLWAY_VISIBILITY_TIMEOUT", "30s"),
         ])
         .expect_err("visibility ends before the window closes");
-        assert!(err.contains("at least 36s"), "{err}");
+        assert!(err.contains("at least 42s"), "{err}");
+        // SQS takes whole seconds: 17.9 s is 17 s.
+        settings(&[("SPILLWAY_VISIBILITY_TIMEOUT", "17900ms")]).expect_err("17 s");
         // Shorter than an invocation is fine: the heartbeat keeps a held batch hidden.
         settings(&[
             ("SPILLWAY_FUNCTION_TIMEOUT", "30s"),
-            ("SPILLWAY_VISIBILITY_TIMEOUT", "14s"),
+            ("SPILLWAY_VISIBILITY_TIMEOUT", "18s"),
         ])
         .expect("the heartbeat covers the invocation");
         let ok = settings(&[("SPILLWAY_FUNCTION_TIMEOUT", "10s")]).expect("default margin fits");

@@ -165,15 +165,27 @@ pub fn invocation_deadline(remaining: Duration, margin: Duration) -> Result<Inst
 /// 5 s in all — so that no call after the deadline can outlast the function (rule 5).
 pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::config::Builder::from(sdk)
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(1))
-                .operation_attempt_timeout(Duration::from_secs(3))
-                .operation_timeout(Duration::from_secs(5))
-                .build(),
-        )
+        .timeout_config(bounded_calls())
         .build();
     aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// 1 s to connect, 3 s per attempt, 5 s in all ([`crate::poller::CALL_BOUND`]).
+fn bounded_calls() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_timeout(crate::poller::CALL_BOUND)
+        .build()
+}
+
+/// The Kinesis client of the poller outside Lambda, bounded as [`sqs_client`]'s calls are, so that
+/// a stuck `GetRecords` or `ListShards` cannot hold a reader past a shutdown's bound.
+pub fn kinesis_client(sdk: &aws_config::SdkConfig) -> aws_sdk_kinesis::Client {
+    let config = aws_sdk_kinesis::config::Builder::from(sdk)
+        .timeout_config(bounded_calls())
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
 }
 
 fn verdict(report: &DrainReport) -> Result<(), AllFailed> {

@@ -47,6 +47,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         ),
         None => None,
     };
+    // Listened for before the first worker starts: a SIGTERM while the others are still being
+    // set up stops them all gracefully too, instead of killing a batch in flight.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let running = buffer_drain::poller::run_local(&config, &sdk).await?;
     if let Some(listener) = listener {
@@ -55,7 +58,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         tracing::info!(%addr, "health and metrics: http://{addr}/healthz, /readyz, /metrics");
     }
     tracing::info!(workers = running.health().workers(), buffer = ?config.drain.buffer, "drain running; SIGTERM or Ctrl-C stops it");
-    stop_signal().await?;
+    tokio::select! {
+        _ = term.recv() => {}
+        ctrl_c = tokio::signal::ctrl_c() => ctrl_c?,
+    }
     let bound = config.poll.shutdown_bound();
     tracing::info!(
         bound_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
@@ -68,15 +74,4 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // Their messages come again after the visibility timeout (duplicates, never a loss).
         std::process::exit(1)
     }
-}
-
-/// SIGTERM (what ECS, Kubernetes and systemd send) or Ctrl-C.
-async fn stop_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        ctrl_c = tokio::signal::ctrl_c() => ctrl_c?,
-    }
-    Ok(())
 }

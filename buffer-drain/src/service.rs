@@ -3,13 +3,14 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /healthz` | 200 while the workers run (liveness); 503 once none does |
+//! | `GET /healthz` | 200 while the workers run (liveness); 503 once one ended unexpectedly (a panic: its share of the buffer is no longer read) or none runs |
 //! | `GET /readyz` | 200 when every producer is usable, its MSK IAM token is valid and a broker answered a metadata request in the last [`PROBE_EVERY`] × 3; else 503 with the reasons (also while shutting down) |
 //! | `GET /metrics` | Prometheus / OpenMetrics text: the same typed events as the EMF line ([`crate::report::DrainMetrics`]), the backlog, the heartbeat's extensions |
 //!
 //! On SIGTERM (or Ctrl-C) it stops receiving, finishes the batches in flight, deletes what Kafka
-//! acknowledged and exits 0 — within the function timeout plus
-//! [`crate::config::AFTER_INVOCATION`], the longest a batch may take.
+//! acknowledged, hands batches received for later back, and exits 0 — within
+//! [`crate::config::PollSettings::shutdown_bound`]; a batch still busy then is abandoned (it comes
+//! again after its visibility timeout) and the exit code is 1.
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -70,14 +71,14 @@ pub struct Metrics {
 }
 
 fn histogram_seconds() -> Histogram {
-    // 1 ms to ~65 s.
-    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+    // 1 ms to ~17 min: the longest function timeout is 15 min.
+    Histogram::new(exponential_buckets(0.001, 2.0, 21))
 }
 
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("spillway_drain");
-        let m = Self {
+        let mut m = Self {
             batches: Family::default(),
             received: Family::default(),
             delivered: Family::default(),
@@ -94,6 +95,7 @@ impl Metrics {
             workers: Gauge::default(),
             registry: Registry::default(),
         };
+        // The metrics are registered below, each a handle on the one counter `m` keeps.
         registry.register(
             "batches",
             "Batches (invocations) drained",
@@ -160,7 +162,8 @@ impl Metrics {
             m.visibility.clone(),
         );
         registry.register("workers", "Workers running", m.workers.clone());
-        Self { registry, ..m }
+        m.registry = registry;
+        m
     }
 
     /// Records one batch's event and its per-record produce latencies.
@@ -213,6 +216,13 @@ impl Metrics {
             .set(ms);
     }
 
+    /// Kinesis: `shard` is closed and read to its end; its gauge goes.
+    pub fn shard_finished(&self, shard: &str) {
+        self.behind_latest.remove(&ShardLabel {
+            shard: shard.to_owned(),
+        });
+    }
+
     /// The heartbeat extended `extended` held messages and missed `missed`.
     pub fn visibility(&self, extended: u64, missed: u64) {
         self.visibility
@@ -252,17 +262,36 @@ pub struct Health {
     probe: Mutex<Option<(Instant, Vec<String>)>>,
     stopping: std::sync::atomic::AtomicBool,
     workers: std::sync::atomic::AtomicUsize,
+    /// Workers that ended while not stopping, without [`WorkerGuard::done`]: a panic.
+    lost: std::sync::atomic::AtomicUsize,
 }
 
 /// Counts a running worker until dropped — also when its task panics or is aborted.
-pub struct WorkerGuard(Arc<Health>);
+pub struct WorkerGuard {
+    health: Arc<Health>,
+    done: bool,
+}
+
+impl WorkerGuard {
+    /// The worker's work is over (a Kinesis shard closed and read to its end).
+    pub fn done(mut self) {
+        self.done = true;
+    }
+}
 
 impl Drop for WorkerGuard {
     fn drop(&mut self) {
-        self.0
+        let health = &self.health;
+        health
             .workers
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         metrics().workers.dec();
+        if !self.done && !health.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            health
+                .lost
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tracing::error!("a worker ended unexpectedly; /healthz answers 503 from now on");
+        }
     }
 }
 
@@ -272,12 +301,31 @@ impl Health {
         self.workers
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         metrics().workers.inc();
-        WorkerGuard(self.clone())
+        WorkerGuard {
+            health: self.clone(),
+            done: false,
+        }
     }
 
     /// Workers running now.
     pub fn workers(&self) -> usize {
         self.workers.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Liveness: `Ok(workers running)`, or why the process should be restarted — a worker ended
+    /// unexpectedly (it panicked: its share of the buffer is no longer read), or none runs.
+    pub fn liveness(&self) -> Result<usize, String> {
+        let lost = self.lost.load(std::sync::atomic::Ordering::SeqCst);
+        let workers = self.workers();
+        if lost > 0 {
+            return Err(format!(
+                "{lost} workers ended unexpectedly; {workers} still run"
+            ));
+        }
+        if workers == 0 && !self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("no worker running".into());
+        }
+        Ok(workers)
     }
 
     /// Probes `drain` while it lives.
@@ -305,13 +353,24 @@ impl Health {
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
-        let answers =
-            futures::future::join_all(drains.iter().map(|d| d.probe(PROBE_TIMEOUT))).await;
+        // Every producer is checked; one asks a broker for metadata (all topics' — for the
+        // process, not per producer, as the producers share the cluster).
+        let answers = futures::future::join_all(
+            drains
+                .iter()
+                .enumerate()
+                .map(|(i, d)| d.probe(PROBE_TIMEOUT, i == 0)),
+        )
+        .await;
         let mut problems: Vec<String> = answers.into_iter().filter_map(Result::err).collect();
         problems.sort();
         problems.dedup();
         if drains.is_empty() {
             problems.push("no producer yet".into());
+        }
+        let lost = self.lost.load(std::sync::atomic::Ordering::SeqCst);
+        if lost > 0 {
+            problems.push(format!("{lost} workers ended unexpectedly"));
         }
         *self
             .probe

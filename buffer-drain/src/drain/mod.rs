@@ -228,24 +228,30 @@ impl Drain {
         }
     }
 
-    /// Readiness ([`crate::service`]): the producer is not in librdkafka's fatal state, its MSK IAM
-    /// token (if it uses one) has not expired, and a broker answers a metadata request within
-    /// `timeout`. `Err` says which failed.
-    pub async fn probe(&self, timeout: Duration) -> Result<(), String> {
-        use rdkafka::producer::Producer as _;
-        let client = self.current();
-        if let Some((code, reason)) = client.producer().client().fatal_error() {
-            return Err(format!(
-                "the producer is in its fatal state ({code:?}: {reason}); the next batch replaces it"
-            ));
-        }
+    /// Readiness ([`crate::service`]): the producer is usable — one in librdkafka's fatal state
+    /// or purged at a deadline is replaced here, within `timeout`, rather than by the next batch
+    /// — and its MSK IAM token (if it uses one) has not expired; with `ask_broker`, a broker also
+    /// answers a metadata request within `timeout`. `Err` says which failed.
+    pub async fn probe(&self, timeout: Duration, ask_broker: bool) -> Result<(), String> {
+        let client = self
+            .usable_client(Instant::now() + timeout)
+            .await
+            .map_err(|old| {
+                format!(
+                    "the producer is unusable ({}) and was not replaced",
+                    Self::unusable(&old).unwrap_or_default()
+                )
+            })?;
         if let Some(problem) = client.health.token_problem() {
             return Err(problem);
         }
-        let asked = client.clone();
+        if !ask_broker {
+            return Ok(());
+        }
         // A blocking librdkafka call: off the async worker threads.
         let answer = tokio::task::spawn_blocking(move || {
-            asked
+            use rdkafka::producer::Producer as _;
+            client
                 .producer()
                 .client()
                 .fetch_metadata(None, timeout)

@@ -1,11 +1,12 @@
 //! The visibility heartbeat: while a worker holds a batch (being produced, or its deletes running),
-//! the messages' visibility timeout is extended every half timeout, so that a slow broker never
+//! the messages' visibility timeout is extended every third of the timeout, so that a slow broker never
 //! makes them visible to a second worker, which would produce them again. Redpanda Connect's
 //! `aws_sqs` input does the same; Lambda's own pollers do not, which is why a Lambda drain's
 //! queue needs a visibility timeout of six function timeouts instead.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
@@ -28,6 +29,9 @@ pub struct Extensions {
 /// Keeps a batch hidden while it lives; stops when dropped.
 pub(crate) struct Heartbeat {
     task: tokio::task::JoinHandle<()>,
+    /// The receipt handles still held: a deleted message, or one the report failed (it must
+    /// reappear as Lambda lets it), is forgotten.
+    held: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Drop for Heartbeat {
@@ -38,8 +42,9 @@ impl Drop for Heartbeat {
 
 impl Heartbeat {
     /// Extends the visibility of `handles` to `visibility` from now, first at
-    /// `received + visibility / 2` (the first message of the batch became invisible at `received`),
-    /// then every `visibility / 2`.
+    /// `received + visibility / 3` (the first message of the batch became invisible at `received`),
+    /// then every third of the timeout, so that one extension that fails is made good by the
+    /// next before the messages reappear (what the settings check asks of the timeout).
     pub(crate) fn start(
         client: aws_sdk_sqs::Client,
         queue_url: String,
@@ -48,32 +53,57 @@ impl Heartbeat {
         received: Instant,
         counts: Arc<Extensions>,
     ) -> Self {
+        let held = Arc::new(Mutex::new(handles.into_iter().collect::<HashSet<_>>()));
+        let holding = held.clone();
         let task = tokio::spawn(async move {
-            let every = visibility / 2;
+            // SQS takes whole seconds.
+            let visibility = Duration::from_secs(visibility.as_secs());
+            let every = visibility / 3;
             let mut next = received + every;
             loop {
                 tokio::time::sleep_until(next.into()).await;
                 next = Instant::now() + every;
+                let handles: Vec<String> = holding
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                    .cloned()
+                    .collect();
                 let extended = super::sqs::in_calls_of_ten(&handles, |chunk| {
                     extend(&client, &queue_url, chunk, visibility)
                 })
                 .await;
-                let missed = handles.len() - extended;
-                counts
-                    .extended
-                    .fetch_add(extended as u64, Ordering::Relaxed);
-                counts.missed.fetch_add(missed as u64, Ordering::Relaxed);
-                crate::service::metrics().visibility(extended as u64, missed as u64);
+                // A message deleted while its extension was on its way is no longer held.
+                let still = holding
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len();
+                let missed = still.min(handles.len()).saturating_sub(extended);
+                let (extended, missed) = (extended as u64, missed as u64);
+                counts.extended.fetch_add(extended, Ordering::Relaxed);
+                counts.missed.fetch_add(missed, Ordering::Relaxed);
+                crate::service::metrics().visibility(extended, missed);
                 if missed > 0 {
                     tracing::warn!(
                         extended,
                         missed,
-                        "some held messages' visibility was not extended; they may be produced twice"
+                        "some held messages' visibility was not extended; the next extension tries again"
                     );
                 }
             }
         });
-        Self { task }
+        Self { task, held }
+    }
+
+    /// No longer holds `handles` (deleted, or failed by the report and left to reappear).
+    pub(crate) fn forget<'h>(&self, handles: impl IntoIterator<Item = &'h String>) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for h in handles {
+            held.remove(h);
+        }
     }
 }
 

@@ -75,7 +75,7 @@ pub async fn run_local(
                 .spawn(watch_backlog(sqs, source.to_owned(), running.stop.clone()));
         }
         spillway_core::limits::BufferKind::Kinesis => {
-            let kinesis = aws_sdk_kinesis::Client::new(sdk);
+            let kinesis = crate::lambda::kinesis_client(sdk);
             let listed = KinesisPoller::shards(&kinesis, source).await?;
             if listed.is_empty() {
                 return Err(format!("the stream {source} has no shards to read").into());
@@ -158,20 +158,18 @@ async fn watch_backlog(sqs: aws_sdk_sqs::Client, queue_url: String, stop: Cancel
         {
             Ok(out) => {
                 let attrs = out.attributes.unwrap_or_default();
-                let read = |name: &A| {
-                    attrs
-                        .get(name)
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .unwrap_or(0)
-                };
+                let read = |name: &A| attrs.get(name).and_then(|v| v.parse::<i64>().ok());
                 let metrics = crate::service::metrics();
-                metrics.backlog.set(read(&A::ApproximateNumberOfMessages));
-                metrics
-                    .in_flight
-                    .set(read(&A::ApproximateNumberOfMessagesNotVisible));
+                // An answer without the figure leaves the gauge as it was.
+                if let Some(n) = read(&A::ApproximateNumberOfMessages) {
+                    metrics.backlog.set(n);
+                }
+                if let Some(n) = read(&A::ApproximateNumberOfMessagesNotVisible) {
+                    metrics.in_flight.set(n);
+                }
             }
             Err(e) => {
-                tracing::debug!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "reading the backlog failed");
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "reading the backlog failed; its gauges keep their last value");
             }
         }
         tokio::select! {
@@ -231,6 +229,7 @@ impl ShardReaders {
             tokio::select! {
                 Some(Ok(Some(done))) = readers.join_next() => {
                     tracing::info!(shard = %done, "shard closed and read to its end");
+                    crate::service::metrics().shard_finished(&done);
                     finished.insert(done);
                 }
                 () = tokio::time::sleep(SHARD_REFRESH) => {}
@@ -264,7 +263,6 @@ impl ShardReaders {
         .await?;
         let (stop, worker) = (self.stop.clone(), self.health.worker());
         Ok(async move {
-            let _worker = worker;
             while !poller.finished() {
                 if stop.is_cancelled() {
                     return None;
@@ -277,6 +275,7 @@ impl ShardReaders {
                     }
                 }
             }
+            worker.done();
             Some(poller.shard_id().to_owned())
         })
     }

@@ -171,24 +171,27 @@ impl SqsPoller {
             messages,
             heartbeat,
         } = self.receive_held().await?;
-        if messages.is_empty() {
+        let Some(heartbeat) = heartbeat else {
             return Ok(Invocation::default());
-        }
+        };
         let records = messages.len();
-        let left = self.invoke(drain, messages).await;
-        let done = self.delete(left).await;
-        // Held until the deletes are done: kept hidden from other workers meanwhile.
-        drop(heartbeat);
+        let report = self.invoke(drain, messages, &heartbeat).await;
+        let done = self.delete(report.delete, Some(&heartbeat)).await;
         Ok(Invocation { records, done })
     }
 
     /// Polls until `stop`, pipelined: the next batch is received while this one is produced, and
-    /// this one's deletes run while the next is produced (after its report, rule 2). Stopped, it
-    /// finishes the batch in hand and its deletes, and hands a batch it had already received for
-    /// later back to the queue at once (visibility 0) instead of producing it.
+    /// this one's deletes run while the next is produced (after its report, rule 2). An
+    /// invocation that failed as a whole (rule 3: every record failed retryably) makes the
+    /// worker back off before the next, as the event source mapping does — every receive counts
+    /// towards the queue's `maxReceiveCount`. Stopped, it finishes the batch in hand and its
+    /// deletes, and hands a batch it had already received for later back to the queue at once
+    /// (visibility 0) instead of producing it.
     pub async fn run(self: Arc<Self>, drain: Arc<Drain>, stop: CancellationToken) {
         let mut next: Option<tokio::task::JoinHandle<Result<Held, aws_sdk_sqs::Error>>> = None;
         let mut deletes = tokio::task::JoinSet::new();
+        // Full-jitter, 1 s doubling to 30 s, while invocations fail in a row.
+        let mut backoff: Option<spillway_core::backoff::Backoff> = None;
         loop {
             let held = match next.take() {
                 Some(prefetch) => match prefetch.await {
@@ -201,40 +204,54 @@ impl SqsPoller {
                 None if stop.is_cancelled() => break,
                 None => self.receive_held().await,
             };
-            let held = match held {
+            let Held {
+                messages,
+                heartbeat,
+            } = match held {
                 Ok(held) => held,
                 Err(e) => {
                     tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "poll failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                        () = stop.cancelled() => {}
-                    }
+                    pause(Duration::from_secs(1), &stop).await;
                     continue;
                 }
             };
-            if held.messages.is_empty() {
+            let Some(heartbeat) = heartbeat else {
                 continue;
-            }
-            if stop.is_cancelled() && held.heartbeat.is_some() {
+            };
+            if stop.is_cancelled() {
                 // Received for later, after the stop: back to the queue now.
-                self.release(&held.messages).await;
+                self.release(&messages).await;
                 continue;
             }
             let poller = self.clone();
             next = Some(tokio::spawn(async move { poller.receive_held().await }));
-            let Held {
-                messages,
-                heartbeat,
-            } = held;
-            let left = self.invoke(&drain, messages).await;
+            let report = self.invoke(&drain, messages, &heartbeat).await;
             while deletes.len() >= DELETE_JOBS {
                 deletes.join_next().await;
             }
             let poller = self.clone();
             deletes.spawn(async move {
-                poller.delete(left).await;
-                drop(heartbeat);
+                poller.delete(report.delete, Some(&heartbeat)).await;
             });
+            if report.failed_whole {
+                let wait = backoff
+                    .get_or_insert_with(|| {
+                        spillway_core::backoff::Backoff::new(
+                            Duration::from_secs(1),
+                            Duration::from_secs(30),
+                            Duration::from_secs(86_400),
+                        )
+                    })
+                    .next_delay()
+                    .unwrap_or(Duration::from_secs(30));
+                tracing::warn!(
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "the invocation failed; backing off before the next"
+                );
+                pause(wait, &stop).await;
+            } else {
+                backoff = None;
+            }
         }
         while deletes.join_next().await.is_some() {}
     }
@@ -251,13 +268,15 @@ impl SqsPoller {
         .await;
     }
 
-    /// Invokes the handler on `messages` as Lambda does; returns the receipt handles of the
-    /// messages that may leave the queue (the report's successes).
+    /// Invokes the handler on `messages` as Lambda does. The messages the report failed are no
+    /// longer held by `heartbeat` (they reappear when their visibility timeout ends, as with
+    /// Lambda); the others are to be deleted.
     async fn invoke(
         &self,
         drain: &Drain,
         messages: Vec<aws_sdk_sqs::types::Message>,
-    ) -> Vec<String> {
+        heartbeat: &Heartbeat,
+    ) -> Report {
         let mut event = SqsEvent::default();
         let mut handles = HashMap::new();
         for m in messages {
@@ -282,19 +301,44 @@ impl SqsPoller {
             self.settings.function_timeout,
             self.settings.deadline_margin,
         );
-        let failed: Vec<String> = match handle_sqs(drain, event, ends).await {
-            Ok(response) => response
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect(),
+        let (failed, failed_whole): (Vec<String>, bool) = match handle_sqs(drain, event, ends).await
+        {
+            Ok(response) => (
+                response
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect(),
+                false,
+            ),
             // A failed invocation deletes nothing: every message reappears after the visibility timeout.
-            Err(_) => handles.keys().cloned().collect(),
+            Err(_) => (handles.keys().cloned().collect(), true),
         };
         for id in &failed {
-            handles.remove(id);
+            if let Some(handle) = handles.remove(id) {
+                heartbeat.forget([&handle]);
+            }
         }
-        handles.into_values().collect()
+        Report {
+            delete: handles.into_values().collect(),
+            failed_whole,
+        }
+    }
+}
+
+/// What an invocation's report leaves to the poller.
+struct Report {
+    /// Receipt handles of the messages that may leave the queue.
+    delete: Vec<String>,
+    /// The invocation failed as a whole.
+    failed_whole: bool,
+}
+
+/// Sleeps `wait`, or until `stop`.
+async fn pause(wait: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = stop.cancelled() => {}
     }
 }
 
@@ -320,12 +364,13 @@ impl SqsPoller {
     /// many the answers name as deleted (rule 10). A call that fails, or entries it does not name,
     /// leave their messages in the queue — they come again after the visibility timeout, as
     /// duplicates with their original `spillway-id` — and never stop the remaining calls.
-    async fn delete(&self, handles: Vec<String>) -> usize {
-        in_calls_of_ten(&handles, |chunk| self.delete_some(chunk)).await
+    /// Deleted messages are no longer held by `heartbeat`.
+    async fn delete(&self, handles: Vec<String>, heartbeat: Option<&Heartbeat>) -> usize {
+        in_calls_of_ten(&handles, |chunk| self.delete_some(chunk, heartbeat)).await
     }
 
     /// One `DeleteMessageBatch` call; how many its answer names deleted.
-    async fn delete_some(&self, chunk: &[String]) -> usize {
+    async fn delete_some(&self, chunk: &[String], heartbeat: Option<&Heartbeat>) -> usize {
         let entries = chunk
             .iter()
             .enumerate()
@@ -352,6 +397,14 @@ impl SqsPoller {
                     out.successful.iter().map(|e| e.id.as_str()),
                     out.failed.iter().map(|e| (e.id.as_str(), ())),
                 );
+                let deleted = chunk
+                    .iter()
+                    .zip(&answers)
+                    .filter(|(_, a)| **a == Answered::Done)
+                    .map(|(h, _)| h);
+                if let Some(heartbeat) = heartbeat {
+                    heartbeat.forget(deleted);
+                }
                 let done = answers.iter().filter(|a| **a == Answered::Done).count();
                 if done < chunk.len() {
                     tracing::warn!(

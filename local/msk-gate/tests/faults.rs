@@ -27,8 +27,8 @@ async fn iam_drain(gate: &PrivateGate) -> Drain {
         .expect("IAM drain")
 }
 
-/// The visibility timeout is 6× the function timeout, as AWS requires of a queue a Lambda drains:
-/// a batch still being worked on never reappears to another worker.
+/// The visibility timeout is 6× the function timeout, as AWS requires of a queue a Lambda drains
+/// (the poller's heartbeat would keep a batch hidden with less).
 fn settings() -> PollSettings {
     PollSettings {
         batch_size: 10,
