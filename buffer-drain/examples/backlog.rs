@@ -209,7 +209,8 @@ fn line(run: &str, messages: usize, elapsed: Duration, cpu: Duration, rss: f64, 
 #[tokio::main]
 async fn main() {
     let o = options();
-    let sqs = spillway_tests::sqs().await;
+    // The bare loop uses the drain's own SQS client settings.
+    let sqs = buffer_drain::lambda::sqs_client(&spillway_tests::sdk().await);
     let url = spillway_tests::fixtures::queue(&sqs, "backlog", false, &[]).await;
     let topic = spillway_tests::unique_name("backlog");
 

@@ -166,6 +166,11 @@ pub fn invocation_deadline(remaining: Duration, margin: Duration) -> Result<Inst
 pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::config::Builder::from(sdk)
         .timeout_config(bounded_calls())
+        // Every call is bounded above, which stalled-stream protection would only repeat at a
+        // cost on every poll of every body.
+        .stalled_stream_protection(
+            aws_sdk_sqs::config::StalledStreamProtectionConfig::disabled(),
+        )
         .build();
     aws_sdk_sqs::Client::from_conf(config)
 }

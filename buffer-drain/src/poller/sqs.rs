@@ -136,7 +136,10 @@ impl SqsPoller {
             .visibility_timeout(
                 i32::try_from(self.settings.visibility_timeout.as_secs()).unwrap_or(30),
             )
-            .message_system_attribute_names(MessageSystemAttributeName::All)
+            // What the drain reads (`source::from_sqs`), not `All`: less to parse per message.
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
             .send()
             .await?
             .messages
