@@ -168,9 +168,7 @@ pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
         .timeout_config(bounded_calls())
         // Every call is bounded above, which stalled-stream protection would only repeat at a
         // cost on every poll of every body.
-        .stalled_stream_protection(
-            aws_sdk_sqs::config::StalledStreamProtectionConfig::disabled(),
-        )
+        .stalled_stream_protection(aws_sdk_sqs::config::StalledStreamProtectionConfig::disabled())
         .build();
     aws_sdk_sqs::Client::from_conf(config)
 }

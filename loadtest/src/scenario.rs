@@ -72,6 +72,16 @@ impl Scenario {
         self.phases.iter().map(|p| u64::from(p.rate) * p.secs).sum()
     }
 
+    /// Seconds after the start when the first highest-rate phase begins (the start of the burst).
+    pub fn burst_start_secs(&self) -> u64 {
+        let peak = self.phases.iter().map(|p| p.rate).max().unwrap_or(0);
+        self.phases
+            .iter()
+            .take_while(|p| p.rate != peak)
+            .map(|p| p.secs)
+            .sum()
+    }
+
     /// Seconds after the start when the highest-rate phase ends (the end of the burst).
     pub fn burst_end_secs(&self) -> u64 {
         let peak = self.phases.iter().map(|p| p.rate).max().unwrap_or(0);

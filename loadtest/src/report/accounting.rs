@@ -86,6 +86,11 @@ pub struct Summary {
     /// From the end of the burst until the last accepted message was delivered (the backlog was
     /// empty); `None` when something was lost.
     pub drained_after_burst_s: Option<f64>,
+    /// From the end of the burst until the backlog was back to its steady level (the deepest it
+    /// was in any second before the burst): 0 when the drain kept up; `None` when it never got
+    /// back (or there was no steady traffic before the burst to compare with).
+    #[serde(default)]
+    pub backlog_gone_after_burst_s: Option<f64>,
     /// Deepest backlog (accepted, not yet delivered).
     pub max_backlog: u64,
     /// Accepted and not yet delivered when the burst ended.
@@ -107,6 +112,27 @@ fn backlog_at(backlog: &[u64], at_s: f64) -> u64 {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let i = (at_s as usize).saturating_sub(1);
     backlog.get(i).copied().unwrap_or(0)
+}
+
+/// Seconds from the end of second `burst_end_s` until the first second whose backlog is back to
+/// the steady level, the deepest of the seconds before `burst_start_s`.
+fn backlog_gone(backlog: &[u64], burst_start_s: u64, burst_end_s: u64) -> Option<f64> {
+    let start = usize::try_from(burst_start_s).ok()?;
+    let end = usize::try_from(burst_end_s).ok()?;
+    let steady = backlog
+        .get(..start)
+        .filter(|b| !b.is_empty())?
+        .iter()
+        .max()?;
+    // Second i (0-based) ends at i + 1 s; the burst's last second is end − 1.
+    let back = backlog
+        .iter()
+        .enumerate()
+        .skip(end.saturating_sub(1))
+        .find(|(_, b)| *b <= steady)?
+        .0;
+    #[allow(clippy::cast_precision_loss)]
+    Some((back + 1).saturating_sub(end) as f64)
 }
 
 /// Messages drained per second after the burst: the backlog at its end over `drained` seconds,
@@ -233,6 +259,11 @@ pub fn account(
         e2e_latency_ms: percentiles(&mut e2e.iter().map(|(_, l)| *l).collect::<Vec<_>>()),
         burst_end_s,
         drained_after_burst_s: drained,
+        backlog_gone_after_burst_s: backlog_gone(
+            &series.backlog,
+            scenario.burst_start_secs(),
+            scenario.burst_end_secs(),
+        ),
         max_backlog: series.backlog.iter().copied().max().unwrap_or(0),
         backlog_at_burst_end: backlog_at(&series.backlog, burst_end_s),
         drain_rate_after_burst_per_s: drain_rate(&series.backlog, burst_end_s, drained),
@@ -298,4 +329,25 @@ fn build_series(
     series.e2e_p50 = per_second_p(&e2e, seconds, 50);
     series.e2e_p99 = per_second_p(&e2e, seconds, 99);
     (series, ingest, e2e, last_arrival)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_is_gone_when_it_is_back_to_its_steady_level() {
+        // Steady for 3 s (in flight at most 2), a burst over seconds 3–5, then steady again.
+        let backlog = [1, 2, 1, 60, 150, 240, 120, 9, 2, 1];
+        assert_eq!(
+            backlog_gone(&backlog, 3, 6),
+            Some(3.0),
+            "back in the second ending at 9 s"
+        );
+        // The drain kept up: back at once.
+        assert_eq!(backlog_gone(&[1, 2, 1, 2, 1, 2, 1], 3, 6), Some(0.0));
+        // Never back, or nothing to compare with.
+        assert_eq!(backlog_gone(&[1, 2, 1, 60, 150, 240, 120], 3, 6), None);
+        assert_eq!(backlog_gone(&[60, 150, 2], 0, 2), None);
+    }
 }

@@ -192,10 +192,12 @@ pub fn markdown(s: &Summary, plots: bool, command: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "- deepest backlog {} messages; burst ended at {:.0} s with {} left, drained {}",
+        "- deepest backlog {} messages; burst ended at {:.0} s with {} left, back to its steady level {} later, drained {}",
         s.max_backlog,
         s.burst_end_s,
         s.backlog_at_burst_end,
+        s.backlog_gone_after_burst_s
+            .map_or_else(|| "never".to_owned(), |d| format!("{d:.0} s")),
         s.drain_rate_after_burst_per_s.map_or_else(
             || "as it came (the drain kept up)".to_owned(),
             |r| format!("at {r:.0} msg/s")
