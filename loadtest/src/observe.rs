@@ -32,12 +32,25 @@ pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Observed> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Consumes `topic` from the start until the task is aborted.
+/// When the load started (set once the consumer has its partitions), for arrival times.
+pub type Start = Arc<std::sync::OnceLock<Instant>>;
+
+/// Consumes `topic` from the start until the task is aborted; the flag turns true once the group
+/// has given it partitions, so that the load can wait for it: otherwise the first seconds of
+/// records arrive as late as the group takes to form, and the end-to-end latency measures the
+/// verifier's start rather than the pipeline.
 pub fn spawn(
     bootstrap: &str,
     topic: &str,
-    start: Instant,
-) -> Result<(Shared, tokio::task::JoinHandle<()>), rdkafka::error::KafkaError> {
+    start: Start,
+) -> Result<
+    (
+        Shared,
+        tokio::task::JoinHandle<()>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ),
+    rdkafka::error::KafkaError,
+> {
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set(
@@ -51,14 +64,24 @@ pub fn spawn(
     consumer.subscribe(&[topic])?;
     let shared: Shared = Arc::default();
     let view = shared.clone();
+    let assigned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ready = assigned.clone();
     let task = tokio::spawn(async move {
+        use std::sync::atomic::Ordering;
         loop {
-            let Ok(message) = consumer.recv().await else {
+            if !ready.load(Ordering::Relaxed) && consumer.assignment().is_ok_and(|a| a.count() > 0)
+            {
+                ready.store(true, Ordering::Relaxed);
+            }
+            // Bounded, so that the assignment is seen while nothing arrives yet.
+            let Ok(Ok(message)) =
+                tokio::time::timeout(std::time::Duration::from_millis(100), consumer.recv()).await
+            else {
                 continue;
             };
             let record = msk_consumer::local::to_record(&message);
             let now_epoch = spillway_core::envelope::now_ms();
-            let at = elapsed_ms(start);
+            let at = elapsed_ms(*start.get_or_init(Instant::now));
             let mut o = lock(&view);
             o.verifier.observe(&record, now_epoch);
             if let Some(received) = record.received_at_ms() {
@@ -69,5 +92,5 @@ pub fn spawn(
             }
         }
     });
-    Ok((shared, task))
+    Ok((shared, task, assigned))
 }

@@ -82,11 +82,21 @@ async fn drive(
     dir: &Path,
 ) -> Result<Summary, Error> {
     let mut pipeline = Pipeline::start(scenario, resources, stack, options.direct, dir).await?;
-    // The drain's producers settle before the load starts; the consumer reads from the start of
-    // the topic, so it misses nothing however long its group takes to form.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let start = Instant::now();
-    let (observed, consumer) = crate::observe::spawn(bootstrap, &resources.topic, start)?;
+    // The drain's producers settle and the verifier's consumer gets its partitions before the
+    // load starts (it reads from the start of the topic, so it would miss nothing, but what
+    // arrived before it had partitions would show the group's formation as latency).
+    let settled = Instant::now() + Duration::from_secs(3);
+    let started = crate::observe::Start::default();
+    let (observed, consumer, assigned) =
+        crate::observe::spawn(bootstrap, &resources.topic, started.clone())?;
+    tokio::time::sleep_until(settled.into()).await;
+    let waiting = Instant::now();
+    while !assigned.load(std::sync::atomic::Ordering::Relaxed)
+        && waiting.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let start = *started.get_or_init(Instant::now);
     let target = crate::generator::Target {
         url: format!(
             "http://127.0.0.1:{}/v1/topics/{}/messages",
