@@ -96,6 +96,9 @@ async fn drive(
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    if !assigned.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("loadtest: the verifier's consumer has no partitions after 30 s; starting anyway (early latencies include its group's formation)");
+    }
     let start = *started.get_or_init(Instant::now);
     let target = crate::generator::Target {
         url: format!(

@@ -31,8 +31,29 @@ pub(crate) struct Heartbeat {
     task: tokio::task::JoinHandle<()>,
     /// The receipt handles still held: a deleted message, or one the report failed (it must
     /// reappear as Lambda lets it), is forgotten.
-    held: Arc<Mutex<HashSet<String>>>,
+    held: Arc<Mutex<Holding>>,
 }
+
+/// A batch's receipt handles in the order received (the earliest received is extended first:
+/// its timeout ends first) and those no longer held.
+struct Holding {
+    order: Vec<String>,
+    gone: HashSet<String>,
+}
+
+impl Holding {
+    fn held(&self) -> Vec<String> {
+        self.order
+            .iter()
+            .filter(|h| !self.gone.contains(*h))
+            .cloned()
+            .collect()
+    }
+}
+
+/// `ChangeMessageVisibilityBatch` calls the heartbeat makes at once: a 10,000-message batch is
+/// extended in 32 rounds.
+const EXTENSIONS_AT_ONCE: usize = 32;
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
@@ -53,7 +74,10 @@ impl Heartbeat {
         received: Instant,
         counts: Arc<Extensions>,
     ) -> Self {
-        let held = Arc::new(Mutex::new(handles.into_iter().collect::<HashSet<_>>()));
+        let held = Arc::new(Mutex::new(Holding {
+            order: handles,
+            gone: HashSet::new(),
+        }));
         let holding = held.clone();
         let task = tokio::spawn(async move {
             // SQS takes whole seconds.
@@ -63,13 +87,11 @@ impl Heartbeat {
             loop {
                 tokio::time::sleep_until(next.into()).await;
                 next = Instant::now() + every;
-                let handles: Vec<String> = holding
+                let handles = holding
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .iter()
-                    .cloned()
-                    .collect();
-                let extended = super::sqs::in_calls_of_ten(&handles, |chunk| {
+                    .held();
+                let extended = super::sqs::in_calls_of_ten(&handles, EXTENSIONS_AT_ONCE, |chunk| {
                     extend(&client, &queue_url, chunk, visibility)
                 })
                 .await;
@@ -77,6 +99,7 @@ impl Heartbeat {
                 let still = holding
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .held()
                     .len();
                 let missed = still.min(handles.len()).saturating_sub(extended);
                 let (extended, missed) = (extended as u64, missed as u64);
@@ -102,7 +125,7 @@ impl Heartbeat {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for h in handles {
-            held.remove(h);
+            held.gone.insert(h.clone());
         }
     }
 }

@@ -199,8 +199,11 @@ struct ShardReaders {
 }
 
 impl ShardReaders {
-    /// Reads the stream, starting from the shards `listed` at start.
+    /// Reads the stream, starting from the shards `listed` at start. Counted as a worker itself,
+    /// so that the process is live while readers are being built or between a shard's end and
+    /// its children's start.
     async fn run(self, listed: Vec<kinesis::Shard>) {
+        let _worker = self.health.worker();
         let mut started = HashSet::new();
         let mut finished = HashSet::new();
         // Each reader returns its shard's id when the shard is closed and read to its end (`None`

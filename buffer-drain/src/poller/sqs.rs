@@ -66,11 +66,21 @@ impl SqsPoller {
     /// long-polls alone; once a message arrived, the rest of the batch is asked for
     /// [`RECEIVES_AT_ONCE`] calls at a time. A call that fails after something arrived ends the
     /// batch with what it has (those messages are held, not left to reappear).
-    async fn receive(&self) -> Result<Received, aws_sdk_sqs::Error> {
+    /// Once `stop` is cancelled it asks for nothing more and returns what it has.
+    async fn receive(
+        &self,
+        stop: Option<&CancellationToken>,
+    ) -> Result<Received, aws_sdk_sqs::Error> {
         let mut batch = Vec::new();
         let mut window_ends = Instant::now() + self.settings.batch_window;
         let mut first = Instant::now();
         loop {
+            if stop.is_some_and(CancellationToken::is_cancelled) {
+                return Ok(Received {
+                    messages: batch,
+                    first,
+                });
+            }
             let asked = Instant::now();
             let wanted = self.settings.batch_size - batch.len();
             // Long-poll for the first message only; then take what is there.
@@ -147,8 +157,11 @@ impl SqsPoller {
     }
 
     /// Receives a batch and keeps it hidden ([`Heartbeat`]) until the [`Held`] is dropped.
-    async fn receive_held(&self) -> Result<Held, aws_sdk_sqs::Error> {
-        let Received { messages, first } = self.receive().await?;
+    async fn receive_held(
+        &self,
+        stop: Option<&CancellationToken>,
+    ) -> Result<Held, aws_sdk_sqs::Error> {
+        let Received { messages, first } = self.receive(stop).await?;
         let heartbeat = (!messages.is_empty()).then(|| {
             Heartbeat::start(
                 self.client.clone(),
@@ -173,7 +186,7 @@ impl SqsPoller {
         let Held {
             messages,
             heartbeat,
-        } = self.receive_held().await?;
+        } = self.receive_held(None).await?;
         let Some(heartbeat) = heartbeat else {
             return Ok(Invocation::default());
         };
@@ -191,21 +204,22 @@ impl SqsPoller {
     /// deletes, and hands a batch it had already received for later back to the queue at once
     /// (visibility 0) instead of producing it.
     pub async fn run(self: Arc<Self>, drain: Arc<Drain>, stop: CancellationToken) {
-        let mut next: Option<tokio::task::JoinHandle<Result<Held, aws_sdk_sqs::Error>>> = None;
+        // The batch being received for later: in a JoinSet, so that it ends with `run` when a
+        // worker is aborted instead of receiving (and hiding) a batch nobody will produce.
+        let mut next: tokio::task::JoinSet<Result<Held, aws_sdk_sqs::Error>> =
+            tokio::task::JoinSet::new();
         let mut deletes = tokio::task::JoinSet::new();
         // Full-jitter, 1 s doubling to 30 s, while invocations fail in a row.
         let mut backoff: Option<spillway_core::backoff::Backoff> = None;
         loop {
-            let held = match next.take() {
-                Some(prefetch) => match prefetch.await {
-                    Ok(held) => held,
-                    Err(e) => {
-                        tracing::error!(error = %e, "a receive task failed");
-                        continue;
-                    }
-                },
+            let held = match next.join_next().await {
+                Some(Ok(held)) => held,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "a receive task failed");
+                    continue;
+                }
                 None if stop.is_cancelled() => break,
-                None => self.receive_held().await,
+                None => self.receive_held(Some(&stop)).await,
             };
             let Held {
                 messages,
@@ -222,12 +236,14 @@ impl SqsPoller {
                 continue;
             };
             if stop.is_cancelled() {
-                // Received for later, after the stop: back to the queue now.
+                // Received for later, after the stop: back to the queue now, its heartbeat
+                // stopped first so that no extension hides it again.
+                drop(heartbeat);
                 self.release(&messages).await;
                 continue;
             }
-            let poller = self.clone();
-            next = Some(tokio::spawn(async move { poller.receive_held().await }));
+            let (poller, stopping) = (self.clone(), stop.clone());
+            next.spawn(async move { poller.receive_held(Some(&stopping)).await });
             let report = self.invoke(&drain, messages, &heartbeat).await;
             while deletes.len() >= DELETE_JOBS {
                 deletes.join_next().await;
@@ -265,7 +281,7 @@ impl SqsPoller {
             .iter()
             .filter_map(|m| m.receipt_handle.clone())
             .collect();
-        in_calls_of_ten(&handles, |chunk| {
+        in_calls_of_ten(&handles, CALLS_AT_ONCE, |chunk| {
             super::heartbeat::extend(&self.client, &self.queue_url, chunk, Duration::ZERO)
         })
         .await;
@@ -369,7 +385,10 @@ impl SqsPoller {
     /// duplicates with their original `spillway-id` — and never stop the remaining calls.
     /// Deleted messages are no longer held by `heartbeat`.
     async fn delete(&self, handles: Vec<String>, heartbeat: Option<&Heartbeat>) -> usize {
-        in_calls_of_ten(&handles, |chunk| self.delete_some(chunk, heartbeat)).await
+        in_calls_of_ten(&handles, CALLS_AT_ONCE, |chunk| {
+            self.delete_some(chunk, heartbeat)
+        })
+        .await
     }
 
     /// One `DeleteMessageBatch` call; how many its answer names deleted.
@@ -435,16 +454,20 @@ impl SqsPoller {
 /// once.
 const CALLS_AT_ONCE: usize = 8;
 
-/// Runs `call` on `handles` ten at a time (the SQS batch calls' limit), [`CALLS_AT_ONCE`] calls at
+/// Runs `call` on `handles` ten at a time (the SQS batch calls' limit), `at_once` calls at
 /// once, as Lambda's pollers do — one after another, a 10,000-message batch took a thousand calls
 /// in a row; returns the sum of what the calls answer (how many they name done).
-pub(super) async fn in_calls_of_ten<'h, F, Fut>(handles: &'h [String], call: F) -> usize
+pub(super) async fn in_calls_of_ten<'h, F, Fut>(
+    handles: &'h [String],
+    at_once: usize,
+    call: F,
+) -> usize
 where
     F: Fn(&'h [String]) -> Fut,
     Fut: std::future::Future<Output = usize>,
 {
     let mut done = 0;
-    for group in handles.chunks(10 * CALLS_AT_ONCE) {
+    for group in handles.chunks(10 * at_once.max(1)) {
         let calls: Vec<_> = group.chunks(10).map(&call).collect();
         done += futures::future::join_all(calls)
             .await

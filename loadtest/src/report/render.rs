@@ -196,8 +196,10 @@ pub fn markdown(s: &Summary, plots: bool, command: &str) -> String {
         s.max_backlog,
         s.burst_end_s,
         s.backlog_at_burst_end,
-        s.backlog_gone_after_burst_s
-            .map_or_else(|| "never".to_owned(), |d| format!("{d:.0} s")),
+        s.backlog_gone_after_burst_s.map_or_else(
+            || "– (not back, or no steady traffic before the burst)".to_owned(),
+            |d| format!("{d:.0} s")
+        ),
         s.drain_rate_after_burst_per_s.map_or_else(
             || "as it came (the drain kept up)".to_owned(),
             |r| format!("at {r:.0} msg/s")
