@@ -464,3 +464,56 @@ async fn a_batch_that_outlives_its_visibility_timeout_is_kept_from_a_second_work
     assert_eq!(summary.unique_ids, 30, "{summary:?}");
     assert_eq!(summary.duplicates, 0, "{summary:?}");
 }
+
+/// The pipelined poller of `run_local` (the next batch received while one is produced, deletes
+/// overlapping the next batch, a backoff after a batch that failed as a whole) keeps each FIFO
+/// group's order through a broker pause, delivers everything, and stops gracefully with nothing
+/// left in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipelined_poller_keeps_fifo_order_through_a_pause_and_stops_cleanly() {
+    let sqs = spillway_tests::sqs().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let url = queue(&sqs, true).await;
+    let topic = spillway_tests::unique_name("fifo-pipelined");
+    send(&sqs, &url, &topic, 300, |i| {
+        Some(format!("group-{}", i % 3))
+    })
+    .await;
+    let poll = PollSettings {
+        visibility_timeout: Duration::from_secs(18),
+        ..settings(10, Duration::from_secs(3))
+    };
+    let config = buffer_drain::config::LocalConfig {
+        kafka: kafka(&broker.bootstrap),
+        drain: DrainConfig {
+            deadline_margin: Duration::from_millis(500),
+            ..DrainConfig::new(BufferKind::Sqs)
+        },
+        poll,
+        workers: 2,
+        source: url.clone(),
+    };
+    let running = buffer_drain::poller::run_local(&config, &spillway_tests::sdk().await)
+        .await
+        .expect("poller");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    broker.pause();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    broker.resume();
+
+    let summary = consume(&broker.bootstrap, &topic, 300, Duration::from_secs(120)).await;
+    assert_eq!(summary.unique_ids, 300, "{summary:?}");
+    assert_eq!(
+        summary.order_violations, 0,
+        "each group's order is kept in Kafka: {summary:?}"
+    );
+    let ends = Instant::now() + Duration::from_secs(30);
+    while spillway_tests::queue_depth(&sqs, &url).await > 0 && Instant::now() < ends {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        running.stop(poll.shutdown_bound()).await,
+        "every worker ended within the bound"
+    );
+    assert_eq!(spillway_tests::queue_depth(&sqs, &url).await, 0);
+}
