@@ -3,7 +3,7 @@
 //! response, the metrics), side by side with the least any handler does — one `serde_json::Value`
 //! parse of each body.
 //!
-//! Timing: `cargo run --release -p buffer-drain --example overhead -- --rounds 9`
+//! Timing: `cargo run --release -p buffer-drain --example overhead -- --rounds 9 [--bytes 16384]`
 //! Instructions (callgrind): `overhead --once spillway --records 10000` (and `baseline`, and
 //! `none`, which only builds the event).
 
@@ -61,8 +61,8 @@ fn baseline(event: SqsEvent) -> usize {
         .sum()
 }
 
-fn event(records: usize) -> SqsEvent {
-    serde_json::from_str(&spillway_bench::sqs_event(records, 1024, "bench")).expect("an SQS event")
+fn event(records: usize, bytes: usize) -> SqsEvent {
+    serde_json::from_str(&spillway_bench::sqs_event(records, bytes, "bench")).expect("an SQS event")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -81,8 +81,10 @@ fn main() {
     let records: usize = arg("--records")
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000);
+    // Value size: 1 KiB by default (`bench/run`'s row); `--bytes 16384` for the 16 KiB rows.
+    let bytes: usize = arg("--bytes").and_then(|n| n.parse().ok()).unwrap_or(1024);
     if let Some(which) = arg("--once") {
-        let e = event(records);
+        let e = event(records, bytes);
         // `none`: only the event is built, so its instructions can be subtracted.
         let n = match which.as_str() {
             "baseline" => baseline(e),
@@ -96,7 +98,7 @@ fn main() {
     let (mut s, mut b) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         // Events are built outside the timed part; each round times both, side by side.
-        let (e1, e2) = (event(records), event(records));
+        let (e1, e2) = (event(records, bytes), event(records, bytes));
         let t = Instant::now();
         black_box(spillway(e1));
         s.push(t.elapsed().as_nanos() as f64 / records as f64);
@@ -106,6 +108,6 @@ fn main() {
     }
     println!(
         "{}",
-        serde_json::json!({"records": records, "rounds": rounds, "spillway_ns_per_record": median(s), "baseline_ns_per_record": median(b)})
+        serde_json::json!({"records": records, "bytes": bytes, "rounds": rounds, "spillway_ns_per_record": median(s), "baseline_ns_per_record": median(b)})
     );
 }
