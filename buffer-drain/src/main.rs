@@ -47,9 +47,23 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         ),
         None => None,
     };
-    // Listened for before the first worker starts: a SIGTERM while the others are still being
-    // set up stops them all gracefully too, instead of killing a batch in flight.
+    // Listened for before the first worker starts: a SIGTERM or Ctrl-C while the others are
+    // still being set up stops them all gracefully too, instead of killing a batch in flight.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (interrupted, mut ctrl_c) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => {
+                let _ = interrupted.send(());
+            }
+            Err(e) => {
+                // Without Ctrl-C, SIGTERM still stops it: keep the sender, never send.
+                tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+                drop(interrupted);
+            }
+        }
+    });
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let running = buffer_drain::poller::run_local(&config, &sdk).await?;
     if let Some(listener) = listener {
@@ -60,7 +74,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     tracing::info!(workers = running.health().workers(), buffer = ?config.drain.buffer, "drain running; SIGTERM or Ctrl-C stops it");
     tokio::select! {
         _ = term.recv() => {}
-        ctrl_c = tokio::signal::ctrl_c() => ctrl_c?,
+        _ = &mut ctrl_c => {}
     }
     let bound = config.poll.shutdown_bound();
     tracing::info!(
