@@ -15,7 +15,6 @@
 // Figures for people: counts far below 2^52.
 #![allow(clippy::cast_precision_loss)]
 
-use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{
@@ -120,10 +119,6 @@ async fn fill(sqs: &aws_sdk_sqs::Client, url: &str, topic: &str, n: usize, bytes
     }
 }
 
-async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    spillway_tests::queue_depth(sqs, url).await
-}
-
 /// The baseline: `loops` receive(10) + delete loops until the queue is empty.
 async fn bare(sqs: &aws_sdk_sqs::Client, url: &str, loops: usize) -> usize {
     let each = (0..loops).map(|_| async {
@@ -175,19 +170,6 @@ async fn bare(sqs: &aws_sdk_sqs::Client, url: &str, loops: usize) -> usize {
     futures::future::join_all(each).await.into_iter().sum()
 }
 
-fn get(addr: &str, path: &str) -> String {
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    );
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-}
-
 fn delivered(metrics: &str) -> u64 {
     metrics
         .lines()
@@ -234,11 +216,7 @@ async fn main() {
 
     let Some(binary) = o.drain else { return };
     fill(&sqs, &url, &topic, o.messages, o.bytes).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", spillway_tests::free_port());
     let started = Instant::now();
     let mut child = std::process::Command::new(&binary)
         .env_remove("AWS_LAMBDA_RUNTIME_API")
@@ -257,15 +235,19 @@ async fn main() {
     let pid = child.id().to_string();
     // Timed from readiness (producers made, MSK IAM tokens signed, a broker answering), counting
     // what was still in the queue then: the start-up is the cold start's figure, not this one's.
-    while !get(&addr, "/readyz").starts_with("HTTP/1.1 200") {
+    while spillway_tests::http_get(&addr, "/readyz").map(|(code, _)| code) != Some(200) {
         if started.elapsed() > Duration::from_secs(60) {
             let _ = child.kill();
             panic!("the drain was not ready in a minute");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (started, cpu0, waiting) = (Instant::now(), cpu(&pid), depth(&sqs, &url).await);
-    while depth(&sqs, &url).await > 0 {
+    let (started, cpu0, waiting) = (
+        Instant::now(),
+        cpu(&pid),
+        spillway_tests::queue_depth(&sqs, &url).await,
+    );
+    while spillway_tests::queue_depth(&sqs, &url).await > 0 {
         if started.elapsed() > Duration::from_secs(600) {
             let _ = child.kill();
             panic!("the backlog was not drained in 10 minutes");
@@ -274,7 +256,11 @@ async fn main() {
     }
     let elapsed = started.elapsed();
     let (used, rss) = (cpu(&pid).saturating_sub(cpu0), peak_rss_mib(&pid));
-    let count = delivered(&get(&addr, "/metrics"));
+    let count = delivered(
+        &spillway_tests::http_get(&addr, "/metrics")
+            .unwrap_or_default()
+            .1,
+    );
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status();

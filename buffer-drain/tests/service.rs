@@ -2,7 +2,6 @@
 //! `/healthz`, `/readyz`, `/metrics` on `SPILLWAY_HTTP_ADDR`, and a graceful stop on SIGTERM —
 //! against the local stack: fauxqs, msk-gate with MSK IAM in front of Tansu.
 
-use std::io::{Read as _, Write as _};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,17 +21,10 @@ impl Drop for Service {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Service {
     /// Starts the drain on the queue at `url` with `env` on top of the stack's environment.
     fn start(url: &str, env: &[(&str, &str)]) -> Self {
-        let addr = format!("127.0.1:{}", free_port());
+        let addr = format!("127.0.0.1:{}", spillway_tests::free_port());
         let log = std::env::temp_dir().join(format!(
             "{}.log",
             spillway_tests::unique_name("buffer-drain")
@@ -59,7 +51,7 @@ impl Service {
 
     /// Through msk-gate with MSK IAM, as next to MSK.
     fn through_gate(url: &str) -> Self {
-        let gate = std::env::var("SPILLWAY_MSK_GATE").unwrap_or_else(|_| "127.0.1:9098".into());
+        let gate = std::env::var("SPILLWAY_MSK_GATE").unwrap_or_else(|_| "127.0.0.1:9098".into());
         spillway_tests::require("msk-gate", &gate);
         Self::start(
             url,
@@ -72,24 +64,7 @@ impl Service {
 
     /// `GET path`: the status code and body; `None` while nothing listens.
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = std::net::TcpStream::connect(&self.addr).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        )
-        .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        let status = answer.split(' ').nth(1)?.parse().ok()?;
-        let body = answer
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Some((status, body))
+        spillway_tests::http_get(&self.addr, path)
     }
 
     /// Waits until `path` answers `status`; panics with the last answer and the log after `timeout`.
@@ -236,7 +211,7 @@ async fn the_service_is_ready_counts_in_metrics_and_stops_gracefully_on_sigterm(
 async fn without_a_broker_the_service_is_live_but_not_ready_and_says_why() {
     let sqs = spillway_tests::sqs().await;
     let url = spillway_tests::fixtures::queue(&sqs, "service", false, &[]).await;
-    let nowhere = format!("127.0.1:{}", free_port());
+    let nowhere = format!("127.0.0.1:{}", spillway_tests::free_port());
     let mut service = Service::start(
         &url,
         &[
@@ -255,7 +230,7 @@ async fn without_a_broker_the_service_is_live_but_not_ready_and_says_why() {
     let status = service.terminate(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "log:\n{}", service.log());
 
-    let taken = std::net::TcpListener::bind("127.0.1:0").expect("a port");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let addr = taken.local_addr().expect("address").to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_buffer-drain"))
         .env_remove("AWS_LAMBDA_RUNTIME_API")

@@ -265,15 +265,9 @@ pub struct PrivateGate {
 impl PrivateGate {
     /// Starts the gate with `extra` arguments (quotas, chaos) and waits until it listens.
     pub fn start(binary: &str, extra: &[&str]) -> Self {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("port")
-        };
         let (listen, admin) = (
-            format!("127.0.0.1:{}", port()),
-            format!("127.0.0.1:{}", port()),
+            format!("127.0.0.1:{}", crate::free_port()),
+            format!("127.0.0.1:{}", crate::free_port()),
         );
         let ca_file = std::env::temp_dir().join(format!("{}.pem", crate::unique_name("gate-ca")));
         let broker = crate::kafka_bootstrap();
