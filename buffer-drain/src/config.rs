@@ -149,25 +149,38 @@ impl PollSettings {
             Duration::from_secs(1),
             Duration::from_secs(900),
         )?;
+        let batch_window = env.duration(
+            "SPILLWAY_BATCH_WINDOW",
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_secs(300),
+        )?;
         let settings = Self {
             batch_size: env.number("SPILLWAY_BATCH_SIZE", default_batch, 1, 10_000)?,
-            batch_window: env.duration(
-                "SPILLWAY_BATCH_WINDOW",
-                Duration::ZERO,
-                Duration::ZERO,
-                Duration::from_secs(300),
-            )?,
+            batch_window,
+            // Never a default the check refuses: at least what the heartbeat needs.
             visibility_timeout: env.duration(
                 "SPILLWAY_VISIBILITY_TIMEOUT",
-                (function_timeout * VISIBILITY_PER_FUNCTION_TIMEOUT).min(MAX_VISIBILITY_TIMEOUT),
+                (function_timeout * VISIBILITY_PER_FUNCTION_TIMEOUT)
+                    .max(whole_seconds_up(Self::heartbeat_needs(batch_window)))
+                    .min(MAX_VISIBILITY_TIMEOUT),
                 Duration::from_secs(1),
                 MAX_VISIBILITY_TIMEOUT,
             )?,
             function_timeout,
             deadline_margin: drain.deadline_margin,
         };
-        settings.check()?;
+        settings.check(drain.buffer)?;
         Ok(settings)
+    }
+
+    /// The shortest visibility timeout the heartbeat can keep a batch hidden with, for a batching
+    /// window `window`. The first extension may start only when the batch closes — the window
+    /// and its last receive after the first message — and fail; the next comes a third of the
+    /// timeout later and must land before the timeout ends: V > W + 2·lead + V/3 + lead, so
+    /// V ≥ 1.5 × (W + 2·lead), and at least 3·lead (a failed extension later on).
+    fn heartbeat_needs(window: Duration) -> Duration {
+        ((window + HEARTBEAT_LEAD * 2) * 3 / 2).max(HEARTBEAT_LEAD * 3)
     }
 
     /// The longest a graceful shutdown waits for a worker: a batch's whole time (function
@@ -189,7 +202,9 @@ impl PollSettings {
     /// last receive and its first extension after the batching window, and a failed extension
     /// followed by the next one; else received messages reappear while held and a second worker
     /// produces them again.
-    pub fn check(&self) -> Result<(), ConfigError> {
+    ///
+    /// The visibility timeout is an SQS setting: a Kinesis drain's is not checked.
+    pub fn check(&self, buffer: BufferKind) -> Result<(), ConfigError> {
         if self.deadline_margin * 2 > self.function_timeout {
             return Err(ConfigError::Conflict {
                 vars: "SPILLWAY_DEADLINE_MARGIN and SPILLWAY_FUNCTION_TIMEOUT",
@@ -200,9 +215,11 @@ impl PollSettings {
                 ),
             });
         }
-        let needed = (self.batch_window + HEARTBEAT_LEAD * 2).max(HEARTBEAT_LEAD * 3);
+        let needed = Self::heartbeat_needs(self.batch_window);
         // SQS takes whole seconds.
-        if Duration::from_secs(self.visibility_timeout.as_secs()) < needed {
+        if buffer == BufferKind::Sqs
+            && Duration::from_secs(self.visibility_timeout.as_secs()) < needed
+        {
             return Err(ConfigError::Conflict {
                 vars: "SPILLWAY_VISIBILITY_TIMEOUT and SPILLWAY_BATCH_WINDOW",
                 why: format!(
@@ -215,6 +232,11 @@ impl PollSettings {
         }
         Ok(())
     }
+}
+
+/// `d` rounded up to whole seconds, as SQS takes them.
+fn whole_seconds_up(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 /// Everything the local poller reads.
@@ -294,9 +316,31 @@ mod tests {
             ("SPILLWAY_VISIBILITY_TIMEOUT", "30s"),
         ])
         .expect_err("visibility ends before the window closes");
-        assert!(err.contains("at least 42s"), "{err}");
-        // SQS takes whole seconds: 17.9 s is 17 s.
-        settings(&[("SPILLWAY_VISIBILITY_TIMEOUT", "17900ms")]).expect_err("17 s");
+        assert!(err.contains("at least 1m 3s"), "{err}");
+        // SQS takes whole seconds: 27.9 s is 27 s, short of the 27.75 s a 6.5 s window needs.
+        settings(&[
+            ("SPILLWAY_BATCH_WINDOW", "6500ms"),
+            ("SPILLWAY_VISIBILITY_TIMEOUT", "27900ms"),
+        ])
+        .expect_err("27 s");
+        settings(&[
+            ("SPILLWAY_BATCH_WINDOW", "6500ms"),
+            ("SPILLWAY_VISIBILITY_TIMEOUT", "28s"),
+        ])
+        .expect("28 s");
+        // A short function timeout gets a default the heartbeat can work with, not 6 × 2 s.
+        let short = settings(&[
+            ("SPILLWAY_FUNCTION_TIMEOUT", "2s"),
+            ("SPILLWAY_DEADLINE_MARGIN", "1s"),
+        ])
+        .expect("the default follows the heartbeat's needs");
+        assert_eq!(short.visibility_timeout, Duration::from_secs(18));
+        // Kinesis has no visibility timeout to check.
+        settings(&[
+            ("SPILLWAY_BUFFER", "kinesis"),
+            ("SPILLWAY_VISIBILITY_TIMEOUT", "5s"),
+        ])
+        .expect("not an SQS drain");
         // Shorter than an invocation is fine: the heartbeat keeps a held batch hidden.
         settings(&[
             ("SPILLWAY_FUNCTION_TIMEOUT", "30s"),

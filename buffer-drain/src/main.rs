@@ -60,7 +60,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 // Without Ctrl-C, SIGTERM still stops it: keep the sender, never send.
                 tracing::warn!(error = %e, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
-                drop(interrupted);
             }
         }
     });

@@ -420,15 +420,11 @@ pub fn serve(
         .route(
             "/healthz",
             get(move || {
-                let workers = live.workers();
+                let answer = live.liveness();
                 async move {
-                    if workers > 0 {
-                        (StatusCode::OK, format!("live: {workers} workers\n"))
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "no worker running\n".into(),
-                        )
+                    match answer {
+                        Ok(workers) => (StatusCode::OK, format!("live: {workers} workers\n")),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
                     }
                 }
             }),

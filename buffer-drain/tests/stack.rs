@@ -405,7 +405,8 @@ async fn a_batch_that_outlives_its_visibility_timeout_is_kept_from_a_second_work
         function_timeout: Duration::from_secs(30),
         deadline_margin: Duration::from_millis(500),
     };
-    held.check().expect("settings the poller accepts");
+    held.check(BufferKind::Sqs)
+        .expect("settings the poller accepts");
     let worker = || async {
         let poller = SqsPoller::new(sqs.clone(), url.clone(), held)
             .await
@@ -480,7 +481,7 @@ async fn the_pipelined_poller_keeps_fifo_order_through_a_pause_and_stops_cleanly
     })
     .await;
     let poll = PollSettings {
-        visibility_timeout: Duration::from_secs(18),
+        visibility_timeout: Duration::from_secs(20),
         ..settings(10, Duration::from_secs(3))
     };
     let config = buffer_drain::config::LocalConfig {

@@ -42,6 +42,11 @@ struct Holding {
 }
 
 impl Holding {
+    /// How many are still held (every forgotten handle is one of `order`).
+    fn count(&self) -> usize {
+        self.order.len().saturating_sub(self.gone.len())
+    }
+
     fn held(&self) -> Vec<String> {
         self.order
             .iter()
@@ -99,8 +104,7 @@ impl Heartbeat {
                 let still = holding
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .held()
-                    .len();
+                    .count();
                 let missed = still.min(handles.len()).saturating_sub(extended);
                 let (extended, missed) = (extended as u64, missed as u64);
                 counts.extended.fetch_add(extended, Ordering::Relaxed);

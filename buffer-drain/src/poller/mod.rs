@@ -49,7 +49,7 @@ pub async fn run_local(
         source,
     } = config;
     let (settings, workers) = (*settings, *workers);
-    settings.check()?;
+    settings.check(config.buffer)?;
     let sqs = crate::lambda::sqs_client(sdk);
     let mut running = Running {
         tasks: tokio::task::JoinSet::new(),

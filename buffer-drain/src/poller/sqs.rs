@@ -320,27 +320,23 @@ impl SqsPoller {
             self.settings.function_timeout,
             self.settings.deadline_margin,
         );
-        let (failed, failed_whole): (Vec<String>, bool) = match handle_sqs(drain, event, ends).await
-        {
-            Ok(response) => (
-                response
-                    .batch_item_failures
-                    .into_iter()
-                    .map(|f| f.item_identifier)
-                    .collect(),
-                false,
-            ),
+        let Ok(response) = handle_sqs(drain, event, ends).await else {
             // A failed invocation deletes nothing: every message reappears after the visibility timeout.
-            Err(_) => (handles.keys().cloned().collect(), true),
+            heartbeat.forget(handles.values());
+            return Report {
+                delete: Vec::new(),
+                failed_whole: true,
+            };
         };
-        for id in &failed {
-            if let Some(handle) = handles.remove(id) {
-                heartbeat.forget([&handle]);
-            }
-        }
+        let failed: Vec<String> = response
+            .batch_item_failures
+            .into_iter()
+            .filter_map(|f| handles.remove(&f.item_identifier))
+            .collect();
+        heartbeat.forget(&failed);
         Report {
             delete: handles.into_values().collect(),
-            failed_whole,
+            failed_whole: false,
         }
     }
 }
