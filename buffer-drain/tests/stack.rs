@@ -344,19 +344,7 @@ async fn split_open_shards(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
             .send()
             .await
             .expect("split shard");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .expect("describe stream")
-            .stream_description_summary
-            .is_none_or(|s| s.stream_status != aws_sdk_kinesis::types::StreamStatus::Active)
-        {
-            assert!(Instant::now() < deadline, "the stream stayed in UPDATING");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        spillway_tests::fixtures::wait_active(kinesis, stream).await;
     }
 }
 

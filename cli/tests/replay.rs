@@ -257,13 +257,7 @@ async fn fill_stream(
     stream: &str,
     topic: &str,
 ) -> (HashSet<String>, Vec<(String, Vec<String>)>) {
-    kinesis
-        .create_stream()
-        .stream_name(stream)
-        .shard_count(2)
-        .send()
-        .await
-        .expect("stream");
+    spillway_tests::fixtures::create_stream(kinesis, stream, 2).await;
     let mut ids = HashSet::new();
     let mut shards = std::collections::BTreeMap::<String, Vec<String>>::new();
     for chunk in (0..N).collect::<Vec<_>>().chunks(250) {
@@ -471,13 +465,7 @@ async fn kinesis_on_failure_records_are_read_back_from_the_stream_and_replayed()
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let target = spillway_tests::unique_name("replay-target");
-    kinesis
-        .create_stream()
-        .stream_name(&target)
-        .shard_count(1)
-        .send()
-        .await
-        .expect("stream");
+    spillway_tests::fixtures::create_stream(&kinesis, &target, 1).await;
     let done = summary(
         &spillway(&["--dlq-url", &dlq, "--to-stream", &target])
             .output()

@@ -32,14 +32,7 @@ async fn status_json_numbers_match_the_queue_the_stream_and_cloudwatch() {
     let url = spillway_tests::fixtures::queue(&sqs, "status", false, &[]).await;
     let name = url.rsplit('/').next().expect("queue name").to_owned();
     let stream = spillway_tests::unique_name("status-stream");
-    spillway_tests::kinesis()
-        .await
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(3)
-        .send()
-        .await
-        .expect("stream");
+    spillway_tests::fixtures::create_stream(&spillway_tests::kinesis().await, &stream, 3).await;
     publish(
         "AWS/SQS",
         "ApproximateAgeOfOldestMessage",

@@ -99,11 +99,12 @@ async fn every_endpoint_lands_byte_for_byte_in_sqs_standard_and_fifo() {
 #[tokio::test]
 async fn every_endpoint_lands_byte_for_byte_in_kinesis() {
     let (client, stream, router) = kinesis_app(&[]).await;
+    let (status, _, body) = call(router.clone(), single("/v1/topics/orders/messages")).await;
     assert_eq!(
-        call(router.clone(), single("/v1/topics/orders/messages"))
-            .await
-            .0,
-        StatusCode::ACCEPTED
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&body)
     );
     let (status, _, body) = call(router.clone(), binary_batch()).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use aws_sdk_kinesis::client::Waiters as _;
 use aws_sdk_sqs::types::QueueAttributeName;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use spillway_core::limits::BufferKind;
@@ -91,12 +92,20 @@ pub async fn create(
         }
         BufferKind::Kinesis => {
             let name = unique("lt-stream");
-            aws_sdk_kinesis::Client::new(sdk)
+            let kinesis = aws_sdk_kinesis::Client::new(sdk);
+            kinesis
                 .create_stream()
                 .stream_name(&name)
                 .shard_count(2)
                 .send()
                 .await?;
+            // CreateStream answers while the stream is CREATING; records put then are refused.
+            kinesis
+                .wait_until_stream_exists()
+                .stream_name(&name)
+                .wait(Duration::from_secs(60))
+                .await
+                .map_err(|e| format!("stream {name} did not become ACTIVE: {e}"))?;
             (None, Some(name))
         }
     };

@@ -41,14 +41,47 @@ pub async fn queue(
 /// A new Kinesis stream on kinesalite named after `prefix`, with `shards` shards; its name.
 pub async fn stream(kinesis: &aws_sdk_kinesis::Client, prefix: &str, shards: i32) -> String {
     let stream = crate::unique_name(prefix);
+    create_stream(kinesis, &stream, shards).await;
+    stream
+}
+
+/// Creates the Kinesis stream `name` with `shards` shards and returns once it is ACTIVE, or
+/// panics after 20 s. Even with `--createStreamMs 0`, kinesalite answers CreateStream while the
+/// stream is still CREATING, and a PutRecord in that moment is refused as an unknown stream. (The
+/// SDK's own waiter sleeps 10 s between attempts, so it is not used here.)
+pub async fn create_stream(kinesis: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
     kinesis
         .create_stream()
-        .stream_name(&stream)
+        .stream_name(name)
         .shard_count(shards)
         .send()
         .await
         .expect("create stream");
-    stream
+    wait_active(kinesis, name).await;
+}
+
+/// Returns once the Kinesis stream `name` is ACTIVE (after a create or a reshard), or panics after
+/// 20 s.
+pub async fn wait_active(kinesis: &aws_sdk_kinesis::Client, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = kinesis
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .expect("describe stream")
+            .stream_description_summary
+            .map(|s| s.stream_status);
+        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream {name} is still {status:?} after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Puts envelopes for `topic` into `stream` in one call, record `i` with value `record {i}`

@@ -69,13 +69,7 @@ pub fn sqs_app(
 pub async fn kinesis_app(pairs: &[(&str, &str)]) -> (aws_sdk_kinesis::Client, String, Router) {
     let client = spillway_tests::kinesis().await;
     let stream = spillway_tests::unique_name("ingest");
-    client
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .expect("create stream");
+    spillway_tests::fixtures::create_stream(&client, &stream, 1).await;
     let buffer = Buffer::Kinesis(KinesisBuffer::new(client.clone(), stream.clone()));
     (
         client,

@@ -3,41 +3,12 @@
 //! refuses records over 1 MiB, and spillway enforces that limit itself first (`limits::BufferLimit`).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
-use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use spillway_core::envelope::{decode, Decoded, Envelope, RawMode};
+use spillway_tests::fixtures::create_stream;
 use spillway_tests::{kinesis, unique_name};
-
-async fn create_stream(client: &Client, name: &str, shards: i32) {
-    client
-        .create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("create stream");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let summary = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .expect("describe");
-        if summary.stream_description_summary.map(|s| s.stream_status) == Some(StreamStatus::Active)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stream {name} never became ACTIVE"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn put_records_then_get_records_returns_every_envelope_intact() {
