@@ -317,15 +317,7 @@ async fn the_local_poller_drains_every_shard_with_fewer_workers_than_shards() {
 /// Splits every open shard of `stream` at the middle of its hash range and waits until the
 /// stream is active again.
 async fn split_open_shards(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .expect("list shards")
-        .shards
-        .unwrap_or_default();
-    for shard in shards {
+    for shard in spillway_tests::fixtures::shards(kinesis, stream).await {
         let open = shard
             .sequence_number_range
             .as_ref()

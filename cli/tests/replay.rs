@@ -317,44 +317,15 @@ fn on_failure(stream_arn: &str, shard: &str, first: &str, last: &str, size: usiz
 
 /// The spillway ids of the envelopes in a one-shard stream, in order.
 async fn stream_ids(kinesis: &aws_sdk_kinesis::Client, target: &str) -> Vec<String> {
-    let shard = kinesis
-        .list_shards()
-        .stream_name(target)
-        .send()
+    let shards = spillway_tests::fixtures::shards(kinesis, target).await;
+    spillway_tests::fixtures::shard_records(kinesis, target, shards[0].shard_id(), 0)
         .await
-        .expect("shards")
-        .shards
-        .unwrap_or_default()
-        .remove(0)
-        .shard_id;
-    let mut iterator = kinesis
-        .get_shard_iterator()
-        .stream_name(target)
-        .shard_id(shard)
-        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .expect("iterator")
-        .shard_iterator;
-    let mut ids = Vec::new();
-    while let Some(it) = iterator {
-        let out = kinesis
-            .get_records()
-            .shard_iterator(it)
-            .send()
-            .await
-            .expect("records");
-        if out.records.is_empty() {
-            break;
-        }
-        for r in out.records {
-            if let Ok(Decoded::Envelope(env)) = decode(r.data.as_ref(), RawMode::Reject) {
-                ids.push(env.id);
-            }
-        }
-        iterator = out.next_shard_iterator;
-    }
-    ids
+        .iter()
+        .filter_map(|r| match decode(r.data.as_ref(), RawMode::Reject) {
+            Ok(Decoded::Envelope(env)) => Some(env.id),
+            _ => None,
+        })
+        .collect()
 }
 
 async fn send(sqs: &aws_sdk_sqs::Client, queue: &str, bodies: Vec<(String, bool)>) {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_kinesis::types::{Record, Shard, ShardIteratorType};
 use aws_sdk_sqs::types::{
     Message, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
@@ -82,6 +83,64 @@ pub async fn wait_active(kinesis: &aws_sdk_kinesis::Client, name: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The shards of `stream`, as ListShards answers them.
+pub async fn shards(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Shard> {
+    kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards")
+        .shards
+        .unwrap_or_default()
+}
+
+/// Every record of shard `shard_id` of `stream` from its trim horizon, in order. Reads until an
+/// answer comes back empty once at least `at_least` records have arrived (or the shard is closed
+/// and read to its end); panics when fewer than `at_least` arrive within 30 s.
+pub async fn shard_records(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard_id: &str,
+    at_least: usize,
+) -> Vec<Record> {
+    let mut iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard_id)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("shard iterator")
+        .shard_iterator;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut records = Vec::new();
+    while let Some(it) = iterator {
+        let out = kinesis
+            .get_records()
+            .shard_iterator(it)
+            .send()
+            .await
+            .expect("get records");
+        if out.records.is_empty() && records.len() >= at_least {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {at_least} records arrived in shard {shard_id} of {stream} in 30 s",
+            records.len()
+        );
+        records.extend(out.records);
+        iterator = out.next_shard_iterator;
+    }
+    assert!(
+        records.len() >= at_least,
+        "shard {shard_id} of {stream} closed after {} of {at_least} records",
+        records.len()
+    );
+    records
 }
 
 /// Puts envelopes for `topic` into `stream` in one call, record `i` with value `record {i}`

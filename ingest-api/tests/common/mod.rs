@@ -2,7 +2,7 @@
 #![allow(dead_code, unreachable_pub, clippy::missing_panics_doc)]
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use axum::body::Body;
@@ -107,41 +107,12 @@ pub async fn read_stream(
     stream: &str,
     n: usize,
 ) -> Vec<Envelope> {
-    let shard = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    let shards = spillway_tests::fixtures::shards(client, stream).await;
+    spillway_tests::fixtures::shard_records(client, stream, shards[0].shard_id(), n)
         .await
-        .expect("shards")
-        .shards
-        .unwrap_or_default();
-    let mut iterator = client
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shard[0].shard_id())
-        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .expect("iterator")
-        .shard_iterator;
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} records arrived",
-            out.len()
-        );
-        let got = client
-            .get_records()
-            .shard_iterator(iterator.expect("iterator"))
-            .send()
-            .await
-            .expect("get records");
-        out.extend(got.records.iter().map(|r| envelope(r.data.as_ref())));
-        iterator = got.next_shard_iterator;
-    }
-    out
+        .iter()
+        .map(|r| envelope(r.data.as_ref()))
+        .collect()
 }
 
 fn envelope(bytes: &[u8]) -> Envelope {

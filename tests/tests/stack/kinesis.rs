@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use spillway_core::envelope::{decode, Decoded, Envelope, RawMode};
 use spillway_tests::fixtures::create_stream;
 use spillway_tests::{kinesis, unique_name};
@@ -45,54 +45,26 @@ async fn put_records_then_get_records_returns_every_envelope_intact() {
         .expect("put records");
     assert_eq!(out.failed_record_count, Some(0));
 
-    let shards = client
-        .list_shards()
-        .stream_name(&stream)
-        .send()
-        .await
-        .expect("list shards")
-        .shards
-        .unwrap_or_default();
+    let shards = spillway_tests::fixtures::shards(&client, &stream).await;
     assert_eq!(shards.len(), 2);
     let mut received = HashMap::new();
     for shard in shards {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(&stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("iterator")
-            .shard_iterator;
+        let records =
+            spillway_tests::fixtures::shard_records(&client, &stream, shard.shard_id(), 0).await;
         let mut last_sequence = String::new();
-        while let Some(it) = iterator {
-            let out = client
-                .get_records()
-                .shard_iterator(it)
-                .limit(100)
-                .send()
-                .await
-                .expect("get records");
-            if out.records.is_empty() {
-                break;
-            }
-            for record in out.records {
-                // Sequence numbers are decimal strings of up to 128 digits: compare them as numbers.
-                let order = |s: &str| (s.len(), s.to_owned());
-                assert!(
-                    order(&record.sequence_number) > order(&last_sequence),
-                    "records of a shard arrive in sequence order: {} after {last_sequence}",
-                    record.sequence_number
-                );
-                last_sequence = record.sequence_number.clone();
-                let Ok(Decoded::Envelope(env)) = decode(record.data.as_ref(), RawMode::Reject)
-                else {
-                    panic!("record {} is not an envelope", record.sequence_number);
-                };
-                received.insert(env.id.clone(), env);
-            }
-            iterator = out.next_shard_iterator;
+        for record in records {
+            // Sequence numbers are decimal strings of up to 128 digits: compare them as numbers.
+            let order = |s: &str| (s.len(), s.to_owned());
+            assert!(
+                order(&record.sequence_number) > order(&last_sequence),
+                "records of a shard arrive in sequence order: {} after {last_sequence}",
+                record.sequence_number
+            );
+            last_sequence = record.sequence_number.clone();
+            let Ok(Decoded::Envelope(env)) = decode(record.data.as_ref(), RawMode::Reject) else {
+                panic!("record {} is not an envelope", record.sequence_number);
+            };
+            received.insert(env.id.clone(), env);
         }
     }
     assert_eq!(received, sent);
