@@ -249,7 +249,9 @@ pub struct LocalConfig {
     /// The event source mapping's.
     pub poll: PollSettings,
     /// `SPILLWAY_MAX_CONCURRENCY`, default [`DEFAULT_WORKERS`]: local "containers", each with its
-    /// own producer, polling the queue. A stream gets one per shard instead, every shard.
+    /// own producer, polling the queue; at most that many batches are produced at once, as the
+    /// poller's AIMD limit ([`crate::poller::Aimd`]) allows. A stream gets one per shard instead,
+    /// every shard.
     pub workers: usize,
     /// What to poll: `SPILLWAY_SQS_QUEUE_URL`, or `SPILLWAY_KINESIS_STREAM` for a Kinesis drain.
     pub source: String,

@@ -211,11 +211,21 @@ pub async fn handle_sqs(
     event: SqsEvent,
     deadline: Instant,
 ) -> Result<SqsBatchResponse, AllFailed> {
+    handle_sqs_reporting(drain, event, deadline).await.1
+}
+
+/// [`handle_sqs`], with the drain's report beside the answer (the local poller's in-flight
+/// limit reads its produce times).
+pub async fn handle_sqs_reporting(
+    drain: &Drain,
+    event: SqsEvent,
+    deadline: Instant,
+) -> (DrainReport, Result<SqsBatchResponse, AllFailed>) {
     let (records, ordering) = from_sqs(event);
     let report = drain.drain(&records, ordering, deadline).await;
     report.publish("sqs");
-    verdict(&report)?;
-    Ok(report.sqs_response(&records))
+    let answer = verdict(&report).map(|()| report.sqs_response(&records));
+    (report, answer)
 }
 
 /// Handles a Kinesis event.

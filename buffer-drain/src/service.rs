@@ -68,6 +68,8 @@ pub struct Metrics {
     behind_latest: Family<ShardLabel, Gauge>,
     visibility: Family<ResultLabel, Counter>,
     workers: Gauge,
+    /// SQS: batches the poller may produce at once ([`crate::poller::Aimd`]).
+    pub(crate) concurrency_limit: Gauge,
 }
 
 fn histogram_seconds() -> Histogram {
@@ -93,6 +95,7 @@ impl Metrics {
             behind_latest: Family::default(),
             visibility: Family::default(),
             workers: Gauge::default(),
+            concurrency_limit: Gauge::default(),
             registry: Registry::default(),
         };
         // The metrics are registered below, each a handle on the one counter `m` keeps.
@@ -162,6 +165,11 @@ impl Metrics {
             m.visibility.clone(),
         );
         registry.register("workers", "Workers running", m.workers.clone());
+        registry.register(
+            "concurrency_limit",
+            "SQS: batches the poller may produce at once (AIMD, 1 to SPILLWAY_MAX_CONCURRENCY)",
+            m.concurrency_limit.clone(),
+        );
         m.registry = registry;
         m
     }

@@ -498,3 +498,71 @@ async fn the_pipelined_poller_keeps_fifo_order_through_a_pause_and_stops_cleanly
     );
     assert_eq!(spillway_tests::queue_depth(&sqs, &url).await, 0);
 }
+
+/// Item 2's AIMD: under a backlog the pipelined poller's in-flight limit climbs from one batch to
+/// `SPILLWAY_MAX_CONCURRENCY`; a broker that stops answering makes the batches slow and the limit
+/// halves; a trickle (no backlog) brings it down to one; everything arrives once, nothing is left
+/// in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_limit_climbs_under_a_backlog_and_halves_when_the_broker_stalls() {
+    let sqs = spillway_tests::sqs().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let url = queue(&sqs, false).await;
+    let topic = spillway_tests::unique_name("aimd");
+    send(&sqs, &url, &topic, 3_000, |i| Some(format!("k{}", i % 20))).await;
+    let poll = PollSettings {
+        visibility_timeout: Duration::from_secs(30),
+        ..settings(10, Duration::from_secs(10))
+    };
+    let config = buffer_drain::config::LocalConfig {
+        kafka: kafka(&broker.bootstrap),
+        drain: DrainConfig {
+            deadline_margin: Duration::from_millis(500),
+            ..DrainConfig::new(BufferKind::Sqs)
+        },
+        poll,
+        workers: 4,
+        source: url.clone(),
+    };
+    let running = buffer_drain::poller::run_local(&config, &spillway_tests::sdk().await)
+        .await
+        .expect("poller");
+    let aimd = running.concurrency().expect("an SQS poller").clone();
+    let ends = Instant::now() + Duration::from_secs(30);
+    while aimd.peak() < 4 && Instant::now() < ends {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        aimd.peak(),
+        4,
+        "the limit reached the maximum under a backlog"
+    );
+    broker.pause();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.resume();
+
+    let summary = consume(&broker.bootstrap, &topic, 3_000, Duration::from_secs(120)).await;
+    assert_eq!(summary.unique_ids, 3_000, "{summary:?}");
+    assert_eq!(summary.duplicates, 0, "{summary:?}");
+    assert!(
+        aimd.cuts() >= 1,
+        "the batches the stall slowed cut the limit (limit {}, peak {})",
+        aimd.limit(),
+        aimd.peak()
+    );
+    // A trickle: every batch comes back short, no backlog, and the limit falls to one.
+    let trickle = spillway_tests::unique_name("aimd-trickle");
+    for _ in 0..6 {
+        send(&sqs, &url, &trickle, 1, |_| None).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let summary = consume(&broker.bootstrap, &trickle, 6, Duration::from_secs(60)).await;
+    assert_eq!(summary.unique_ids, 6, "{summary:?}");
+    assert_eq!(aimd.limit(), 1, "no backlog: one batch at a time");
+    let ends = Instant::now() + Duration::from_secs(30);
+    while spillway_tests::queue_depth(&sqs, &url).await > 0 && Instant::now() < ends {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(running.stop(poll.shutdown_bound()).await);
+    assert_eq!(spillway_tests::queue_depth(&sqs, &url).await, 0);
+}

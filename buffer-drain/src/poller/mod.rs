@@ -15,11 +15,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::DrainConfig;
 use crate::service::Health;
 
+mod aimd;
 mod heartbeat;
 mod kinesis;
 mod sqs;
 
 pub use crate::config::{LocalConfig, PollSettings, AFTER_INVOCATION};
+pub use aimd::Aimd;
 pub use heartbeat::{Extensions, CALL_BOUND};
 pub use kinesis::{ready, KinesisPoller, Shard};
 pub use sqs::SqsPoller;
@@ -34,7 +36,8 @@ pub struct Invocation {
 }
 
 /// The local poller: `config.workers` local "Lambda containers", each with its own producer,
-/// polling the SQS queue at `config.source` (a URL); for a Kinesis drain, one task that reads
+/// polling the SQS queue at `config.source` (a URL), as many of them producing at once as one
+/// shared [`Aimd`] limit allows; for a Kinesis drain, one task that reads
 /// every shard of the stream `config.source` ([`ShardReaders`]). Returns the running workers; settings that
 /// cannot work together ([`PollSettings::check`]) are an error before anything starts.
 pub async fn run_local(
@@ -55,19 +58,23 @@ pub async fn run_local(
         tasks: tokio::task::JoinSet::new(),
         stop: CancellationToken::new(),
         health: Arc::default(),
+        concurrency: None,
     };
     match config.buffer {
         spillway_core::limits::BufferKind::Sqs => {
+            let aimd = Arc::new(Aimd::new(workers));
+            running.concurrency = Some(aimd.clone());
             for _ in 0..workers {
                 let drain = Arc::new(crate::lambda::build_drain(kafka, config, Some(sdk)).await?);
                 running.health.watch(&drain);
                 let poller =
                     Arc::new(SqsPoller::new(sqs.clone(), source.to_owned(), settings).await?);
-                let (stop, worker) = (running.stop.clone(), running.health.worker());
+                let (stop, worker, aimd) =
+                    (running.stop.clone(), running.health.worker(), aimd.clone());
                 running.tasks.spawn(async move {
                     let _worker = worker;
                     // Stopped, a worker finishes the batch in hand (its deletes too) and ends.
-                    poller.run(drain, stop).await;
+                    poller.run(drain, aimd, stop).await;
                 });
             }
             running
@@ -101,12 +108,20 @@ pub struct Running {
     tasks: tokio::task::JoinSet<()>,
     stop: CancellationToken,
     health: Arc<Health>,
+    /// SQS: how many batches the workers produce at once.
+    concurrency: Option<Arc<Aimd>>,
 }
 
 impl Running {
     /// Liveness and readiness of the workers, for [`crate::service::serve`].
     pub fn health(&self) -> &Arc<Health> {
         &self.health
+    }
+
+    /// SQS: the workers' in-flight limit ([`Aimd`]); `None` for a Kinesis drain (one batch per
+    /// shard at a time).
+    pub fn concurrency(&self) -> Option<&Arc<Aimd>> {
+        self.concurrency.as_ref()
     }
 
     /// Waits until every worker has ended (they end only when stopped, or when one panics).

@@ -12,10 +12,11 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 
+use super::aimd::{Aimd, Outcome};
 use super::heartbeat::{Extensions, Heartbeat};
 use super::{Invocation, PollSettings};
 use crate::drain::Drain;
-use crate::lambda::{deadline, handle_sqs};
+use crate::lambda::{deadline, handle_sqs_reporting};
 
 /// SQS: one worker's poll → invoke → delete cycle.
 #[derive(Debug, Clone)]
@@ -33,6 +34,10 @@ struct Received {
     /// When the call that brought the first message was made: its visibility timeout runs from
     /// about then.
     first: Instant,
+    /// Every answer of the last receive was as large as asked (`Some(true)`: more is waiting),
+    /// one was short (`Some(false)`), or a call failed or the stop came first (`None`): for the
+    /// in-flight limit ([`Aimd`]).
+    backlog: Option<bool>,
 }
 
 impl SqsPoller {
@@ -79,6 +84,7 @@ impl SqsPoller {
                 return Ok(Received {
                     messages: batch,
                     first,
+                    backlog: None,
                 });
             }
             let asked = Instant::now();
@@ -96,9 +102,12 @@ impl SqsPoller {
             .await;
             let mut empty = true;
             let mut failed = None;
-            for answer in answers {
+            // Every answer as large as asked: more is waiting (a backlog, for the limit).
+            let mut as_asked = true;
+            for (i, answer) in answers.into_iter().enumerate() {
                 match answer {
                     Ok(got) => {
+                        as_asked &= got.len() >= (wanted - i * 10).min(10);
                         if batch.is_empty() && !got.is_empty() {
                             // The window runs from the first message, as Lambda's does; its
                             // visibility clock started when the call was made, at the latest.
@@ -116,7 +125,11 @@ impl SqsPoller {
                     return Err(e);
                 }
                 tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), held = batch.len(), "a receive failed; the batch goes on with what arrived");
-                empty = true;
+                return Ok(Received {
+                    messages: batch,
+                    first,
+                    backlog: None,
+                });
             }
             if batch.len() >= self.settings.batch_size
                 || (empty && !batch.is_empty())
@@ -126,6 +139,7 @@ impl SqsPoller {
                 return Ok(Received {
                     messages: batch,
                     first,
+                    backlog: Some(as_asked),
                 });
             }
         }
@@ -161,7 +175,11 @@ impl SqsPoller {
         &self,
         stop: Option<&CancellationToken>,
     ) -> Result<Held, aws_sdk_sqs::Error> {
-        let Received { messages, first } = self.receive(stop).await?;
+        let Received {
+            messages,
+            first,
+            backlog,
+        } = self.receive(stop).await?;
         let heartbeat = (!messages.is_empty()).then(|| {
             Heartbeat::start(
                 self.client.clone(),
@@ -178,6 +196,7 @@ impl SqsPoller {
         Ok(Held {
             messages,
             heartbeat,
+            backlog,
         })
     }
 
@@ -186,6 +205,7 @@ impl SqsPoller {
         let Held {
             messages,
             heartbeat,
+            ..
         } = self.receive_held(None).await?;
         let Some(heartbeat) = heartbeat else {
             return Ok(Invocation::default());
@@ -203,7 +223,10 @@ impl SqsPoller {
     /// towards the queue's `maxReceiveCount`. Stopped, it finishes the batch in hand and its
     /// deletes, and hands a batch it had already received for later back to the queue at once
     /// (visibility 0) instead of producing it.
-    pub async fn run(self: Arc<Self>, drain: Arc<Drain>, stop: CancellationToken) {
+    ///
+    /// A held batch is produced once `aimd` admits it ([`Aimd`]: how many batches the workers
+    /// produce at once); how it went moves the limit.
+    pub async fn run(self: Arc<Self>, drain: Arc<Drain>, aimd: Arc<Aimd>, stop: CancellationToken) {
         // The batch being received for later: in a JoinSet, so that it ends with `run` when a
         // worker is aborted instead of receiving (and hiding) a batch nobody will produce.
         let mut next: tokio::task::JoinSet<Result<Held, aws_sdk_sqs::Error>> =
@@ -224,6 +247,7 @@ impl SqsPoller {
             let Held {
                 messages,
                 heartbeat,
+                backlog,
             } = match held {
                 Ok(held) => held,
                 Err(e) => {
@@ -235,16 +259,24 @@ impl SqsPoller {
             let Some(heartbeat) = heartbeat else {
                 continue;
             };
-            if stop.is_cancelled() {
-                // Received for later, after the stop: back to the queue now, its heartbeat
-                // stopped first so that no extension hides it again.
-                drop(heartbeat);
-                self.release(&messages).await;
-                continue;
-            }
+            let permit = match aimd.admit(&stop).await {
+                Some(permit) if !stop.is_cancelled() => permit,
+                _ => {
+                    // Received for later, after the stop: back to the queue now, its heartbeat
+                    // stopped first so that no extension hides it again.
+                    drop(heartbeat);
+                    self.release(&messages).await;
+                    continue;
+                }
+            };
             let (poller, stopping) = (self.clone(), stop.clone());
             next.spawn(async move { poller.receive_held(Some(&stopping)).await });
             let report = self.invoke(&drain, messages, &heartbeat).await;
+            permit.done(Outcome {
+                backlog,
+                backed_off: report.failed_whole || report.backed_off,
+                produce: report.produce,
+            });
             while deletes.len() >= DELETE_JOBS {
                 deletes.join_next().await;
             }
@@ -320,12 +352,19 @@ impl SqsPoller {
             self.settings.function_timeout,
             self.settings.deadline_margin,
         );
-        let Ok(response) = handle_sqs(drain, event, ends).await else {
+        let (drained, answer) = handle_sqs_reporting(drain, event, ends).await;
+        let (produce, backed_off) = (
+            drained.produce_latencies.iter().max().copied(),
+            drained.backoff.is_some(),
+        );
+        let Ok(response) = answer else {
             // A failed invocation deletes nothing: every message reappears after the visibility timeout.
             heartbeat.forget(handles.values());
             return Report {
                 delete: Vec::new(),
                 failed_whole: true,
+                backed_off,
+                produce,
             };
         };
         let failed: Vec<String> = response
@@ -337,6 +376,8 @@ impl SqsPoller {
         Report {
             delete: handles.into_values().collect(),
             failed_whole: false,
+            backed_off,
+            produce,
         }
     }
 }
@@ -347,6 +388,10 @@ struct Report {
     delete: Vec<String>,
     /// The invocation failed as a whole.
     failed_whole: bool,
+    /// The drain backed off for authentication failures before producing.
+    backed_off: bool,
+    /// The longest enqueue-to-acknowledgement time of the batch's records.
+    produce: Option<Duration>,
 }
 
 /// Sleeps `wait`, or until `stop`.
@@ -361,6 +406,8 @@ async fn pause(wait: Duration, stop: &CancellationToken) {
 struct Held {
     messages: Vec<aws_sdk_sqs::types::Message>,
     heartbeat: Option<Heartbeat>,
+    /// [`Received::backlog`].
+    backlog: Option<bool>,
 }
 
 /// `ReceiveMessage` calls one poller makes at once to fill a batch once messages are there.
