@@ -95,6 +95,12 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     expect(drain.Timeout).toBeGreaterThanOrEqual(2 * 5);
   });
 
+  test("the drain's allocator hands freed memory back at once (bench/run's peak RSS row runs it so)", () => {
+    const env = s.json.Resources[functionId(s.json, 'Drain')].Properties.Environment.Variables;
+    expect(env.MIMALLOC_PURGE_DELAY).toBe('0');
+    expect(env.MIMALLOC_ALLOW_THP).toBe('0');
+  });
+
   test('the drain is told the buffer kind by SPILLWAY_BUFFER, the one setting it shares with ingest-api', () => {
     const env = s.json.Resources[functionId(s.json, 'Drain')].Properties.Environment.Variables;
     expect(env.SPILLWAY_BUFFER).toBe(variant.buffer);
