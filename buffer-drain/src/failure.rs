@@ -100,6 +100,17 @@ impl Failure {
         }
     }
 
+    /// Whether the failure is Kafka's (or the producer's) rather than the record's own or the
+    /// dead-letter queue's.
+    pub fn is_broker_trouble(&self) -> bool {
+        !matches!(
+            self,
+            Failure::GroupBlocked
+                | Failure::DeadLetterWrite { .. }
+                | Failure::PoisonWithoutDeadLetterQueue(_)
+        )
+    }
+
     /// Whether the broker or authentication may let the record through later (rule 3: a batch
     /// whose every record failed retryably fails the invocation, so the mapping backs off).
     pub fn is_retryable(&self) -> bool {

@@ -58,6 +58,15 @@ impl DrainReport {
                 .all(|o| matches!(o, Outcome::Failed(f) if f.is_retryable()))
     }
 
+    /// Some record failed in Kafka or for want of it (not delivered in time, queue full,
+    /// refused, producer unusable, backing off): the broker is struggling, whatever the
+    /// produce time of the records that were acknowledged.
+    pub fn met_broker_trouble(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Failed(f) if f.is_broker_trouble()))
+    }
+
     /// SQS: exactly the failed message ids (delivery rules 2 and 3).
     pub fn sqs_response(&self, records: &[SourceRecord]) -> SqsBatchResponse {
         let mut response = SqsBatchResponse::default();
@@ -217,6 +226,38 @@ impl DrainMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_met_broker_trouble_when_any_record_failed_in_or_for_kafka() {
+        let with = |failures: Vec<Failure>| DrainReport {
+            outcomes: std::iter::once(Outcome::Delivered)
+                .chain(failures.into_iter().map(Outcome::Failed))
+                .collect(),
+            ..DrainReport::default()
+        };
+        for trouble in [
+            Failure::ProducerUnusable,
+            Failure::BackingOff,
+            Failure::DeadlineNear,
+            Failure::QueueFull,
+            Failure::Unacknowledged,
+            Failure::ReportDropped,
+            Failure::Kafka {
+                disposition: KafkaFailure::Retry,
+                detail: "Broker: Request timed out".into(),
+            },
+        ] {
+            let kind = trouble.kind();
+            assert!(with(vec![trouble]).met_broker_trouble(), "{kind}");
+        }
+        // Failures of the records themselves or of the dead-letter queue say nothing of Kafka.
+        let own = with(vec![
+            Failure::GroupBlocked,
+            Failure::PoisonWithoutDeadLetterQueue("not an envelope".into()),
+        ]);
+        assert!(!own.met_broker_trouble());
+        assert!(!with(Vec::new()).met_broker_trouble());
+    }
 
     #[test]
     fn failures_of_different_kinds_are_counted_apart() {

@@ -95,13 +95,18 @@ impl Service {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends SIGTERM and waits for the exit, at most `timeout`.
-    fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+    /// Sends the drain the signal `name` (`TERM`, `STOP`, `CONT`).
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill");
-        assert!(status.success());
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `timeout`.
+    fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
         let ends = Instant::now() + timeout;
         while Instant::now() < ends {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -170,9 +175,12 @@ async fn the_service_is_ready_counts_in_metrics_and_stops_gracefully_on_sigterm(
     );
     assert!(metrics.ends_with("# EOF\n"), "OpenMetrics text");
 
-    // SIGTERM in the middle of a backlog.
+    // SIGTERM in the middle of a backlog. The drain keeps pace with a sender, so it is paused
+    // while the second wave goes in: the whole wave is waiting when it resumes.
+    service.signal("STOP");
     spillway_tests::fixtures::send_envelopes(&sqs, &url, &topic, 1_000, |i| Some(format!("k{i}")))
         .await;
+    service.signal("CONT");
     let ends = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, metrics) = service.get("/metrics").expect("metrics");

@@ -5,20 +5,29 @@
 //! A worker holding a received batch waits its turn (first come, first served) before it
 //! produces it, and reports how the batch went when it is done ([`Permit::done`]):
 //! - a batch that found a backlog (it came back full, or every answer of its last receive was as
-//!   large as asked) and was produced as fast as usual raises the limit by one per round — one
-//!   such batch for each slot of the limit, counting only batches that found every slot busy
-//!   (when the limit did not hold batches back, raising it would change nothing);
+//!   large as asked), that had to wait for its slot, and was produced as fast as usual raises
+//!   the limit by one per round: one such batch for each slot of the limit (a batch that found a
+//!   slot free was not held back by the limit, and raising it would change nothing);
 //! - a batch that found no backlog (an answer came back short) lowers it by one: fewer, fuller
 //!   batches do the work;
 //! - a batch that failed as a whole, that the drain backed off for (authentication failures),
-//!   or whose produce took more than three times the usual time (a saturated broker) halves it,
-//!   once per round: batches admitted before the last cut move the limit neither way.
+//!   any of whose records failed in Kafka or for want of it (refused, not acknowledged in time,
+//!   queue full), or whose produce took more than three times the usual time and more than
+//!   20 ms (a saturated broker) halves it, once per round: batches admitted before the last cut
+//!   move the limit neither way. Every decrease starts the count towards the next raise anew.
 //!
 //! A batch's produce time is the longest enqueue-to-acknowledgement time among its records (not
-//! its decoding or dead-letter writes); the usual time is the median of the last
-//! 32 batches that found a backlog, so a broker that is merely farther away (a constant
-//! added latency) becomes the usual within that many batches instead of being cut for ever, and
-//! one batch in a latency tail is not three times a median.
+//! its decoding or dead-letter writes). The usual time is the (upper) median of the last 32
+//! produce times of batches that found a backlog and were not slow, so one batch in a latency
+//! tail is not three times a median, and the batches of a saturated broker do not make
+//! saturation the usual. At a limit of 1 slow times count too: a broker that is merely farther
+//! away (a constant added latency) becomes the usual within about 16 batches instead of being
+//! cut for ever.
+//!
+//! Known limits: a receive that returns short although the queue holds more (SQS samples a
+//! subset of its servers; a short poll can come back empty) reads as no backlog and lowers the
+//! limit by one, which the next full batches win back; with a batch size of 1 every batch received is
+//! full, so a trickle never lowers it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -30,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 /// A batch this many times slower than the usual time is a sign of saturation.
 const SLOWER: u32 = 3;
 
-/// Produce times below this are never called slow: a few milliseconds of noise is not saturation.
+/// Produce times up to this are never called slow: a few milliseconds of noise is not saturation.
 const NOISE: Duration = Duration::from_millis(20);
 
 /// Produce times the usual time is the median of.
@@ -50,7 +59,7 @@ struct State {
     limit: usize,
     /// Slots to take back as batches return them: the limit was cut below the slots in use.
     owed: usize,
-    /// Batches that found a backlog and every slot busy since the limit last rose.
+    /// Batches that found a backlog and waited for their slots since the limit last moved.
     credit: usize,
     /// Incremented at every cut: a permit of an older round moves nothing.
     round: u64,
@@ -65,8 +74,9 @@ pub struct Outcome {
     /// The receive found a backlog (`Some(true)`), found none (`Some(false)`), or cannot say (a
     /// receive call failed).
     pub backlog: Option<bool>,
-    /// It failed as a whole, or the drain backed off for authentication failures before it.
-    pub backed_off: bool,
+    /// It failed as a whole, the drain backed off for authentication failures before it, or some
+    /// of its records failed in Kafka or for want of it (not acknowledged in time, queue full).
+    pub trouble: bool,
     /// Its produce time: the longest enqueue-to-acknowledgement time of its records (`None`:
     /// nothing was acknowledged).
     pub produce: Option<Duration>,
@@ -78,7 +88,7 @@ pub struct Permit<'a> {
     aimd: &'a Aimd,
     slot: Option<SemaphorePermit<'a>>,
     round: u64,
-    /// Every slot was busy once it was admitted: the limit held batches back.
+    /// It waited for its slot: the limit held it back.
     bound: bool,
 }
 
@@ -116,33 +126,40 @@ impl Aimd {
         self.lock().peak
     }
 
-    /// How many times the limit was cut (halved) so far.
+    /// How many batches so far were slow or in trouble in a round of their own (each a halving,
+    /// counted also at a limit of 1, where the limit stays).
     pub fn cuts(&self) -> u64 {
         self.lock().round
     }
 
     /// Waits for a slot, in turn; `None` once `stop` is cancelled.
     pub async fn admit(&self, stop: &CancellationToken) -> Option<Permit<'_>> {
+        // A free slot is taken at once (the semaphore is fair: none is free while batches wait).
+        if let Ok(slot) = self.slots.try_acquire() {
+            return Some(self.permit(slot, false));
+        }
         let slot = tokio::select! {
             slot = self.slots.acquire() => slot.ok()?,
             () = stop.cancelled() => return None,
         };
-        Some(self.permit(slot))
+        Some(self.permit(slot, true))
     }
 
-    fn permit<'a>(&'a self, slot: SemaphorePermit<'a>) -> Permit<'a> {
-        let s = self.lock();
+    fn permit<'a>(&'a self, slot: SemaphorePermit<'a>, waited: bool) -> Permit<'a> {
         Permit {
             aimd: self,
             slot: Some(slot),
-            round: s.round,
-            bound: self.slots.available_permits() == 0,
+            round: self.lock().round,
+            bound: waited,
         }
     }
 
     #[cfg(test)]
     fn try_admit(&self) -> Option<Permit<'_>> {
-        self.slots.try_acquire().ok().map(|slot| self.permit(slot))
+        self.slots
+            .try_acquire()
+            .ok()
+            .map(|slot| self.permit(slot, false))
     }
 
     fn settle(&self, permit: &mut Permit<'_>, outcome: Option<Outcome>) {
@@ -175,8 +192,14 @@ impl Aimd {
     }
 
     fn react(&self, s: &mut State, permit: &Permit<'_>, outcome: Outcome) {
-        let usual = median(&s.recent);
-        if outcome.backlog == Some(true) && !outcome.backed_off {
+        let slow = match (outcome.produce, median(&s.recent)) {
+            (Some(produce), Some(usual)) => produce > NOISE.max(usual * SLOWER),
+            _ => false,
+        };
+        // A slow time becomes a sample only at a limit of 1, where no cut can help any more: a
+        // broker that is farther away becomes the usual, a saturated one does not while the
+        // limit is being cut (by the batches of a higher limit, stale after the first cut).
+        if outcome.backlog == Some(true) && !outcome.trouble && (!slow || s.limit == 1) {
             if let Some(produce) = outcome.produce {
                 if s.recent.len() == SAMPLES {
                     s.recent.pop_front();
@@ -188,11 +211,7 @@ impl Aimd {
             // Admitted before the last cut: its news is of the old limit, already acted on.
             return;
         }
-        let slow = match (outcome.produce, usual) {
-            (Some(produce), Some(usual)) => produce > NOISE.max(usual * SLOWER),
-            _ => false,
-        };
-        if outcome.backed_off || slow {
+        if outcome.trouble || slow {
             s.limit = (s.limit / 2).max(1);
             s.round += 1;
             s.credit = 0;
@@ -206,7 +225,10 @@ impl Aimd {
                     s.credit = 0;
                 }
             }
-            Some(false) => s.limit = s.limit.saturating_sub(1).max(1),
+            Some(false) => {
+                s.limit = s.limit.saturating_sub(1).max(1);
+                s.credit = 0;
+            }
             _ => {}
         }
     }
@@ -256,16 +278,31 @@ mod tests {
     fn backlog(produce: Duration) -> Outcome {
         Outcome {
             backlog: Some(true),
-            backed_off: false,
+            trouble: false,
             produce: Some(produce),
         }
     }
 
-    /// Admits `n` at once (all must be admitted) and reports `outcome` for each.
+    /// A batch admitted after waiting for its slot (the limit held it back).
+    fn queued(aimd: &Aimd) -> Permit<'_> {
+        let mut permit = aimd.try_admit().expect("admitted");
+        permit.bound = true;
+        permit
+    }
+
+    /// A batch whose receive came back short.
+    fn short(aimd: &Aimd) {
+        queued(aimd).done(Outcome {
+            backlog: Some(false),
+            trouble: false,
+            produce: Some(USUAL),
+        });
+    }
+
+    /// Admits `n` at once (all must be admitted), as batches that waited for their slots, and
+    /// reports `outcome` for each.
     fn round(aimd: &Aimd, n: usize, outcome: Outcome) {
-        let permits: Vec<Permit<'_>> = (0..n)
-            .map(|_| aimd.try_admit().expect("admitted"))
-            .collect();
+        let permits: Vec<Permit<'_>> = (0..n).map(|_| queued(aimd)).collect();
         for p in permits {
             p.done(outcome);
         }
@@ -289,8 +326,8 @@ mod tests {
             round(&aimd, limit, backlog(USUAL));
             seen.push(aimd.limit());
         }
-        // Only the last batch of each round finds every slot busy.
-        assert_eq!(seen, [1, 2, 2, 3, 3, 3, 4]);
+        // A round of batches that each waited for a slot: one step.
+        assert_eq!(seen, [1, 2, 3, 4, 4, 4, 4]);
         rounds(&aimd, 40, backlog(USUAL));
         assert_eq!(aimd.limit(), 4);
     }
@@ -302,16 +339,16 @@ mod tests {
         let mut held: VecDeque<Permit<'_>> = VecDeque::new();
         let mut seen = Vec::new();
         for _ in 0..10 {
-            while let Some(p) = aimd.try_admit() {
-                held.push_back(p);
+            while aimd.slots.available_permits() > 0 {
+                held.push_back(queued(&aimd));
             }
             let limit = aimd.limit();
-            // Each done batch is replaced at once by a waiting one, which finds every slot busy.
+            // Each done batch is replaced at once by a waiting one.
             for _ in 0..limit {
                 let done = held.pop_front().expect("in flight");
                 done.done(backlog(USUAL));
-                if let Some(p) = aimd.try_admit() {
-                    held.push_back(p);
+                if aimd.slots.available_permits() > 0 {
+                    held.push_back(queued(&aimd));
                 }
             }
             seen.push(aimd.limit());
@@ -331,7 +368,7 @@ mod tests {
         assert!(limit >= 3, "{limit}");
         // One batch at a time while more are allowed: the limit is not what holds them back.
         for _ in 0..20 {
-            round(&aimd, 1, backlog(USUAL));
+            aimd.try_admit().expect("free").done(backlog(USUAL));
         }
         assert_eq!(aimd.limit(), limit);
     }
@@ -355,7 +392,7 @@ mod tests {
             (0..8).map(|_| aimd.try_admit().expect("slot")).collect();
         permits.remove(0).done(Outcome {
             backlog: Some(true),
-            backed_off: true,
+            trouble: true,
             produce: None,
         });
         assert_eq!(aimd.limit(), 4);
@@ -386,7 +423,7 @@ mod tests {
         assert_eq!(aimd.limit(), 2);
         let backed_off = Outcome {
             backlog: Some(true),
-            backed_off: true,
+            trouble: true,
             produce: None,
         };
         round(&aimd, 2, backed_off);
@@ -415,14 +452,14 @@ mod tests {
         assert_eq!(aimd.limit(), 4);
         let unknown = Outcome {
             backlog: None,
-            backed_off: false,
+            trouble: false,
             produce: Some(USUAL),
         };
         round(&aimd, 4, unknown);
         assert_eq!(aimd.limit(), 4);
         let none = Outcome {
             backlog: Some(false),
-            backed_off: false,
+            trouble: false,
             produce: Some(USUAL),
         };
         for _ in 0..5 {
@@ -446,6 +483,58 @@ mod tests {
         }
         assert_eq!(tailed.limit(), 4);
         assert_eq!(tailed.cuts(), 0);
+    }
+
+    #[test]
+    fn a_lone_batch_that_nobody_waited_behind_does_not_raise_the_limit() {
+        let aimd = Aimd::new(4);
+        // One worker at a time: each batch takes the only slot without waiting for it.
+        for _ in 0..20 {
+            aimd.try_admit().expect("free").done(backlog(USUAL));
+        }
+        assert_eq!(aimd.limit(), 1, "the limit held nothing back");
+    }
+
+    #[test]
+    fn a_short_receive_clears_the_credit_towards_the_next_raise() {
+        let aimd = Aimd::new(8);
+        rounds(&aimd, 3, backlog(USUAL));
+        let limit = aimd.limit();
+        assert!(limit >= 3, "{limit}");
+        // All but one of the batches a raise needs, then a short receive lowers the limit.
+        let held: Vec<Permit<'_>> = (0..limit).map(|_| queued(&aimd)).collect();
+        for p in held.into_iter().take(limit - 1) {
+            p.done(backlog(USUAL));
+        }
+        assert_eq!(aimd.limit(), limit);
+        short(&aimd);
+        assert_eq!(aimd.limit(), limit - 1);
+        // The credit of before the fall is gone: one more batch is not a round of the new limit.
+        queued(&aimd).done(backlog(USUAL));
+        assert_eq!(aimd.limit(), limit - 1);
+    }
+
+    #[test]
+    fn a_stalled_broker_does_not_become_the_usual_while_the_limit_is_being_cut() {
+        let aimd = Aimd::new(8);
+        rounds(&aimd, 60, backlog(USUAL));
+        assert_eq!(aimd.limit(), 8);
+        let stalled = backlog(USUAL * (SLOWER + 1));
+        // Every batch in flight meets the stall; the limit halves to 1.
+        while aimd.limit() > 1 {
+            let limit = aimd.limit();
+            let held: Vec<Permit<'_>> = (0..limit).map(|_| queued(&aimd)).collect();
+            for p in held {
+                p.done(stalled);
+            }
+        }
+        let cuts = aimd.cuts();
+        // At 1, the stall is still called slow for several batches: the batches of the higher
+        // limits, stale after the first cut of each round, did not make it the usual time.
+        for _ in 0..8 {
+            queued(&aimd).done(stalled);
+        }
+        assert_eq!(aimd.cuts(), cuts + 8, "each still seen as a stall");
     }
 
     #[tokio::test]

@@ -274,7 +274,7 @@ impl SqsPoller {
             let report = self.invoke(&drain, messages, &heartbeat).await;
             permit.done(Outcome {
                 backlog,
-                backed_off: report.failed_whole || report.backed_off,
+                trouble: report.failed_whole || report.trouble,
                 produce: report.produce,
             });
             while deletes.len() >= DELETE_JOBS {
@@ -353,9 +353,9 @@ impl SqsPoller {
             self.settings.deadline_margin,
         );
         let (drained, answer) = handle_sqs_reporting(drain, event, ends).await;
-        let (produce, backed_off) = (
+        let (produce, trouble) = (
             drained.produce_latencies.iter().max().copied(),
-            drained.backoff.is_some(),
+            drained.backoff.is_some() || drained.met_broker_trouble(),
         );
         let Ok(response) = answer else {
             // A failed invocation deletes nothing: every message reappears after the visibility timeout.
@@ -363,7 +363,7 @@ impl SqsPoller {
             return Report {
                 delete: Vec::new(),
                 failed_whole: true,
-                backed_off,
+                trouble,
                 produce,
             };
         };
@@ -376,7 +376,7 @@ impl SqsPoller {
         Report {
             delete: handles.into_values().collect(),
             failed_whole: false,
-            backed_off,
+            trouble,
             produce,
         }
     }
@@ -388,8 +388,9 @@ struct Report {
     delete: Vec<String>,
     /// The invocation failed as a whole.
     failed_whole: bool,
-    /// The drain backed off for authentication failures before producing.
-    backed_off: bool,
+    /// The drain backed off for authentication failures before producing, or a record failed in
+    /// Kafka or for want of it ([`crate::report::DrainReport::met_broker_trouble`]).
+    trouble: bool,
     /// The longest enqueue-to-acknowledgement time of the batch's records.
     produce: Option<Duration>,
 }
