@@ -207,6 +207,10 @@ async fn the_service_is_ready_counts_in_metrics_and_stops_gracefully_on_sigterm(
     .await;
     assert_eq!(summary.duplicates, 0, "{summary:?}");
     assert_eq!(
+        summary.with_trace_context, summary.unique_ids,
+        "every record carries a traceparent: {summary:?}"
+    );
+    assert_eq!(
         summary.unique_ids + left,
         1_300,
         "every message in Kafka or in the queue, never both: {summary:?}, {left} in the queue"

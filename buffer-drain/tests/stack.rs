@@ -566,3 +566,66 @@ async fn the_in_flight_limit_climbs_under_a_backlog_and_halves_when_the_broker_s
     assert!(running.stop(poll.shutdown_bound()).await);
     assert_eq!(spillway_tests::queue_depth(&sqs, &url).await, 0);
 }
+
+/// Issue 18: the envelope's W3C trace context becomes the record's `traceparent` and
+/// `tracestate`; an envelope without a valid one gets the trace derived from its id; the
+/// timestamp asked for (REST Proxy v3) is the record's.
+#[tokio::test]
+async fn trace_context_and_timestamps_reach_the_kafka_record() {
+    use spillway_core::envelope::Envelope;
+    use spillway_core::trace::TraceParent;
+    let sqs = spillway_tests::sqs().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let url = queue(&sqs, false).await;
+    let topic = spillway_tests::unique_name("traced");
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut traced = Envelope::new(&topic, "traced");
+    traced.traceparent = Some(caller.into());
+    traced.tracestate = Some("rojo=00f067aa0ba902b7".into());
+    traced.timestamp_ms = Some(1_612_552_482_000);
+    let mut malformed = Envelope::new(&topic, "malformed");
+    malformed.traceparent = Some("00-not-a-trace-01".into());
+    malformed.tracestate = Some("rojo=1".into());
+    let plain = Envelope::new(&topic, "plain");
+    for env in [&traced, &malformed, &plain] {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(env.encode())
+            .send()
+            .await
+            .expect("send");
+    }
+    let drain = drain(&broker.bootstrap, BufferKind::Sqs, None).await;
+    let poller = SqsPoller::new(
+        sqs.clone(),
+        url.clone(),
+        settings(10, Duration::from_secs(5)),
+    )
+    .await
+    .expect("poller");
+    drain_queue(&sqs, &url, vec![(poller, drain)], Duration::from_secs(60)).await;
+
+    let got = common::records(&broker.bootstrap, &topic, 3, Duration::from_secs(60)).await;
+    let of = |value: &[u8]| {
+        got.iter()
+            .find(|r| r.value.as_deref() == Some(value))
+            .unwrap_or_else(|| panic!("{value:?} not in {got:?}"))
+    };
+    let record = of(b"traced");
+    assert_eq!(
+        record.traceparent().map(|t| t.to_string()).as_deref(),
+        Some(caller)
+    );
+    assert_eq!(record.tracestate(), Some("rojo=00f067aa0ba902b7"));
+    assert_eq!(record.timestamp_ms, 1_612_552_482_000);
+    for (value, env) in [(&b"malformed"[..], &malformed), (b"plain", &plain)] {
+        let record = of(value);
+        assert_eq!(
+            record.traceparent(),
+            Some(TraceParent::from_message_id(&env.id)),
+            "{value:?}"
+        );
+        assert_eq!(record.tracestate(), None);
+        assert!(record.timestamp_ms > 1_700_000_000_000, "the produce time");
+    }
+}

@@ -108,27 +108,62 @@ impl Counters {
 
 use crate::error::Error;
 
-/// Counts what ingest-api accepted: 202s, and the ids in REST Proxy batch answers.
+/// Counts what ingest-api accepted: 202s, and the ids in REST Proxy answers (v2 `offsets`, v3
+/// result lines and batch `successes`). The body passes through chunk by chunk, so a v3 stream
+/// stays a stream (a whole answer is counted at once); each chunk of a stream holds whole lines.
 async fn count_accepted(counters: Arc<Counters>, req: Request, next: Next) -> Response {
+    use futures::StreamExt as _;
     let response = next.run(req).await;
-    if !matches!(response.status().as_u16(), 200 | 202) {
+    if !matches!(response.status().as_u16(), 200 | 202 | 207) {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-        if let Some(id) = json["id"].as_str() {
-            counters.accept(id);
+    if axum::body::HttpBody::size_hint(&body).exact().is_some() {
+        // A whole answer: counted now, whether or not the caller reads it.
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        count_documents(&bytes, &counters);
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    let chunks = body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            count_documents(bytes, &counters);
         }
-        for offset in json["offsets"].as_array().into_iter().flatten() {
-            if let Some(id) = offset["id"].as_str() {
-                counters.accept(id);
-            }
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(chunks))
+}
+
+/// Counts the ids of each JSON document (one per line) in `bytes`.
+fn count_documents(bytes: &[u8], counters: &Counters) {
+    for document in bytes.split(|&b| b == b'\n') {
+        if let Ok(json) = serde_json::from_slice::<serde_json::Value>(document) {
+            accepted_ids(&json, counters);
         }
     }
-    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The ids an answer reports accepted.
+fn accepted_ids(json: &serde_json::Value, counters: &Counters) {
+    if let Some(id) = json["id"].as_str().filter(|_| json["topic"].is_string()) {
+        counters.accept(id);
+    }
+    if json["error_code"] == 200 {
+        if let Some(id) = json["spillway_id"].as_str() {
+            counters.accept(id);
+        }
+    }
+    let v2 = json["offsets"].as_array().into_iter().flatten();
+    let v3 = json["successes"].as_array().into_iter().flatten();
+    for entry in v2.chain(v3) {
+        if let Some(id) = entry["id"]
+            .as_str()
+            .filter(|_| entry["error_code"].is_null())
+        {
+            counters.accept(entry["spillway_id"].as_str().unwrap_or(id));
+        }
+    }
 }
 
 /// Runs until Ctrl-C. `env` is the local stack's environment (already in the process environment

@@ -14,6 +14,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `curl -s` with `args`: what it printed.
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .arg("-s")
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn dev_delivers_a_posted_message_and_stops_on_ctrl_c() {
     let port = free_port();
@@ -61,26 +71,20 @@ fn dev_delivers_a_posted_message_and_stops_on_ctrl_c() {
         last.borrow()
     );
 
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .args([
-            "-d",
-            r#"{"payload": "Hello World"}"#,
-            &format!("http://127.0.0.1:{port}/messages"),
-        ])
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "202");
+    let code = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"payload": "Hello World"}"#,
+        &format!("http://127.0.0.1:{port}/messages"),
+    ]);
+    assert_eq!(code, "202");
     let delivered = wait_for(
         &|l| l.starts_with("accepted=2 ") && l.contains("delivered=2 "),
         Duration::from_secs(60),
@@ -91,6 +95,38 @@ fn dev_delivers_a_posted_message_and_stops_on_ctrl_c() {
         last.borrow()
     );
 
+    // A REST Proxy v3 stream (chunked) with a caller's trace context, counted as REST Proxy
+    // answers it, record by record.
+    let topic = std::env::var("SPILLWAY_TOPIC").unwrap_or_else(|_| "spillway-events".into());
+    let answer = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "--data-binary",
+        r#"{"value":{"type":"STRING","data":"v3 one"}}{"value":{"type":"JSON","data":{"n":2}}}"#,
+        &format!("http://127.0.0.1:{port}/v3/clusters/spillway/topics/{topic}/records"),
+    ]);
+    assert_eq!(answer.matches(r#""error_code":200"#).count(), 2, "{answer}");
+    let delivered = wait_for(
+        &|l| l.starts_with("accepted=4 ") && l.contains("delivered=4 "),
+        Duration::from_secs(60),
+    );
+    assert!(
+        delivered.is_some(),
+        "the v3 records were not counted as delivered; last line: {}",
+        last.borrow()
+    );
+
+    stop_with_ctrl_c(&mut child);
+}
+
+/// Sends SIGINT and waits (30 s at most) for a clean exit.
+fn stop_with_ctrl_c(child: &mut std::process::Child) {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

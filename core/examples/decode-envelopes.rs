@@ -1,5 +1,6 @@
 //! Decodes buffer messages with the drain's codec: one message per stdin line, one JSON result per
-//! stdout line — `{"id","topic","key_b64","value_b64","received_at_ms"}` or `{"error"}`. The infra
+//! stdout line — `{"id","topic","key_b64","value_b64","received_at_ms","traceparent","tracestate"}`
+//! or `{"error"}`. The infra
 //! tests feed it what API Gateway's direct-integration mapping templates produce.
 //!
 //! `cargo run -q -p spillway-core --example decode-envelopes < bodies.txt`
@@ -22,6 +23,8 @@ fn main() {
                 "key_b64": env.key.map(|k| STANDARD.encode(k)),
                 "value_b64": STANDARD.encode(&env.value),
                 "received_at_ms": env.received_at_ms,
+                "traceparent": env.traceparent,
+                "tracestate": env.tracestate,
             }),
             Ok(Decoded::Raw(_)) => serde_json::json!({ "error": "not an envelope" }),
             Err(e) => serde_json::json!({ "error": e.to_string() }),

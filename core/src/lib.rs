@@ -7,6 +7,7 @@
 //! * [`headers`] — the Kafka header names that belong to the pipeline (rule 8).
 //! * [`limits`] — the buffers' per-message size limits.
 //! * [`topic`] — Kafka topic name rules.
+//! * [`trace`] — W3C Trace Context: `traceparent` and `tracestate`, read and started.
 //! * [`config`] — typed configuration from `SPILLWAY_*` environment variables.
 //! * `kafka` (feature `kafka`) — librdkafka client settings from [`config::KafkaConfig`].
 //! * [`batch`] — packing messages into calls capped by count and bytes.
@@ -35,3 +36,4 @@ pub mod limits;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 pub mod topic;
+pub mod trace;

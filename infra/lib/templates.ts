@@ -2,9 +2,13 @@
 // PutRecord, no Lambda in the hot path). They write the same envelope ingest-api writes and the
 // drain reads — version 1, the value (and key) as {"b64": …} so any body is valid JSON:
 //   {"spillway":1,"id":"<API Gateway request id>","topic":"<topic>","key":{"b64":…},
-//    "received_at_ms":<request time>,"value":{"b64":…}}
-// Headers other than Kafka-Key and idempotency keys are not carried in this mode; use the
-// ingest-api integration for them.
+//    "traceparent":…,"tracestate":…,"received_at_ms":<request time>,"value":{"b64":…}}
+// The W3C trace context headers are carried when their characters are safe inside the envelope
+// (a traceparent of the version-00 shape; a tracestate of at most 512 visible ASCII characters
+// other than quotes, backslashes, brackets and backticks — the pattern needs no escapes, which
+// Velocity and the test's renderer would read differently); the drain checks the traceparent fully and gives an envelope
+// without a valid one a trace derived from its id. Headers other than Kafka-Key and the trace
+// context are not carried in this mode; use the ingest-api integration for them.
 //
 // Each template is one line of VTL directives, so that nothing but the request body is output
 // (an SQS form body must start with `Action=`).
@@ -17,8 +21,15 @@ export function envelopeVtl(topic: string, binary: boolean): string {
     `#set($key = $input.params().header.get('Kafka-Key'))`,
     `#set($keyField = '')`,
     `#if($key && $key != '')#set($keyField = "${q('key')}:{${q('b64')}:\${q}$util.base64Encode($key)\${q}},")#end`,
+    `#set($tp = $input.params().header.get('traceparent'))`,
+    `#set($ts = $input.params().header.get('tracestate'))`,
+    `#set($traceFields = '')`,
+    `#if($tp && $tp.matches('^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'))`,
+    `#set($traceFields = "${q('traceparent')}:\${q}$tp\${q},")`,
+    `#if($ts && $ts.matches('^[ !#-Z^_a-z{|}~]{1,512}$'))#set($traceFields = "$traceFields${q('tracestate')}:\${q}$ts\${q},")#end`,
+    `#end`,
     binary ? '#set($value = $input.body)' : '#set($value = $util.base64Encode($input.body))',
-    `#set($envelope = "{${q('spillway')}:1,${q('id')}:\${q}$context.requestId\${q},${q('topic')}:${q(topic)},$keyField${q('received_at_ms')}:$context.requestTimeEpoch,${q('value')}:{${q('b64')}:\${q}$value\${q}}}")`,
+    `#set($envelope = "{${q('spillway')}:1,${q('id')}:\${q}$context.requestId\${q},${q('topic')}:${q(topic)},$keyField$traceFields${q('received_at_ms')}:$context.requestTimeEpoch,${q('value')}:{${q('b64')}:\${q}$value\${q}}}")`,
   ].join('');
 }
 

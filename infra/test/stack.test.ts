@@ -295,6 +295,11 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
       { raw: Buffer.from([0, 1, 2, 255, 254]), headers: {}, type: 'application/octet-stream' },
       // A protobuf message (field 1 = 150, then a length-delimited field with a 0xFF byte).
       { raw: Buffer.from([0x08, 0x96, 0x01, 0x12, 0x02, 0xff, 0x00]), headers: {}, type: 'application/x-protobuf' },
+      // W3C trace context: carried when safe inside the envelope, left out otherwise (the drain
+      // then derives a trace from the id); a forged value cannot break out of its string.
+      { raw: Buffer.from('traced'), headers: { traceparent: TRACEPARENT, tracestate: 'rojo=00f067aa0ba902b7,congo=t61rcWkgMzE' }, type: 'text/plain' },
+      { raw: Buffer.from('forged'), headers: { traceparent: '00-x","topic":"evil', tracestate: 'a=b' }, type: 'text/plain' },
+      { raw: Buffer.from('forged state'), headers: { traceparent: TRACEPARENT, tracestate: 'a=b","topic":"evil' }, type: 'text/plain' },
     ];
     const bodies: string[] = [];
     samples.forEach((sample, i) => {
@@ -323,6 +328,8 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
           : null,
         value_b64: value.toString('base64'),
         received_at_ms: 1764211200000 + i,
+        traceparent: i === 5 || i === 7 ? TRACEPARENT : null,
+        tracestate: i === 5 ? 'rojo=00f067aa0ba902b7,congo=t61rcWkgMzE' : null,
       });
     });
     expect(integration.IntegrationResponses[0].ResponseTemplates['application/json']).toBe(
@@ -406,6 +413,8 @@ function resolveJoin(value: any): string {
   if (value.Ref) return '<stream>';
   throw new Error(`cannot resolve ${JSON.stringify(value)}`);
 }
+
+const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
 function renderVtl(template: string, requests: object[], overrides = false): string[] {
   const run = spawnSync(PYTHON, [path.join(__dirname, 'render_vtl.py')], {

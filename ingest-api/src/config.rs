@@ -49,6 +49,13 @@ pub struct IngestConfig {
     /// API Gateway → Lambda invocation carries ([`LAMBDA_MAX_REQUEST_BYTES`]); as a server, API
     /// Gateway's 10 MB ([`SERVER_MAX_REQUEST_BYTES`]).
     pub max_request_bytes: usize,
+    /// `SPILLWAY_CLUSTER_ID`, default `spillway`: the cluster id REST Proxy v3 clients name in
+    /// their paths (`/v3/clusters/{cluster_id}/…`) and discover with `GET /v3/clusters`. 1 to 64
+    /// of `a-z A-Z 0-9 . _ -`; set it to the MSK cluster's name to keep clients' paths unchanged.
+    pub cluster_id: String,
+    /// `SPILLWAY_V3_BATCH_MAX_ENTRIES`, default 10 (REST Proxy's
+    /// `api.v3.produce.batch.maximum.entries`), at most 500: entries per `records:batch`.
+    pub v3_batch_max_entries: usize,
     /// The buffer (see [`BufferConfig`]).
     pub buffer: BufferConfig,
 }
@@ -120,6 +127,24 @@ impl IngestConfig {
                 };
                 env.number("SPILLWAY_MAX_REQUEST_BYTES", ceiling, 1024, ceiling)?
             },
+            cluster_id: {
+                let id = env
+                    .string("SPILLWAY_CLUSTER_ID")
+                    .unwrap_or_else(|| "spillway".into());
+                let valid = (1..=64).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                if !valid {
+                    return Err(ConfigError::Invalid {
+                        var: "SPILLWAY_CLUSTER_ID",
+                        value: id,
+                        expected: "1 to 64 of a-z A-Z 0-9 . _ -".into(),
+                    });
+                }
+                id
+            },
+            v3_batch_max_entries: env.number("SPILLWAY_V3_BATCH_MAX_ENTRIES", 10, 1, 500)?,
             buffer: BufferConfig::from_env(env)?,
         })
     }
@@ -140,6 +165,23 @@ mod tests {
         assert!(!cfg.topics.allows("other"));
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(cfg.max_batch_records, 500);
+        assert_eq!(cfg.cluster_id, "spillway");
+        assert_eq!(cfg.v3_batch_max_entries, 10);
+    }
+
+    #[test]
+    fn the_cluster_id_must_be_fit_for_a_path() {
+        for bad in ["a/b", "x y", &"c".repeat(65)] {
+            let env = [
+                ("SPILLWAY_TOPIC", "events"),
+                ("SPILLWAY_SQS_QUEUE_URL", "http://q"),
+                ("SPILLWAY_CLUSTER_ID", bad),
+            ];
+            let err = IngestConfig::from_env(&Env::new(&env))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("SPILLWAY_CLUSTER_ID="), "{bad:?}: {err}");
+        }
     }
 
     #[test]

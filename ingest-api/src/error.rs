@@ -38,6 +38,16 @@ pub enum ApiError {
         "no default topic is configured (SPILLWAY_TOPIC); post to /v1/topics/{{topic}}/messages"
     )]
     NoDefaultTopic,
+    /// A REST Proxy v3 path naming a cluster other than this API's (`SPILLWAY_CLUSTER_ID`).
+    #[error("cluster `{0}` is not served here; GET /v3/clusters names the one that is (SPILLWAY_CLUSTER_ID)")]
+    UnknownCluster(String),
+    /// A v3 request without any record (REST Proxy's 42206, payload error).
+    #[error("payload error: {0}")]
+    Payload(String),
+    /// A v3 `records:batch` refused as a whole (REST Proxy's 42208): malformed, empty, too many
+    /// entries, or an entry id missing, malformed or repeated.
+    #[error("batch error: {0}")]
+    Batch(String),
     /// No such route.
     #[error("no such endpoint; see /openapi.json")]
     NoRoute,
@@ -50,6 +60,12 @@ pub enum ApiError {
     /// The HTTP body itself is over the request limit.
     #[error("request body is over {limit} bytes, the most one request may carry (SPILLWAY_MAX_REQUEST_BYTES)")]
     BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A record of a v3 stream still unfinished past the request limit: the stream ends there.
+    #[error("a record of the stream is over {limit} bytes and has not ended, the most one record may carry (SPILLWAY_MAX_REQUEST_BYTES); the stream ends here")]
+    StreamRecordTooLarge {
         /// The limit in bytes.
         limit: usize,
     },
@@ -91,11 +107,15 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::TooManyRecords { .. } => StatusCode::BAD_REQUEST,
-            ApiError::UnknownTopic(_) | ApiError::NoDefaultTopic | ApiError::NoRoute => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::UnknownTopic(_)
+            | ApiError::UnknownCluster(_)
+            | ApiError::NoDefaultTopic
+            | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::Payload(_) | ApiError::Batch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::TooLarge(_) | ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_)
+            | ApiError::BodyTooLarge { .. }
+            | ApiError::StreamRecordTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Throttled => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -109,7 +129,10 @@ impl ApiError {
             ApiError::TooManyRecords { .. } | ApiError::UnknownTopic(_) | ApiError::TooLarge(_) => {
                 1
             }
-            ApiError::NoDefaultTopic => 2,
+            ApiError::NoDefaultTopic | ApiError::StreamRecordTooLarge { .. } => 2,
+            ApiError::UnknownCluster(_) => 4,
+            ApiError::Payload(_) => 6,
+            ApiError::Batch(_) => 8,
             _ => 0,
         };
         u32::from(self.status().as_u16()) * 100 + case

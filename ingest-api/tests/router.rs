@@ -11,7 +11,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
-use common::{call, config, json, receive, sqs_app, sqs_queue};
+use common::{call, closed_port_buffer, config, json, receive, sqs_app, sqs_queue};
 use ingest_api::buffer::{Buffer, SqsBuffer};
 use ingest_api::{app, AppState};
 use proptest::prelude::*;
@@ -342,25 +342,6 @@ async fn unsupported_batch_content_types_are_415() {
 }
 
 /// A writer whose queue is on a port nothing listens on: every write is a connection failure.
-fn closed_port_buffer() -> Buffer {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .endpoint_url("http://127.0.0.1:9")
-        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
-        .build();
-    let client = aws_sdk_sqs::Client::from_conf(config);
-    Buffer::Sqs(SqsBuffer::new(
-        client,
-        "http://127.0.0.1:9/000000000000/q".into(),
-        false,
-        262_144,
-    ))
-}
-
 #[tokio::test]
 async fn an_unreachable_buffer_is_503_with_retry_after_and_nothing_reported_accepted() {
     let router = app(AppState::new(

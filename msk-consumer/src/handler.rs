@@ -34,14 +34,15 @@ pub struct LoggingHandler {
 impl RecordHandler for LoggingHandler {
     async fn handle(&self, record: &ConsumedRecord) -> Result<(), HandlerError> {
         let key = record.key.as_deref().map(String::from_utf8_lossy);
+        let trace_id = record.traceparent().map(|t| t.trace_id_hex());
         let sampled = self.body_sample > 0.0 && rand_unit() < self.body_sample;
         if sampled {
             let body = record.value.as_deref().map(String::from_utf8_lossy);
             tracing::info!(topic = %record.topic, partition = record.partition, offset = record.offset,
-                key = ?key, spillway_id = ?record.spillway_id(), size = record.size(), body = ?body, "record");
+                key = ?key, spillway_id = ?record.spillway_id(), trace_id = ?trace_id, size = record.size(), body = ?body, "record");
         } else {
             tracing::info!(topic = %record.topic, partition = record.partition, offset = record.offset,
-                key = ?key, spillway_id = ?record.spillway_id(), size = record.size(), "record");
+                key = ?key, spillway_id = ?record.spillway_id(), trace_id = ?trace_id, size = record.size(), "record");
         }
         Ok(())
     }

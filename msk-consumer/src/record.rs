@@ -48,6 +48,18 @@ impl ConsumedRecord {
             .ok()
     }
 
+    /// The W3C `traceparent` the drain set (issue 18), when present and valid.
+    pub fn traceparent(&self) -> Option<spillway_core::trace::TraceParent> {
+        let [name, _] = spillway_core::headers::W3C_TRACE_HEADERS;
+        spillway_core::trace::TraceParent::parse(std::str::from_utf8(self.header(name)?).ok()?)
+    }
+
+    /// The W3C `tracestate`, when present and UTF-8.
+    pub fn tracestate(&self) -> Option<&str> {
+        let [_, name] = spillway_core::headers::W3C_TRACE_HEADERS;
+        std::str::from_utf8(self.header(name)?).ok()
+    }
+
     /// Key and value bytes.
     pub fn size(&self) -> usize {
         self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len)

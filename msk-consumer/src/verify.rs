@@ -1,5 +1,5 @@
 //! `verify`: reads a topic until N unique `spillway-id`s arrived (or a timeout) and summarises
-//! what a consumer saw: duplicates, per-key order violations and end-to-end latency.
+//! what a consumer saw: duplicates, per-key order violations, trace context and end-to-end latency.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,6 +14,7 @@ pub struct Verifier {
     records: u64,
     duplicates: u64,
     without_id: u64,
+    traced: u64,
     order_violations: u64,
     last_id_per_key: HashMap<Vec<u8>, String>,
     latencies_ms: Vec<u64>,
@@ -45,6 +46,8 @@ pub struct Summary {
     pub duplicates: u64,
     /// Records without a `spillway-id`.
     pub without_id: u64,
+    /// Distinct ids whose record carried a valid W3C `traceparent`.
+    pub with_trace_context: u64,
     /// Records of a key whose id sorts before the previous new id of that key (ids are UUIDv7:
     /// time-ordered, so a producer that sends a key's messages one after another sees none).
     pub order_violations: u64,
@@ -75,6 +78,7 @@ impl Verifier {
             self.duplicates += 1;
             return;
         }
+        self.traced += u64::from(record.traceparent().is_some());
         if let Some(key) = &record.key {
             match self.last_id_per_key.get_mut(key) {
                 Some(last) if id < last.as_str() => self.order_violations += 1,
@@ -110,6 +114,7 @@ impl Verifier {
             records: self.records,
             duplicates: self.duplicates,
             without_id: self.without_id,
+            with_trace_context: self.traced,
             order_violations: self.order_violations,
             latency_ms: (!sorted.is_empty()).then(|| Latency {
                 p50: at(0.5),
@@ -183,11 +188,19 @@ mod tests {
         v.observe(&record("02", "a", 1000), 1030); // duplicate
         v.observe(&record("01b", "b", 1000), 1040);
         v.observe(&record("00", "a", 1000), 1050); // new id that sorts before "02" in key a
+        let mut traced = record("03", "c", 1020);
+        traced.headers.push((
+            "traceparent".into(),
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec(),
+        ));
+        v.observe(&traced, 1050);
+        v.observe(&traced, 1050); // a duplicate is not counted twice
         let s = v.summary(false);
         assert_eq!(
             (s.unique_ids, s.records, s.duplicates, s.order_violations),
-            (4, 5, 1, 1)
+            (5, 7, 2, 1)
         );
+        assert_eq!(s.with_trace_context, 1);
         assert_eq!(
             s.latency_ms,
             Some(Latency {

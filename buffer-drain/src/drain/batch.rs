@@ -144,6 +144,9 @@ impl<'a> Batch<'a> {
             if let Some(partition) = message.partition {
                 record = record.partition(partition);
             }
+            if let Some(timestamp) = message.timestamp_ms {
+                record = record.timestamp(timestamp);
+            }
             let enqueued = Instant::now();
             sent_to_kafka.push(i);
             loop {

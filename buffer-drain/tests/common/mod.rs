@@ -45,3 +45,33 @@ pub async fn consume(bootstrap: &str, topic: &str, expect: u64, timeout: Duratio
     }
     verifier.summary(false)
 }
+
+/// Reads `n` records of `topic` (each as msk-consumer sees it), or panics after `timeout`.
+pub async fn records(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<msk_consumer::record::ConsumedRecord> {
+    let consumer =
+        msk_consumer::config::consumer(&kafka(bootstrap), &spillway_tests::unique_name("check"))
+            .await
+            .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut records = Vec::with_capacity(n);
+    while records.len() < n {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => records.push(to_record(&message)),
+            Ok(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) => {}
+            Ok(Err(e)) => panic!("consume: {e}"),
+            Err(elapsed) => panic!(
+                "{} of {n} records of {topic} arrived ({elapsed})",
+                records.len()
+            ),
+        }
+    }
+    records
+}

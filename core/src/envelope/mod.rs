@@ -7,8 +7,14 @@
 //!
 //! ```json
 //! {"spillway":1,"id":"0193a3c4-…","topic":"orders","key":"customer-42","partition":3,"received_at_ms":1764211200123,
-//!  "idempotency_key":"b7c1…","headers":[["source","web"],["sig",{"b64":"AAEC"}]],"value":"{\"total\":12}"}
+//!  "idempotency_key":"b7c1…","timestamp_ms":1764211200000,
+//!  "traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"rojo=00f067aa0ba902b7",
+//!  "headers":[["source","web"],["sig",{"b64":"AAEC"}]],"value":"{\"total\":12}"}
 //! ```
+//!
+//! `key`, `partition`, `idempotency_key`, `timestamp_ms` (the Kafka record's timestamp asked for),
+//! `traceparent`, `tracestate` (W3C Trace Context, [`crate::trace`]) and `headers` are left out
+//! when the message has none.
 //!
 //! * Every byte field (`key`, `value`, header values) is a JSON string when its bytes are valid
 //!   UTF-8, and `{"b64":"<standard base64>"}` otherwise. Text payloads — the common case — therefore
@@ -87,6 +93,13 @@ pub struct Envelope {
     pub received_at_ms: u64,
     /// The caller's `Idempotency-Key`, if it sent one.
     pub idempotency_key: Option<String>,
+    /// The Kafka record's timestamp the caller asked for (REST Proxy v3's `timestamp`), in
+    /// milliseconds since the Unix epoch; `None` leaves it to the producer (the produce time).
+    pub timestamp_ms: Option<i64>,
+    /// The caller's W3C `traceparent`, or the one spillway started ([`crate::trace`]).
+    pub traceparent: Option<String>,
+    /// The caller's W3C `tracestate`, beside a `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 impl Envelope {
@@ -101,6 +114,9 @@ impl Envelope {
             headers: Vec::new(),
             received_at_ms: now_ms(),
             idempotency_key: None,
+            timestamp_ms: None,
+            traceparent: None,
+            tracestate: None,
         }
     }
 
@@ -129,6 +145,9 @@ impl Envelope {
 
 /// What a buffer message turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Returned once per message and taken apart at once: boxing the envelope would cost an allocation
+// per message for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded<'a> {
     /// A spillway envelope.
     Envelope(Envelope),

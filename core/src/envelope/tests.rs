@@ -15,6 +15,9 @@ fn sample() -> Envelope {
         ],
         received_at_ms: 1_764_211_200_123,
         idempotency_key: Some("b7c1".into()),
+        timestamp_ms: None,
+        traceparent: None,
+        tracestate: None,
     }
 }
 
@@ -186,9 +189,24 @@ fn any_envelope() -> impl Strategy<Value = Envelope> {
         any::<u64>(),
         proptest::option::of(any::<String>()),
         proptest::option::of(any::<i32>()),
+        (
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(any::<String>()),
+            proptest::option::of(any::<String>()),
+        ),
     )
         .prop_map(
-            |(id, topic, key, value, headers, received_at_ms, idempotency_key, partition)| {
+            |(
+                id,
+                topic,
+                key,
+                value,
+                headers,
+                received_at_ms,
+                idempotency_key,
+                partition,
+                (timestamp_ms, traceparent, tracestate),
+            )| {
                 Envelope {
                     id: format!("i{id}"),
                     topic: format!("t{topic}"),
@@ -201,6 +219,9 @@ fn any_envelope() -> impl Strategy<Value = Envelope> {
                         .collect(),
                     received_at_ms,
                     idempotency_key,
+                    timestamp_ms,
+                    traceparent,
+                    tracestate,
                 }
             },
         )

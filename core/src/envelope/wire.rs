@@ -47,6 +47,9 @@ pub(super) fn read(body: &[u8]) -> Result<Envelope, DecodeError> {
             .collect(),
         received_at_ms: wire.received_at_ms,
         idempotency_key: wire.idempotency_key,
+        timestamp_ms: wire.timestamp_ms,
+        traceparent: wire.traceparent,
+        tracestate: wire.tracestate,
     })
 }
 
@@ -157,7 +160,7 @@ struct WireOut<'a>(&'a Envelope);
 impl Serialize for WireOut<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let e = self.0;
-        let mut s = ser.serialize_struct("Envelope", 9)?;
+        let mut s = ser.serialize_struct("Envelope", 12)?;
         s.serialize_field("spillway", &VERSION)?;
         s.serialize_field("id", &e.id)?;
         s.serialize_field("topic", &e.topic)?;
@@ -170,6 +173,15 @@ impl Serialize for WireOut<'_> {
         s.serialize_field("received_at_ms", &e.received_at_ms)?;
         if let Some(idempotency_key) = &e.idempotency_key {
             s.serialize_field("idempotency_key", idempotency_key)?;
+        }
+        if let Some(timestamp_ms) = e.timestamp_ms {
+            s.serialize_field("timestamp_ms", &timestamp_ms)?;
+        }
+        if let Some(traceparent) = &e.traceparent {
+            s.serialize_field("traceparent", traceparent)?;
+        }
+        if let Some(tracestate) = &e.tracestate {
+            s.serialize_field("tracestate", tracestate)?;
         }
         if !e.headers.is_empty() {
             s.serialize_field("headers", &WireHeaders(&e.headers))?;
@@ -240,6 +252,12 @@ struct WireIn {
     received_at_ms: u64,
     #[serde(default)]
     idempotency_key: Option<String>,
+    #[serde(default)]
+    timestamp_ms: Option<i64>,
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    tracestate: Option<String>,
     #[serde(default)]
     headers: Vec<(String, BytesIn)>,
     value: BytesIn,

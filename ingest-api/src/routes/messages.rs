@@ -10,7 +10,10 @@ use axum::{Extension, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{body_error, check_topic, path_error, prepare, write_error, AppState, RequestId};
+use super::{
+    body_error, check_topic, path_error, prepare, set_trace, trace_context, write_error, AppState,
+    RequestId,
+};
 use crate::buffer::WriteError;
 use crate::error::{ApiError, ErrorBody};
 use crate::records::{self, MessageQuery};
@@ -112,7 +115,8 @@ async fn accept_one(
     check_topic(state, topic)?;
     let query = MessageQuery::parse(query.as_deref());
     let body = body.map_err(|r| body_error(state, r))?;
-    let env = records::single(topic, &query, headers, &body)?;
+    let mut env = records::single(topic, &query, headers, &body)?;
+    set_trace(&mut env, &trace_context(headers));
     let outgoing = prepare(state, &env)?;
     let deadline = Instant::now() + state.inner.config.retry_budget;
     let outcome = state

@@ -1,12 +1,15 @@
 //! The router: every route registered once ([`api_router`]) for axum and the OpenAPI document
 //! alike; request ids and API Gateway's stage ([`middleware`]); the handlers of single messages
-//! ([`messages`]) and of REST Proxy v2 batches ([`rest_proxy`]); and what they share below.
+//! ([`messages`]), of REST Proxy v2 batches ([`rest_proxy`]) and of REST Proxy v3 produce
+//! ([`rest_v3`]); and what they share below.
 
 use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use axum::{Json, Router};
 use spillway_core::envelope::Envelope;
 use tower::ServiceExt as _;
@@ -22,6 +25,7 @@ use crate::records::{self, ProduceResponse, RecordOffset};
 mod messages;
 mod middleware;
 mod rest_proxy;
+mod rest_v3;
 
 pub use messages::Accepted;
 pub use middleware::RequestId;
@@ -60,6 +64,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::post_topic_message))
         .routes(routes!(messages::post_default_message))
         .routes(routes!(rest_proxy::post_records))
+        .routes(routes!(rest_v3::list_clusters))
+        .routes(routes!(rest_v3::get_cluster))
+        .routes(routes!(rest_v3::produce))
+        .routes(routes!(rest_v3::produce_batch))
         .routes(routes!(healthz))
         .routes(routes!(openapi_json))
 }
@@ -115,7 +123,20 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         RecordOffset,
         records::ProduceRequest,
         records::ProduceRecord,
-        records::RecordHeader
+        records::RecordHeader,
+        records::v3::V3Record,
+        records::v3::V3Header,
+        records::v3::V3Data,
+        records::v3::V3Size,
+        records::v3::V3Delivery,
+        records::v3::V3Failure,
+        records::v3::V3BatchRequest,
+        records::v3::V3BatchResponse,
+        rest_v3::KafkaCluster,
+        rest_v3::KafkaClusterList,
+        rest_v3::Related,
+        rest_v3::ResourceMetadata,
+        rest_v3::ListMetadata
     ))
 )]
 struct Frame;
@@ -150,6 +171,99 @@ fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
             rejection.body_text()
         ))
     }
+}
+
+/// The request's W3C trace context (`traceparent`, with its `tracestate`), or a new trace when
+/// it has no valid one (none, a malformed one, or several `traceparent` headers). Several
+/// `tracestate` headers are one list, joined by commas, as the specification reads them.
+fn trace_context(headers: &HeaderMap) -> (String, Option<String>) {
+    use spillway_core::trace::{valid_tracestate, TraceParent};
+    let [parent, state] = spillway_core::headers::W3C_TRACE_HEADERS;
+    let mut parents = headers.get_all(parent).iter();
+    let given = match (parents.next(), parents.next()) {
+        (Some(one), None) => one.to_str().ok().and_then(TraceParent::parse),
+        _ => None,
+    };
+    match given {
+        Some(tp) => {
+            let states: Vec<&str> = headers
+                .get_all(state)
+                .iter()
+                .map(|v| v.to_str().ok())
+                .collect::<Option<_>>()
+                .unwrap_or_default();
+            let joined = states.join(",");
+            (tp.to_string(), valid_tracestate(&joined).map(str::to_owned))
+        }
+        None => (TraceParent::new_random().to_string(), None),
+    }
+}
+
+/// Gives `env` the request's trace context (from [`trace_context`]).
+fn set_trace(env: &mut Envelope, trace: &(String, Option<String>)) {
+    env.traceparent = Some(trace.0.clone());
+    env.tracestate.clone_from(&trace.1);
+}
+
+/// Writes the envelopes that were read (`Ok`) to the buffer in one call and gives each item its
+/// outcome, in order: its own error, the buffer's refusal, or `Ok`.
+async fn write_each<'a>(
+    state: &AppState,
+    request_id: &RequestId,
+    items: impl IntoIterator<Item = Result<&'a Envelope, ApiError>>,
+) -> Vec<Result<(), ApiError>> {
+    let mut results: Vec<Result<(), ApiError>> = Vec::new();
+    let mut outgoing = Vec::new();
+    let mut slots = Vec::new();
+    for item in items {
+        match item.and_then(|env| prepare(state, env)) {
+            Ok(out) => {
+                outgoing.push(out);
+                slots.push(results.len());
+                results.push(Ok(()));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    if outgoing.is_empty() {
+        return results;
+    }
+    let deadline = Instant::now() + state.inner.config.retry_budget;
+    let outcomes = state.inner.buffer.write(&outgoing, deadline).await;
+    for (slot, outcome) in slots.into_iter().zip(outcomes) {
+        if let Err(e) = outcome {
+            results[slot] = Err(write_error(request_id, e));
+        }
+    }
+    results
+}
+
+/// The status of an answer with one outcome per record: `ok` when any record was accepted;
+/// when none was, the status of the first failure (413, 429, 503, …), so that a client that
+/// reads only the status does not take a refusal for success.
+fn outcome_status(results: &[Result<(), ApiError>], ok: StatusCode) -> StatusCode {
+    if results.iter().any(Result::is_ok) {
+        ok
+    } else {
+        results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .map_or(ok, ApiError::status)
+    }
+}
+
+/// `response` with `Retry-After` when its status asks the caller to come back (429, 503).
+fn with_retry_after(mut response: Response) -> Response {
+    if matches!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::error::RETRY_AFTER_SECS),
+        );
+    }
+    response
 }
 
 /// Encodes once and checks the buffer's limit, counting what the buffer counts.

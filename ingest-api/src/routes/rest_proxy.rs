@@ -1,15 +1,16 @@
 //! Confluent REST Proxy v2 produce: `POST /topics/{topic}`.
 
-use std::time::Instant;
-
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
-use super::{body_error, check_topic, path_error, prepare, write_error, AppState, RequestId};
+use super::{
+    body_error, check_topic, outcome_status, path_error, set_trace, trace_context,
+    with_retry_after, write_each, AppState, RequestId,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::records::{self, EmbeddedFormat, ProduceResponse, RecordOffset};
 
@@ -51,37 +52,14 @@ pub(super) async fn post_records(
             .and_then(|v| v.to_str().ok()),
     )?;
     let body = body.map_err(|r| body_error(&state, r))?;
-    let envelopes = records::batch(&topic, format, &body, state.inner.config.max_batch_records)?;
-
-    let mut results: Vec<Result<(), ApiError>> = Vec::with_capacity(envelopes.len());
-    let mut outgoing = Vec::with_capacity(envelopes.len());
-    let mut slots = Vec::with_capacity(envelopes.len());
-    for (i, env) in envelopes.iter().enumerate() {
-        match prepare(&state, env) {
-            Ok(out) => {
-                outgoing.push(out);
-                slots.push(i);
-                results.push(Ok(()));
-            }
-            Err(e) => results.push(Err(e)),
-        }
+    let mut envelopes =
+        records::batch(&topic, format, &body, state.inner.config.max_batch_records)?;
+    let trace = trace_context(&headers);
+    for env in &mut envelopes {
+        set_trace(env, &trace);
     }
-    let deadline = Instant::now() + state.inner.config.retry_budget;
-    let outcomes = state.inner.buffer.write(&outgoing, deadline).await;
-    for (slot, outcome) in slots.into_iter().zip(outcomes) {
-        if let Err(e) = outcome {
-            results[slot] = Err(write_error(&request_id, e));
-        }
-    }
-
-    let status = if results.iter().any(Result::is_ok) {
-        StatusCode::OK
-    } else {
-        results
-            .iter()
-            .find_map(|r| r.as_ref().err())
-            .map_or(StatusCode::OK, ApiError::status)
-    };
+    let results = write_each(&state, &request_id, envelopes.iter().map(Ok)).await;
+    let status = outcome_status(&results, StatusCode::OK);
     let offsets = envelopes
         .into_iter()
         .zip(&results)
@@ -102,23 +80,15 @@ pub(super) async fn post_records(
             },
         })
         .collect();
-    let mut response = (
-        status,
-        Json(ProduceResponse {
-            key_schema_id: None,
-            value_schema_id: None,
-            offsets,
-        }),
-    )
-        .into_response();
-    if matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(crate::error::RETRY_AFTER_SECS),
-        );
-    }
-    Ok(response)
+    Ok(with_retry_after(
+        (
+            status,
+            Json(ProduceResponse {
+                key_schema_id: None,
+                value_schema_id: None,
+                offsets,
+            }),
+        )
+            .into_response(),
+    ))
 }

@@ -121,3 +121,23 @@ fn envelope(bytes: &[u8]) -> Envelope {
         other => panic!("the buffer holds something that is not an envelope: {other:?}"),
     }
 }
+
+/// A buffer writer pointed at a closed port: every write fails as unreachable (503).
+pub fn closed_port_buffer() -> Buffer {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url("http://127.0.0.1:9")
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .build();
+    let client = aws_sdk_sqs::Client::from_conf(config);
+    Buffer::Sqs(SqsBuffer::new(
+        client,
+        "http://127.0.0.1:9/000000000000/q".into(),
+        false,
+        262_144,
+    ))
+}

@@ -1,4 +1,7 @@
-//! Request bodies and the envelopes made from them: one raw message, or a REST Proxy v2 batch.
+//! Request bodies and the envelopes made from them: one raw message, a REST Proxy v2 batch, or
+//! REST Proxy v3 records ([`v3`]).
+
+pub mod v3;
 
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD;
@@ -220,18 +223,10 @@ pub fn batch(
     body: &[u8],
     max_records: usize,
 ) -> Result<Vec<Envelope>, ApiError> {
-    let too_many = std::cell::Cell::new(false);
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let records = RequestSeed {
-        max: max_records,
-        too_many: &too_many,
-    }
-    .deserialize(&mut de)
-    .and_then(|records| de.end().map(|()| records));
-    let records = match records {
+    let records = match bounded_list::<ProduceRecord>(body, "records", max_records, false) {
         Ok(records) => records,
-        Err(_) if too_many.get() => return Err(ApiError::TooManyRecords { max: max_records }),
-        Err(e) => {
+        Err(None) => return Err(ApiError::TooManyRecords { max: max_records }),
+        Err(Some(e)) => {
             return Err(ApiError::BadRequest(format!(
                 "the body is not a valid produce request: {e}"
             )))
@@ -252,76 +247,110 @@ pub fn batch(
         .collect()
 }
 
-/// Reads `{"records": [...]}`, other members ignored, stopping past `max` records.
-struct RequestSeed<'a> {
+/// The elements of the array in `{"<member>": [...]}`, read one by one and stopping past `max`
+/// (so that memory stays a small multiple of `max` elements whatever the body's length); other
+/// members are skipped, or refused when `strict`. `Err(None)`: more than `max` elements.
+pub(crate) fn bounded_list<T: de::DeserializeOwned>(
+    body: &[u8],
+    member: &'static str,
     max: usize,
-    too_many: &'a std::cell::Cell<bool>,
+    strict: bool,
+) -> Result<Vec<T>, Option<serde_json::Error>> {
+    let too_many = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    ListSeed {
+        member,
+        max,
+        strict,
+        too_many: &too_many,
+        element: std::marker::PhantomData,
+    }
+    .deserialize(&mut de)
+    .and_then(|list| de.end().map(|()| list))
+    .map_err(|e| (!too_many.get()).then_some(e))
 }
 
-impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
-    type Value = Vec<ProduceRecord>;
+/// Reads `{"<member>": [...]}` (the object) or, nested, the array itself.
+struct ListSeed<'a, T> {
+    member: &'static str,
+    max: usize,
+    strict: bool,
+    too_many: &'a std::cell::Cell<bool>,
+    element: std::marker::PhantomData<T>,
+}
+
+impl<T> ListSeed<'_, T> {
+    fn array(&self) -> ArraySeed<'_, T> {
+        ArraySeed(self)
+    }
+}
+
+impl<'de, T: de::DeserializeOwned> DeserializeSeed<'de> for ListSeed<'_, T> {
+    type Value = Vec<T>;
 
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
         de.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for RequestSeed<'_> {
-    type Value = Vec<ProduceRecord>;
+impl<'de, T: de::DeserializeOwned> Visitor<'de> for ListSeed<'_, T> {
+    type Value = Vec<T>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(r#"an object {"records": [...]}"#)
+        write!(f, r#"an object {{"{}": [...]}}"#, self.member)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut records = None;
+        let mut list = None;
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if name == "records" {
-                if records.is_some() {
-                    return Err(de::Error::duplicate_field("records"));
+            if name == self.member {
+                if list.is_some() {
+                    return Err(de::Error::duplicate_field(self.member));
                 }
-                records = Some(map.next_value_seed(RecordsSeed {
-                    max: self.max,
-                    too_many: self.too_many,
-                })?);
+                list = Some(map.next_value_seed(self.array())?);
+            } else if self.strict {
+                return Err(de::Error::custom(format_args!(
+                    "unknown member `{}`",
+                    name.chars().take(40).collect::<String>()
+                )));
             } else {
                 map.next_value::<de::IgnoredAny>()?;
             }
         }
-        records.ok_or_else(|| de::Error::missing_field("records"))
+        list.ok_or_else(|| de::Error::missing_field(self.member))
     }
 }
 
-struct RecordsSeed<'a> {
-    max: usize,
-    too_many: &'a std::cell::Cell<bool>,
-}
+struct ArraySeed<'s, T>(&'s ListSeed<'s, T>);
 
-impl<'de> DeserializeSeed<'de> for RecordsSeed<'_> {
-    type Value = Vec<ProduceRecord>;
+impl<'de, T: de::DeserializeOwned> DeserializeSeed<'de> for ArraySeed<'_, T> {
+    type Value = Vec<T>;
 
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
         de.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for RecordsSeed<'_> {
-    type Value = Vec<ProduceRecord>;
+impl<'de, T: de::DeserializeOwned> Visitor<'de> for ArraySeed<'_, T> {
+    type Value = Vec<T>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an array of records")
+        write!(f, "an array of {}", self.0.member)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut records = Vec::new();
-        while let Some(record) = seq.next_element::<ProduceRecord>()? {
-            if records.len() == self.max {
-                self.too_many.set(true);
-                return Err(de::Error::custom("too many records"));
+        let mut list = Vec::new();
+        while let Some(element) = seq.next_element::<T>()? {
+            if list.len() == self.0.max {
+                self.0.too_many.set(true);
+                return Err(de::Error::custom(format_args!(
+                    "too many {}",
+                    self.0.member
+                )));
             }
-            records.push(record);
+            list.push(element);
         }
-        Ok(records)
+        Ok(list)
     }
 }
 
