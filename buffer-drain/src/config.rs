@@ -29,6 +29,10 @@ pub struct DrainConfig {
     /// their attributes); the DLQ gets a claim check naming the object. Unset, such letters are
     /// reported failed.
     pub dlq_bucket: Option<String>,
+    /// `SPILLWAY_CLAIM_BUCKET`: the S3 bucket ingest-api keeps values too large for the buffer
+    /// in (under `claims/`); the drain reads them from it and removes each object once Kafka
+    /// acknowledged its record. Unset, a claim-checked message fails (retryably) and stays.
+    pub claim_bucket: Option<String>,
     /// `SPILLWAY_TOPIC`: where raw-mode messages go (they name no topic); required with raw mode.
     pub raw_topic: Option<String>,
 }
@@ -47,6 +51,7 @@ impl DrainConfig {
             deadline_margin: DEFAULT_DEADLINE_MARGIN,
             dlq_url: None,
             dlq_bucket: None,
+            claim_bucket: None,
             raw_topic: None,
         }
     }
@@ -68,6 +73,7 @@ impl DrainConfig {
             )?,
             dlq_url: env.string("SPILLWAY_DLQ_URL"),
             dlq_bucket: env.string("SPILLWAY_DLQ_BUCKET"),
+            claim_bucket: env.string("SPILLWAY_CLAIM_BUCKET"),
             raw_topic: env.string("SPILLWAY_TOPIC"),
         })
         .and_then(|c: Self| {
@@ -375,6 +381,7 @@ mod tests {
                 deadline_margin: Duration::from_millis(1500),
                 dlq_url: None,
                 dlq_bucket: None,
+                claim_bucket: None,
                 raw_topic: Some("raw-events".into()),
             })
         );

@@ -66,6 +66,10 @@ pub enum Failure {
         /// Why the write failed.
         error: DeadLetterError,
     },
+    /// The value of a claim-checked record could not be read from S3 yet (S3 unavailable, or
+    /// `SPILLWAY_CLAIM_BUCKET` not set): the record comes again; the object stays.
+    #[error("the value in S3 could not be read: {0}")]
+    ClaimUnavailable(String),
     /// A poison record without a dead-letter queue configured: it stays until the buffer's own
     /// redrive policy moves it (`maxReceiveCount`).
     #[error("{0}")]
@@ -96,6 +100,7 @@ impl Failure {
                 ..
             } => "kafka-systemic",
             Failure::DeadLetterWrite { .. } => "dead-letter-write",
+            Failure::ClaimUnavailable(_) => "claim-unavailable",
             Failure::PoisonWithoutDeadLetterQueue(_) => "poison-without-dlq",
         }
     }
@@ -107,6 +112,7 @@ impl Failure {
             self,
             Failure::GroupBlocked
                 | Failure::DeadLetterWrite { .. }
+                | Failure::ClaimUnavailable(_)
                 | Failure::PoisonWithoutDeadLetterQueue(_)
         )
     }

@@ -68,9 +68,16 @@ pub async fn build_drain(
             Box::pin(async move { spillway_core::kafka::producer(&kafka).await })
         })
     };
-    Ok(Drain::new(producer, health, dead_letters, decoding)
+    let drain = Drain::new(producer, health, dead_letters, decoding)
         .with_dead_letter_grace(config.deadline_margin / 2)
-        .with_rebuild(rebuild))
+        .with_rebuild(rebuild);
+    Ok(match (&config.claim_bucket, aws) {
+        (Some(bucket), Some(sdk)) => drain.with_value_claims(crate::drain::ValueClaims::new(
+            spillway_core::claim::ClaimStore::client(sdk),
+            bucket.clone(),
+        )),
+        _ => drain,
+    })
 }
 
 /// Runs the drain in Lambda: builds it once (producer, dead-letter queue) and serves the runtime's

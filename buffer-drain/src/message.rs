@@ -16,8 +16,10 @@ pub struct KafkaMessage {
     pub key: Option<Vec<u8>>,
     /// Partition asked for by the caller.
     pub partition: Option<i32>,
-    /// Value.
+    /// Value (empty while it is in S3: see `value_claim`).
     pub value: Vec<u8>,
+    /// Where the value is when ingest-api kept it in S3 (issue 18): fetched before producing.
+    pub value_claim: Option<spillway_core::claim::Claim>,
     /// The record timestamp the caller asked for, ms since the Unix epoch; `None` for the
     /// produce time.
     pub timestamp_ms: Option<i64>,
@@ -97,6 +99,7 @@ pub fn to_kafka(record: &SourceRecord, decoding: &Decoding) -> Result<KafkaMessa
                 key: env.key,
                 partition: env.partition,
                 value: env.value,
+                value_claim: env.value_claim,
                 timestamp_ms: env.timestamp_ms,
                 headers,
             })
@@ -112,6 +115,7 @@ pub fn to_kafka(record: &SourceRecord, decoding: &Decoding) -> Result<KafkaMessa
                 key: None,
                 partition: None,
                 value: bytes.to_vec(),
+                value_claim: None,
                 timestamp_ms: None,
                 headers,
             })

@@ -629,3 +629,66 @@ async fn trace_context_and_timestamps_reach_the_kafka_record() {
         assert!(record.timestamp_ms > 1_700_000_000_000, "the produce time");
     }
 }
+
+/// Issue 18 item 3: a claim-checked message's value is read from S3 and produced whole; the
+/// object is removed only once Kafka acknowledged the record: through a broker outage both the
+/// message and its object stay.
+#[tokio::test]
+async fn a_value_kept_in_s3_is_produced_whole_and_its_object_removed_only_after_the_ack() {
+    use spillway_core::envelope::Envelope;
+    let sqs = spillway_tests::sqs().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let url = queue(&sqs, false).await;
+    let topic = spillway_tests::unique_name("claimed");
+    let (s3, bucket, store) =
+        spillway_tests::fixtures::claim_store_under("values", spillway_core::claim::VALUE_PREFIX)
+            .await;
+    // 3.5 times the queue's limit. (MSK Serverless takes records up to 8 MiB; the local broker,
+    // Tansu, refuses records over 1 MB whatever the topic's `max.message.bytes`.)
+    let value: Vec<u8> = (0..900_000_u32).map(|i| (i % 251) as u8).collect();
+    let claim = store.put(&value).await.expect("put");
+    let env = Envelope::new(&topic, Vec::new()).claimed(claim.clone());
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(env.encode())
+        .send()
+        .await
+        .expect("send");
+    let config = DrainConfig {
+        claim_bucket: Some(bucket.clone()),
+        ..DrainConfig::new(BufferKind::Sqs)
+    };
+    let sdk = spillway_tests::sdk().await;
+    let drain = build_drain(&kafka(&broker.bootstrap), &config, Some(&sdk))
+        .await
+        .expect("drain");
+    let poller = SqsPoller::new(
+        sqs.clone(),
+        url.clone(),
+        settings(10, Duration::from_secs(5)),
+    )
+    .await
+    .expect("poller");
+
+    broker.pause();
+    let during = poller.poll_once(&drain).await.expect("poll");
+    assert_eq!(during.done, 0, "nothing delivered while the broker is down");
+    assert!(
+        spillway_tests::fixtures::object_exists(&s3, &bucket, &claim.key).await,
+        "the object stays while its record is undelivered"
+    );
+    broker.resume();
+    drain_queue(&sqs, &url, vec![(poller, drain)], Duration::from_secs(120)).await;
+
+    let got = common::records(&broker.bootstrap, &topic, 1, Duration::from_secs(60)).await;
+    assert_eq!(
+        got[0].value.as_deref(),
+        Some(value.as_slice()),
+        "byte for byte"
+    );
+    assert_eq!(got[0].spillway_id(), Some(env.id.as_str()));
+    assert!(
+        !spillway_tests::fixtures::object_exists(&s3, &bucket, &claim.key).await,
+        "removed once Kafka acknowledged the record"
+    );
+}

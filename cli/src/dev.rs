@@ -197,6 +197,12 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
         settings.insert("SPILLWAY_KAFKA_AUTH".into(), "iam".into());
     }
     settings.insert("SPILLWAY_DLQ_URL".into(), get("SPILLWAY_SQS_DLQ_URL")?);
+    // Values too large for the buffer go to the stack's bucket (under claims/), as infra deploys.
+    if let Some(bucket) = env.get("SPILLWAY_DLQ_BUCKET") {
+        settings
+            .entry("SPILLWAY_CLAIM_BUCKET".into())
+            .or_insert_with(|| bucket.clone());
+    }
     let source = Env::new(&settings);
     let ingest = IngestConfig::from_env(&source)?;
     let kafka = KafkaConfig::from_env(&source)?;
@@ -220,7 +226,7 @@ pub async fn run(options: DevOptions, env: BTreeMap<String, String>) -> Result<(
         })?;
     let buffer = Buffer::new(&ingest.buffer, &sdk);
     let counting = counters.clone();
-    let app = ingest_api::app(ingest_api::AppState::new(ingest.clone(), buffer)).layer(
+    let app = ingest_api::app(ingest_api::state(ingest.clone(), buffer, &sdk)).layer(
         axum::middleware::from_fn(move |req, next| count_accepted(counting.clone(), req, next)),
     );
     let demo_app = app.clone();

@@ -55,6 +55,13 @@ impl Claim {
                 e.column()
             )
         })?;
+        claim.validate()?;
+        Ok(claim)
+    }
+
+    /// Whether this build reads the claim: its version, a bucket and a key.
+    pub fn validate(&self) -> Result<(), String> {
+        let claim = self;
         if claim.spillway_claim != VERSION {
             return Err(format!(
                 "claim check version {} is not supported (this build reads {VERSION})",
@@ -64,7 +71,7 @@ impl Claim {
         if claim.bucket.is_empty() || claim.key.is_empty() {
             return Err("the claim check names no bucket or no key".into());
         }
-        Ok(claim)
+        Ok(())
     }
 
     /// Whether `data` is what the claim says it is.
@@ -87,6 +94,9 @@ impl Claim {
         Ok(())
     }
 }
+
+/// Where ingest-api keeps values too large for the buffer (issue 18), in the claim bucket.
+pub const VALUE_PREFIX: &str = "claims/";
 
 /// A new object key under `prefix`.
 pub fn new_key(prefix: &str) -> String {
@@ -145,6 +155,11 @@ mod store {
                 )
                 .build();
             aws_sdk_s3::Client::from_conf(config)
+        }
+
+        /// The S3 client it writes with.
+        pub fn s3(&self) -> &aws_sdk_s3::Client {
+            &self.client
         }
 
         /// The bucket claims are written to.

@@ -76,6 +76,9 @@ function addLambdaIngest(stack: cdk.Stack, s: Settings, api: apigw.RestApi, buff
     SPILLWAY_TOPICS: s.topics.join(','),
     SPILLWAY_BUFFER_RETRY_BUDGET: `${s.ingestRetryBudgetSecs}s`,
   };
+  // Values too large for the buffer (claim checks): kept under claims/ in the bucket whose
+  // lifecycle already removes what is left behind; the drain removes each once delivered.
+  environment.SPILLWAY_CLAIM_BUCKET = buffer.deadLetterObjects.bucketName;
   if (buffer.queue) environment.SPILLWAY_SQS_QUEUE_URL = buffer.queue.queueUrl;
   if (buffer.stream) environment.SPILLWAY_KINESIS_STREAM = buffer.stream.streamName;
   const fn = rustFunction(stack, s, 'Ingest', 'ingest-api', undefined, {
@@ -86,6 +89,9 @@ function addLambdaIngest(stack: cdk.Stack, s: Settings, api: apigw.RestApi, buff
   });
   if (buffer.queue) buffer.queue.grantSendMessages(fn);
   if (buffer.stream) buffer.stream.grantWrite(fn);
+  // Write a value, and remove it again when the buffer then refuses its message.
+  buffer.deadLetterObjects.grantPut(fn, 'claims/*');
+  buffer.deadLetterObjects.grantDelete(fn, 'claims/*');
   api.root.addProxy({ defaultIntegration: new apigw.LambdaIntegration(fn), anyMethod: true });
 }
 

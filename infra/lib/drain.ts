@@ -34,6 +34,9 @@ export function addDrain(
       SPILLWAY_DEADLINE_MARGIN: `${s.drainDeadlineMarginSecs}s`,
       SPILLWAY_DLQ_URL: buffer.deadLetters.queueUrl,
       SPILLWAY_DLQ_BUCKET: buffer.deadLetterObjects.bucketName,
+      // Where ingest-api keeps values too large for the buffer (claims/): read, then removed
+      // once Kafka acknowledged the record.
+      SPILLWAY_CLAIM_BUCKET: buffer.deadLetterObjects.bucketName,
       // The drain's allocator (mimalloc, read at process start): hand freed memory back at once
       // and no transparent huge pages. One 10,000 × 1 KiB event peaks at ~66 MiB instead of
       // ~110 MiB — the event's bytes, freed as it is parsed, were kept for a second — at no
@@ -58,6 +61,8 @@ export function addDrain(
   );
   buffer.deadLetters.grantSendMessages(fn);
   buffer.deadLetterObjects.grantPut(fn, 'dead-letters/*');
+  buffer.deadLetterObjects.grantRead(fn, 'claims/*');
+  buffer.deadLetterObjects.grantDelete(fn, 'claims/*');
   if (buffer.queue) {
     fn.addEventSource(
       new sources.SqsEventSource(buffer.queue, {

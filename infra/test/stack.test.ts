@@ -205,6 +205,30 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     expect(JSON.stringify(puts[0].Resource)).toContain('/dead-letters/*');
   });
 
+  test('values too large for the buffer: ingest-api writes them under claims/, the drain reads and removes them', () => {
+    const [bucketId] = resources(s.json, 'AWS::S3::Bucket')[0];
+    const statements = (fn: string) => {
+      const props = s.json.Resources[functionId(s.json, fn)].Properties;
+      expect(props.Environment.Variables.SPILLWAY_CLAIM_BUCKET).toEqual({ Ref: bucketId });
+      return resources(s.json, 'AWS::IAM::Policy')
+        .filter(([, p]) => JSON.stringify(p.Properties.Roles).includes(props.Role['Fn::GetAtt'][0]))
+        .flatMap(([, p]) => p.Properties.PolicyDocument.Statement);
+    };
+    const on = (st: { Resource: unknown }[], action: string) =>
+      st.filter((x: any) => [x.Action].flat().includes(action)).map((x) => JSON.stringify(x.Resource));
+    const drain = statements('Drain');
+    expect(on(drain, 's3:GetObject*').join()).toContain('/claims/*');
+    expect(on(drain, 's3:DeleteObject*').join()).toContain('/claims/*');
+    expect(on(drain, 's3:DeleteObject*').join()).not.toContain('dead-letters');
+    if (variant.ingest === 'lambda') {
+      const ingest = statements('Ingest');
+      expect(on(ingest, 's3:PutObject')).toHaveLength(1);
+      expect(on(ingest, 's3:PutObject')[0]).toContain('/claims/*');
+      expect(on(ingest, 's3:DeleteObject*').join()).toContain('/claims/*');
+      expect(on(ingest, 's3:GetObject*')).toHaveLength(0);
+    }
+  });
+
   test('the alarms exist', () => {
     const metrics = resources(s.json, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties.MetricName);
     expect(metrics).toEqual(expect.arrayContaining(['ApproximateNumberOfMessagesVisible', 'Errors', 'Throttles', '5XXError']));

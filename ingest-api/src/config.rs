@@ -56,6 +56,19 @@ pub struct IngestConfig {
     /// `SPILLWAY_V3_BATCH_MAX_ENTRIES`, default 10 (REST Proxy's
     /// `api.v3.produce.batch.maximum.entries`), at most 500: entries per `records:batch`.
     pub v3_batch_max_entries: usize,
+    /// `SPILLWAY_CLAIM_BUCKET`: the S3 bucket for values too large for the buffer (issue 18). Such
+    /// a value is stored there (under `claims/`) and the envelope carries a claim check naming
+    /// it; the drain produces the whole value and removes the object once Kafka acknowledged the
+    /// record. Unset, such a message is answered 413 naming the buffer's limit.
+    pub claim_bucket: Option<String>,
+    /// `SPILLWAY_CLAIM_THRESHOLD_BYTES`: values longer than this go to the claim bucket even when
+    /// they would fit the buffer (fewer, smaller buffer messages); unset, only values that do not
+    /// fit. 1,024 or more.
+    pub claim_threshold: Option<usize>,
+    /// `SPILLWAY_KAFKA_MESSAGE_MAX_BYTES`, default 8 MiB (MSK Serverless's limit), as the drain
+    /// reads it: a claim-checked record (value, key and headers) larger than this is answered 413
+    /// naming it, since Kafka would refuse it.
+    pub kafka_max_bytes: usize,
     /// The buffer (see [`BufferConfig`]).
     pub buffer: BufferConfig,
 }
@@ -145,6 +158,19 @@ impl IngestConfig {
                 id
             },
             v3_batch_max_entries: env.number("SPILLWAY_V3_BATCH_MAX_ENTRIES", 10, 1, 500)?,
+            claim_bucket: env.string("SPILLWAY_CLAIM_BUCKET"),
+            claim_threshold: match env.string("SPILLWAY_CLAIM_THRESHOLD_BYTES") {
+                Some(_) => {
+                    Some(env.number("SPILLWAY_CLAIM_THRESHOLD_BYTES", 0, 1024, 1_000_000_000)?)
+                }
+                None => None,
+            },
+            kafka_max_bytes: env.number(
+                "SPILLWAY_KAFKA_MESSAGE_MAX_BYTES",
+                spillway_core::config::MSK_SERVERLESS_MAX_MESSAGE_BYTES,
+                1000,
+                1_000_000_000,
+            )?,
             buffer: BufferConfig::from_env(env)?,
         })
     }

@@ -57,6 +57,14 @@ pub enum ApiError {
     /// The message would not fit the buffer.
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
+    /// A claim-checked record over Kafka's own limit: no buffer can carry it to Kafka.
+    #[error("the record is {size} bytes (value, key and headers); Kafka accepts at most {limit} (SPILLWAY_KAFKA_MESSAGE_MAX_BYTES)")]
+    OverKafkaLimit {
+        /// The record's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The HTTP body itself is over the request limit.
     #[error("request body is over {limit} bytes, the most one request may carry (SPILLWAY_MAX_REQUEST_BYTES)")]
     BodyTooLarge {
@@ -114,6 +122,7 @@ impl ApiError {
             ApiError::Payload(_) | ApiError::Batch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_)
+            | ApiError::OverKafkaLimit { .. }
             | ApiError::BodyTooLarge { .. }
             | ApiError::StreamRecordTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -130,6 +139,7 @@ impl ApiError {
                 1
             }
             ApiError::NoDefaultTopic | ApiError::StreamRecordTooLarge { .. } => 2,
+            ApiError::OverKafkaLimit { .. } => 3,
             ApiError::UnknownCluster(_) => 4,
             ApiError::Payload(_) => 6,
             ApiError::Batch(_) => 8,

@@ -49,7 +49,29 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 pub async fn router(config: config::IngestConfig) -> axum::Router {
     let sdk = sdk_config().await;
     let buffer = buffer::Buffer::new(&config.buffer, &sdk);
-    app(AppState::new(config, buffer))
+    app(state(config, buffer, &sdk))
+}
+
+/// The handlers' state for `config`: its buffer writer, and its claim bucket when
+/// `SPILLWAY_CLAIM_BUCKET` names one (values too large for the buffer go there, under
+/// `claims/`).
+pub fn state(
+    config: config::IngestConfig,
+    buffer: buffer::Buffer,
+    sdk: &aws_config::SdkConfig,
+) -> AppState {
+    let claims = config.claim_bucket.as_ref().map(|bucket| {
+        spillway_core::claim::ClaimStore::new(
+            spillway_core::claim::ClaimStore::client(sdk),
+            bucket,
+            spillway_core::claim::VALUE_PREFIX,
+        )
+    });
+    let state = AppState::new(config, buffer);
+    match claims {
+        Some(claims) => state.with_claims(claims),
+        None => state,
+    }
 }
 
 /// Serves `config` on its `SPILLWAY_LISTEN` address until Ctrl-C (the local mode).

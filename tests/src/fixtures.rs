@@ -183,6 +183,14 @@ pub async fn put_envelopes(
 pub async fn claim_store(
     prefix: &str,
 ) -> (aws_sdk_s3::Client, String, spillway_core::claim::ClaimStore) {
+    claim_store_under(prefix, spillway_core::dead_letter::CLAIM_PREFIX).await
+}
+
+/// The same, with keys under `keys` (`claim::VALUE_PREFIX`: ingest-api's values).
+pub async fn claim_store_under(
+    prefix: &str,
+    keys: &str,
+) -> (aws_sdk_s3::Client, String, spillway_core::claim::ClaimStore) {
     let s3 = crate::s3().await;
     let bucket = crate::unique_name(prefix);
     s3.create_bucket()
@@ -190,11 +198,7 @@ pub async fn claim_store(
         .send()
         .await
         .expect("create bucket");
-    let store = spillway_core::claim::ClaimStore::new(
-        s3.clone(),
-        &bucket,
-        spillway_core::dead_letter::CLAIM_PREFIX,
-    );
+    let store = spillway_core::claim::ClaimStore::new(s3.clone(), &bucket, keys);
     (s3, bucket, store)
 }
 
@@ -425,5 +429,22 @@ impl Drop for PrivateGate {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.ca_file);
+    }
+}
+
+/// Whether `bucket` holds `key` (moto).
+pub async fn object_exists(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+    match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(_) => true,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(aws_sdk_s3::operation::head_object::HeadObjectError::is_not_found) =>
+        {
+            false
+        }
+        Err(e) => panic!(
+            "head {bucket}/{key}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e)
+        ),
     }
 }

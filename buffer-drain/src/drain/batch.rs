@@ -56,6 +56,9 @@ pub(super) struct Batch<'a> {
     pub(super) latencies: Vec<Duration>,
     /// Refused for good in the current wave: dead-lettered at its end.
     letters: Vec<Letter>,
+    /// The claim check of each record whose value was read from S3: its object is removed once
+    /// the record is delivered.
+    pub(super) value_claims: Vec<Option<spillway_core::claim::Claim>>,
 }
 
 impl<'a> Batch<'a> {
@@ -74,6 +77,7 @@ impl<'a> Batch<'a> {
             outcomes: vec![None; records.len()],
             latencies: Vec::new(),
             letters: Vec::new(),
+            value_claims: vec![None; records.len()],
         }
     }
 
@@ -123,7 +127,7 @@ impl<'a> Batch<'a> {
             if self.outcomes[i].is_some() || !std::mem::replace(&mut self.plans[i], false) {
                 continue;
             }
-            let message = match to_kafka(&self.records[i], &self.drain.decoding) {
+            let mut message = match to_kafka(&self.records[i], &self.drain.decoding) {
                 Ok(message) => message,
                 Err(e) => {
                     self.letters
@@ -131,6 +135,22 @@ impl<'a> Batch<'a> {
                     continue;
                 }
             };
+            if let Some(claim) = message.value_claim.take() {
+                match self.drain.fetch_value(&claim, self.deadline).await {
+                    Ok(value) => {
+                        message.value = value;
+                        self.value_claims[i] = Some(claim);
+                    }
+                    Err(super::Unfetched::Poison(reason)) => {
+                        self.letters.push(Letter::poison(i, reason));
+                        continue;
+                    }
+                    Err(super::Unfetched::Retry(failure)) => {
+                        self.outcomes[i] = Some(Outcome::Failed(failure));
+                        continue;
+                    }
+                }
+            }
             if Instant::now() >= self.deadline {
                 self.outcomes[i] = Some(Outcome::Failed(Failure::DeadlineNear));
                 continue;

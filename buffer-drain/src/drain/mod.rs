@@ -44,6 +44,38 @@ pub struct Drain {
     retired_auth_failures: std::sync::atomic::AtomicU64,
     /// How long dead-letter writes may run past the deadline (rule 5: bounded work after it).
     dead_letter_grace: Duration,
+    /// Where claim-checked values are read from (`SPILLWAY_CLAIM_BUCKET`).
+    value_claims: Option<ValueClaims>,
+}
+
+/// The S3 bucket ingest-api keeps values too large for the buffer in (issue 18): the drain
+/// reads a claim-checked value from it before producing, and removes the object once Kafka
+/// acknowledged the record. Only objects under [`spillway_core::claim::VALUE_PREFIX`] of this
+/// bucket are read, whatever a message names: a producer that can write to the buffer cannot
+/// make the drain forward other objects.
+#[derive(Debug, Clone)]
+pub struct ValueClaims {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl ValueClaims {
+    /// Claims in `bucket`, read with `client`.
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+}
+
+/// Why a claim-checked value is not there to produce.
+enum Unfetched {
+    /// For good (gone, changed, outside the bucket): the record is dead-lettered with this
+    /// reason, and its object, if any, stays for the lifecycle (or a replay) to find.
+    Poison(String),
+    /// For now: the record comes again.
+    Retry(Failure),
 }
 
 /// A producer and its failure counters.
@@ -130,7 +162,100 @@ impl Drain {
             rebuilds: std::sync::atomic::AtomicU64::new(0),
             retired_auth_failures: std::sync::atomic::AtomicU64::new(0),
             dead_letter_grace: DEFAULT_DEAD_LETTER_GRACE,
+            value_claims: None,
         }
+    }
+
+    /// Claim-checked values are read from (and, once delivered, removed from) `claims`.
+    #[must_use]
+    pub fn with_value_claims(mut self, claims: ValueClaims) -> Self {
+        self.value_claims = Some(claims);
+        self
+    }
+
+    /// The value `claim` names, checked against its length and digest, by `deadline`.
+    async fn fetch_value(
+        &self,
+        claim: &spillway_core::claim::Claim,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, Unfetched> {
+        let Some(claims) = &self.value_claims else {
+            return Err(Unfetched::Retry(Failure::ClaimUnavailable(
+                "SPILLWAY_CLAIM_BUCKET is not set, so values kept in S3 cannot be read".into(),
+            )));
+        };
+        if claim.bucket != claims.bucket
+            || !claim.key.starts_with(spillway_core::claim::VALUE_PREFIX)
+        {
+            return Err(Unfetched::Poison(format!(
+                "the claim check names an object outside s3://{}/{} (SPILLWAY_CLAIM_BUCKET)",
+                claims.bucket,
+                spillway_core::claim::VALUE_PREFIX
+            )));
+        }
+        let get = async {
+            let object = claims
+                .client
+                .get_object()
+                .bucket(&claim.bucket)
+                .key(&claim.key)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e
+                        .as_service_error()
+                        .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key)
+                    {
+                        Unfetched::Poison(format!(
+                            "the value's object s3://{}/{} is gone (delivered and removed before, or expired by the bucket's lifecycle)",
+                            claim.bucket, claim.key
+                        ))
+                    } else {
+                        Unfetched::Retry(Failure::ClaimUnavailable(format!(
+                            "s3://{}/{}: {}",
+                            claim.bucket,
+                            claim.key,
+                            aws_sdk_s3::error::DisplayErrorContext(&e)
+                        )))
+                    }
+                })?;
+            let data = object.body.collect().await.map_err(|e| {
+                Unfetched::Retry(Failure::ClaimUnavailable(format!(
+                    "reading s3://{}/{} broke off: {e}",
+                    claim.bucket, claim.key
+                )))
+            })?;
+            let data = data.into_bytes().to_vec();
+            claim.check(&data).map_err(Unfetched::Poison)?;
+            Ok(data)
+        };
+        tokio::time::timeout_at(deadline.into(), get)
+            .await
+            .unwrap_or(Err(Unfetched::Retry(Failure::DeadlineNear)))
+    }
+
+    /// Removes the objects of claim-checked records Kafka acknowledged, within the dead-letter
+    /// grace after `deadline`; an object left behind (S3 down, the grace spent) is the bucket
+    /// lifecycle's to remove.
+    async fn remove_values(&self, delivered: Vec<spillway_core::claim::Claim>, deadline: Instant) {
+        let Some(claims) = &self.value_claims else {
+            return;
+        };
+        if delivered.is_empty() {
+            return;
+        }
+        let until = deadline.max(Instant::now()) + self.dead_letter_grace;
+        let removes = delivered.iter().map(|claim| async move {
+            let removed = tokio::time::timeout_at(
+                until.into(),
+                spillway_core::claim::remove(&claims.client, claim),
+            )
+            .await;
+            if !matches!(removed, Ok(Ok(()))) {
+                tracing::warn!(bucket = %claim.bucket, key = %claim.key, "the delivered value's object was not removed; the bucket's lifecycle will");
+            }
+        });
+        futures::future::join_all(removes).await;
     }
 
     /// Dead-letter writes of a batch end at most `grace` after its deadline; what is not written by
@@ -370,6 +495,13 @@ impl Drain {
             Ordering::FifoGroups => batch.fifo_waves().await,
         }
         let outcomes = batch.outcomes;
+        let delivered_values = batch
+            .value_claims
+            .into_iter()
+            .zip(&outcomes)
+            .filter_map(|(claim, o)| claim.filter(|_| matches!(o, Some(Outcome::Delivered))))
+            .collect();
+        self.remove_values(delivered_values, deadline).await;
         self.after_batch(
             outcomes
                 .iter()

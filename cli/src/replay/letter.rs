@@ -92,7 +92,21 @@ pub(super) fn describe(m: &Message) -> String {
             info.start_sequence_number,
             info.end_sequence_number
         ),
-        Ok(Letter::Data(item)) => format!("{} bytes", item.data.len()),
+        Ok(Letter::Data(item)) => match decode(&item.data, RawMode::Accept) {
+            // A message whose value ingest-api kept in S3: it goes back as it is, and the drain
+            // reads the value again (the object stays until the record is delivered).
+            Ok(Decoded::Envelope(Envelope {
+                value_claim: Some(claim),
+                ..
+            })) => format!(
+                "{} bytes, its value ({} bytes) in s3://{}/{}",
+                item.data.len(),
+                claim.bytes,
+                claim.bucket,
+                claim.key
+            ),
+            _ => format!("{} bytes", item.data.len()),
+        },
         Ok(Letter::Claimed(_, claim)) => format!(
             "{} bytes in s3://{}/{}",
             claim.bytes, claim.bucket, claim.key

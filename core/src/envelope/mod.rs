@@ -100,6 +100,11 @@ pub struct Envelope {
     pub traceparent: Option<String>,
     /// The caller's W3C `tracestate`, beside a `traceparent`.
     pub tracestate: Option<String>,
+    /// Where the value is when it was too large for the buffer (issue 18): an S3 object the
+    /// claim check names; `value` is then empty. On the wire, `"value":{"claim":{…}}`, which a
+    /// reader that predates claims refuses as malformed (dead-letters) instead of producing an
+    /// empty value.
+    pub value_claim: Option<crate::claim::Claim>,
 }
 
 impl Envelope {
@@ -117,6 +122,26 @@ impl Envelope {
             timestamp_ms: None,
             traceparent: None,
             tracestate: None,
+            value_claim: None,
+        }
+    }
+
+    /// This envelope with its value in S3: the same message, the value replaced by `claim`.
+    #[must_use]
+    pub fn claimed(&self, claim: crate::claim::Claim) -> Self {
+        Self {
+            id: self.id.clone(),
+            topic: self.topic.clone(),
+            key: self.key.clone(),
+            partition: self.partition,
+            value: Vec::new(),
+            headers: self.headers.clone(),
+            received_at_ms: self.received_at_ms,
+            idempotency_key: self.idempotency_key.clone(),
+            timestamp_ms: self.timestamp_ms,
+            traceparent: self.traceparent.clone(),
+            tracestate: self.tracestate.clone(),
+            value_claim: Some(claim),
         }
     }
 

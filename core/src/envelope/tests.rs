@@ -18,6 +18,43 @@ fn sample() -> Envelope {
         timestamp_ms: None,
         traceparent: None,
         tracestate: None,
+        value_claim: None,
+    }
+}
+
+/// Issue 18 item 3: a value in S3 travels as `{"claim": {…}}` in place of the value, and only
+/// there; a claim this build cannot read is malformed, never an empty value.
+#[test]
+fn a_claimed_value_travels_as_its_claim_check() {
+    let claim = crate::claim::Claim::new("bucket", "claims/0193", b"the large value");
+    let env = sample().claimed(claim.clone());
+    assert!(env.value.is_empty());
+    let body = env.encode();
+    assert!(
+        body.ends_with(&format!(r#""value":{{"claim":{}}}}}"#, claim.encode())),
+        "{body}"
+    );
+    assert_eq!(body.len(), env.encoded_len());
+    assert_eq!(
+        decode(body.as_bytes(), RawMode::Reject),
+        Ok(Decoded::Envelope(env))
+    );
+    for bad in [
+        body.replace(r#""spillwayClaim":1"#, r#""spillwayClaim":2"#),
+        body.replace(r#""bucket":"bucket""#, r#""bucket":"""#),
+        body.replace(
+            r#""key":"customer-42""#,
+            &format!(r#""key":{{"claim":{}}}"#, claim.encode()),
+        ),
+        body.replace(r#"{"claim":"#, r#"{"claims":"#),
+    ] {
+        assert!(
+            matches!(
+                decode(bad.as_bytes(), RawMode::Reject),
+                Err(DecodeError::Malformed(_))
+            ),
+            "{bad}"
+        );
     }
 }
 
@@ -193,6 +230,7 @@ fn any_envelope() -> impl Strategy<Value = Envelope> {
             proptest::option::of(any::<i64>()),
             proptest::option::of(any::<String>()),
             proptest::option::of(any::<String>()),
+            proptest::option::of((any::<String>(), any::<String>(), any::<u64>())),
         ),
     )
         .prop_map(
@@ -205,8 +243,20 @@ fn any_envelope() -> impl Strategy<Value = Envelope> {
                 received_at_ms,
                 idempotency_key,
                 partition,
-                (timestamp_ms, traceparent, tracestate),
+                (timestamp_ms, traceparent, tracestate, claim),
             )| {
+                let value_claim = claim.map(|(bucket, key, bytes)| crate::claim::Claim {
+                    spillway_claim: 1,
+                    bucket: format!("b{bucket}"),
+                    key: format!("k{key}"),
+                    bytes,
+                    sha256: "0".repeat(64),
+                });
+                let value = if value_claim.is_some() {
+                    Vec::new()
+                } else {
+                    value
+                };
                 Envelope {
                     id: format!("i{id}"),
                     topic: format!("t{topic}"),
@@ -222,6 +272,7 @@ fn any_envelope() -> impl Strategy<Value = Envelope> {
                     timestamp_ms,
                     traceparent,
                     tracestate,
+                    value_claim,
                 }
             },
         )

@@ -31,12 +31,18 @@ pub(super) fn read(body: &[u8]) -> Result<Envelope, DecodeError> {
     if wire.topic.is_empty() {
         return Err(DecodeError::Malformed("`topic` is empty".into()));
     }
+    let ValueIn(value, value_claim) = wire.value;
+    if let Some(claim) = &value_claim {
+        claim
+            .validate()
+            .map_err(|e| DecodeError::Malformed(format!("`value`: {e}")))?;
+    }
     Ok(Envelope {
         id: wire.id,
         topic: wire.topic,
         key: wire.key.map(|k| k.0),
         partition: wire.partition,
-        value: wire.value.0,
+        value,
         headers: wire
             .headers
             .into_iter()
@@ -50,6 +56,7 @@ pub(super) fn read(body: &[u8]) -> Result<Envelope, DecodeError> {
         timestamp_ms: wire.timestamp_ms,
         traceparent: wire.traceparent,
         tracestate: wire.tracestate,
+        value_claim,
     })
 }
 
@@ -186,8 +193,22 @@ impl Serialize for WireOut<'_> {
         if !e.headers.is_empty() {
             s.serialize_field("headers", &WireHeaders(&e.headers))?;
         }
-        s.serialize_field("value", &WireBytes(&e.value))?;
+        match &e.value_claim {
+            Some(claim) => s.serialize_field("value", &WireClaim(claim))?,
+            None => s.serialize_field("value", &WireBytes(&e.value))?,
+        }
         s.end()
+    }
+}
+
+/// A value kept in S3: `{"claim": {…}}`.
+struct WireClaim<'a>(&'a crate::claim::Claim);
+
+impl Serialize for WireClaim<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut map = ser.serialize_map(Some(1))?;
+        map.serialize_entry("claim", self.0)?;
+        map.end()
     }
 }
 
@@ -260,7 +281,7 @@ struct WireIn {
     tracestate: Option<String>,
     #[serde(default)]
     headers: Vec<(String, BytesIn)>,
-    value: BytesIn,
+    value: ValueIn,
 }
 
 /// Reads what [`WireBytes`] writes.
@@ -268,43 +289,60 @@ struct BytesIn(Vec<u8>);
 
 impl<'de> Deserialize<'de> for BytesIn {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        de.deserialize_any(BytesInVisitor)
+        de.deserialize_any(BytesInVisitor { claims: false })
+            .map(|ValueIn(bytes, _)| BytesIn(bytes))
     }
 }
 
-struct BytesInVisitor;
+/// Reads the `value`: what [`WireBytes`] writes, or what [`WireClaim`] writes.
+struct ValueIn(Vec<u8>, Option<crate::claim::Claim>);
+
+impl<'de> Deserialize<'de> for ValueIn {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(BytesInVisitor { claims: true })
+    }
+}
+
+/// `claims`: whether `{"claim": {…}}` is read too (the value only).
+struct BytesInVisitor {
+    claims: bool,
+}
+
+const EXACTLY_B64: &str = r#"a binary field must be exactly {"b64": "<base64>"}"#;
 
 impl<'de> Visitor<'de> for BytesInVisitor {
-    type Value = BytesIn;
+    type Value = ValueIn;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(r#"a string or {"b64": "<base64>"}"#)
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<BytesIn, E> {
-        Ok(BytesIn(v.as_bytes().to_vec()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ValueIn, E> {
+        Ok(ValueIn(v.as_bytes().to_vec(), None))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<BytesIn, E> {
-        Ok(BytesIn(v.into_bytes()))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<ValueIn, E> {
+        Ok(ValueIn(v.into_bytes(), None))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BytesIn, A::Error> {
-        let mut bytes = None;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ValueIn, A::Error> {
+        let mut read = None;
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if name != "b64" || bytes.is_some() {
-                return Err(de::Error::custom(
-                    r#"a binary field must be exactly {"b64": "<base64>"}"#,
-                ));
+            if read.is_some() {
+                return Err(de::Error::custom(EXACTLY_B64));
             }
-            let text: std::borrow::Cow<'de, str> = map.next_value()?;
-            let decoded = STANDARD.decode(text.as_bytes()).map_err(|e| {
-                de::Error::custom(format_args!("invalid base64 in a binary field: {e}"))
-            })?;
-            bytes = Some(decoded);
+            read = Some(match name.as_ref() {
+                "b64" => {
+                    let text: std::borrow::Cow<'de, str> = map.next_value()?;
+                    let decoded = STANDARD.decode(text.as_bytes()).map_err(|e| {
+                        de::Error::custom(format_args!("invalid base64 in a binary field: {e}"))
+                    })?;
+                    ValueIn(decoded, None)
+                }
+                "claim" if self.claims => ValueIn(Vec::new(), Some(map.next_value()?)),
+                _ => return Err(de::Error::custom(EXACTLY_B64)),
+            });
         }
-        bytes.map(BytesIn).ok_or_else(|| {
-            de::Error::custom(r#"a binary field must be exactly {"b64": "<base64>"}"#)
-        })
+        read.ok_or_else(|| de::Error::custom(EXACTLY_B64))
     }
 }

@@ -1,7 +1,5 @@
 //! Single messages: `POST /v1/topics/{topic}/messages` and the AWS sample's `POST /messages`.
 
-use std::time::Instant;
-
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
@@ -11,10 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    body_error, check_topic, path_error, prepare, set_trace, trace_context, write_error, AppState,
-    RequestId,
+    body_error, check_topic, path_error, set_trace, trace_context, write_each, AppState, RequestId,
 };
-use crate::buffer::WriteError;
 use crate::error::{ApiError, ErrorBody};
 use crate::records::{self, MessageQuery};
 
@@ -117,17 +113,11 @@ async fn accept_one(
     let body = body.map_err(|r| body_error(state, r))?;
     let mut env = records::single(topic, &query, headers, &body)?;
     set_trace(&mut env, &trace_context(headers));
-    let outgoing = prepare(state, &env)?;
-    let deadline = Instant::now() + state.inner.config.retry_budget;
-    let outcome = state
-        .inner
-        .buffer
-        .write(std::slice::from_ref(&outgoing), deadline)
-        .await;
+    let outcome = write_each(state, request_id, [Ok(&env)]).await;
     match outcome
         .into_iter()
         .next()
-        .unwrap_or(Err(WriteError::Unavailable("no outcome".into())))
+        .unwrap_or(Err(ApiError::Unavailable))
     {
         Ok(()) => Ok((
             StatusCode::ACCEPTED,
@@ -136,6 +126,6 @@ async fn accept_one(
                 topic: env.topic,
             }),
         )),
-        Err(e) => Err(write_error(request_id, e)),
+        Err(e) => Err(e),
     }
 }

@@ -21,6 +21,7 @@ use crate::buffer::{Buffer, Outgoing, WriteError};
 use crate::config::IngestConfig;
 use crate::error::{ApiError, ErrorBody};
 use crate::records::{self, ProduceResponse, RecordOffset};
+use spillway_core::claim::ClaimStore;
 
 mod messages;
 mod middleware;
@@ -40,13 +41,31 @@ pub struct AppState {
 pub(crate) struct Inner {
     pub(crate) config: IngestConfig,
     pub(crate) buffer: Buffer,
+    /// Where values too large for the buffer go (`SPILLWAY_CLAIM_BUCKET`).
+    pub(crate) claims: Option<ClaimStore>,
 }
 
 impl AppState {
-    /// State from a configuration and a buffer writer.
+    /// State from a configuration and a buffer writer; no claim bucket.
     pub fn new(config: IngestConfig, buffer: Buffer) -> Self {
         Self {
-            inner: Arc::new(Inner { config, buffer }),
+            inner: Arc::new(Inner {
+                config,
+                buffer,
+                claims: None,
+            }),
+        }
+    }
+
+    /// Values too large for the buffer are kept in `claims` (issue 18).
+    #[must_use]
+    pub fn with_claims(self, claims: ClaimStore) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config: self.inner.config.clone(),
+                buffer: self.inner.buffer.clone(),
+                claims: Some(claims),
+            }),
         }
     }
 }
@@ -206,17 +225,26 @@ fn set_trace(env: &mut Envelope, trace: &(String, Option<String>)) {
 }
 
 /// Writes the envelopes that were read (`Ok`) to the buffer in one call and gives each item its
-/// outcome, in order: its own error, the buffer's refusal, or `Ok`.
+/// outcome, in order: its own error, the buffer's refusal, or `Ok`. A value too large for the
+/// buffer (or over `SPILLWAY_CLAIM_THRESHOLD_BYTES`) goes to the claim bucket first and the
+/// buffer gets its claim check; an object whose message the buffer then refused is removed.
 async fn write_each<'a>(
     state: &AppState,
     request_id: &RequestId,
     items: impl IntoIterator<Item = Result<&'a Envelope, ApiError>>,
 ) -> Vec<Result<(), ApiError>> {
-    let mut results: Vec<Result<(), ApiError>> = Vec::new();
+    let items: Vec<Result<&Envelope, ApiError>> = items.into_iter().collect();
+    let claimed = claim_values(state, request_id, &items).await;
+    let mut results: Vec<Result<(), ApiError>> = Vec::with_capacity(items.len());
     let mut outgoing = Vec::new();
     let mut slots = Vec::new();
-    for item in items {
-        match item.and_then(|env| prepare(state, env)) {
+    for (item, claimed) in items.into_iter().zip(&claimed) {
+        let prepared = item.and_then(|env| match claimed {
+            Some(Ok(pointer)) => prepare(state, pointer),
+            Some(Err(e)) => Err(e.clone()),
+            None => prepare(state, env),
+        });
+        match prepared {
             Ok(out) => {
                 outgoing.push(out);
                 slots.push(results.len());
@@ -225,17 +253,76 @@ async fn write_each<'a>(
             Err(e) => results.push(Err(e)),
         }
     }
-    if outgoing.is_empty() {
-        return results;
-    }
-    let deadline = Instant::now() + state.inner.config.retry_budget;
-    let outcomes = state.inner.buffer.write(&outgoing, deadline).await;
-    for (slot, outcome) in slots.into_iter().zip(outcomes) {
-        if let Err(e) = outcome {
-            results[slot] = Err(write_error(request_id, e));
+    if !outgoing.is_empty() {
+        let deadline = Instant::now() + state.inner.config.retry_budget;
+        let outcomes = state.inner.buffer.write(&outgoing, deadline).await;
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                results[slot] = Err(write_error(request_id, e));
+            }
         }
     }
+    // Objects of messages the buffer does not hold are of no use to anyone.
+    let orphans = claimed
+        .iter()
+        .zip(&results)
+        .filter_map(|(claimed, result)| match (claimed, result) {
+            (Some(Ok(pointer)), Err(_)) => pointer.value_claim.as_ref(),
+            _ => None,
+        });
+    if let Some(store) = &state.inner.claims {
+        let removes = orphans.map(|claim| async move {
+            if spillway_core::claim::remove(store.s3(), claim).await.is_err() {
+                tracing::warn!(request_id = %request_id.0, key = %claim.key, "an unused claim object was not removed; the bucket's lifecycle will");
+            }
+        });
+        futures::future::join_all(removes).await;
+    }
     results
+}
+
+/// For each envelope whose value goes to the claim bucket: its pointer envelope once S3 has the
+/// value, or why not (over Kafka's limit: 413; S3 unavailable: 503). `None`: the value stays in
+/// the envelope (no bucket, or small enough).
+async fn claim_values(
+    state: &AppState,
+    request_id: &RequestId,
+    items: &[Result<&Envelope, ApiError>],
+) -> Vec<Option<Result<Envelope, ApiError>>> {
+    let Some(store) = &state.inner.claims else {
+        return items.iter().map(|_| None).collect();
+    };
+    let config = &state.inner.config;
+    let puts = items.iter().map(|item| async move {
+        let env = item.as_ref().ok()?;
+        let over_threshold = config
+            .claim_threshold
+            .is_some_and(|t| env.value.len() > t);
+        if !over_threshold && prepare(state, env).is_ok() {
+            return None;
+        }
+        let size = env.value.len()
+            + env.key.as_ref().map_or(0, Vec::len)
+            + env
+                .headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len())
+                .sum::<usize>();
+        if size > config.kafka_max_bytes {
+            return Some(Err(ApiError::OverKafkaLimit {
+                size,
+                limit: config.kafka_max_bytes,
+            }));
+        }
+        Some(match store.put(&env.value).await {
+            Ok(claim) => Ok(env.claimed(claim)),
+            Err(e) => {
+                tracing::warn!(request_id = %request_id.0, error = %e, "the claim bucket refused a value");
+                Err(ApiError::Unavailable)
+            }
+        })
+    });
+    futures::future::join_all(puts).await
 }
 
 /// The status of an answer with one outcome per record: `ok` when any record was accepted;
