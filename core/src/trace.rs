@@ -128,32 +128,44 @@ impl fmt::Display for TraceParent {
     }
 }
 
-/// A `tracestate` worth forwarding: at most [`MAX_TRACESTATE_LEN`] visible ASCII characters
-/// (spaces and tabs allowed between members), at most 32 non-empty members each with an `=`.
+/// A `tracestate` worth forwarding: at most [`MAX_TRACESTATE_LEN`] characters, at most 32
+/// list members (empty ones between commas are allowed and not counted), each `key=value` as
+/// the specification defines them: a key of at most 256 of `a-z 0-9 _ - * / @` starting with a
+/// letter or digit (at most one `@`, for `tenant@vendor`), a value of at most 256 visible ASCII
+/// characters or spaces other than `,` and `=`, not ending in a space; and no key twice.
 pub fn valid_tracestate(text: &str) -> Option<&str> {
     let text = text.trim_matches(|c| c == ' ' || c == '\t');
-    if text.is_empty()
-        || text.len() > MAX_TRACESTATE_LEN
-        || !text
-            .bytes()
-            .all(|b| (0x20..0x7f).contains(&b) || b == b'\t')
-    {
+    if text.is_empty() || text.len() > MAX_TRACESTATE_LEN {
         return None;
     }
-    let mut members = 0;
+    let mut keys: Vec<&str> = Vec::new();
     for member in text.split(',') {
         let member = member.trim_matches(|c| c == ' ' || c == '\t');
         if member.is_empty() {
             continue;
         }
         let (key, value) = member.split_once('=')?;
-        if key.is_empty() || value.is_empty() || key.contains([' ', '\t']) {
+        let key_ok = (1..=256).contains(&key.len())
+            && key
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b))
+            && key.bytes().filter(|&b| b == b'@').count() <= 1;
+        let value_ok = (1..=256).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b',' && b != b'=')
+            && !value.ends_with(' ');
+        if !key_ok || !value_ok || keys.contains(&key) {
             return None;
         }
-        members += 1;
+        keys.push(key);
     }
     (1..=MAX_TRACESTATE_MEMBERS)
-        .contains(&members)
+        .contains(&keys.len())
         .then_some(text)
 }
 
@@ -243,6 +255,9 @@ mod tests {
             valid_tracestate("rojo=00f067aa0ba902b7, congo=t61rcWkgMzE"),
             Some("rojo=00f067aa0ba902b7, congo=t61rcWkgMzE")
         );
+        for good in ["tenant@vendor=v", "a_b-c*d/e=x y", "1a@x=v", "k=v,,k2=v"] {
+            assert_eq!(valid_tracestate(good), Some(good), "{good:?}");
+        }
         let long = format!("a={}", "x".repeat(MAX_TRACESTATE_LEN));
         let many = (0..33)
             .map(|i| format!("k{i}=v"))
@@ -255,6 +270,10 @@ mod tests {
             "k=",
             "k=v\n",
             "k=é",
+            "Upper=v",
+            "k=a=b",
+            "k=1,k=2",
+            "_bad=v",
             long.as_str(),
             many.as_str(),
         ] {

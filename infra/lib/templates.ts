@@ -21,8 +21,12 @@ export function envelopeVtl(topic: string, binary: boolean): string {
     `#set($key = $input.params().header.get('Kafka-Key'))`,
     `#set($keyField = '')`,
     `#if($key && $key != '')#set($keyField = "${q('key')}:{${q('b64')}:\${q}$util.base64Encode($key)\${q}},")#end`,
+    // Header names reach the template as the caller wrote them: the spec's lower case, or the
+    // capitalised form some HTTP/1 clients send.
     `#set($tp = $input.params().header.get('traceparent'))`,
+    `#if(!$tp)#set($tp = $input.params().header.get('Traceparent'))#end`,
     `#set($ts = $input.params().header.get('tracestate'))`,
+    `#if(!$ts)#set($ts = $input.params().header.get('Tracestate'))#end`,
     `#set($traceFields = '')`,
     `#if($tp && $tp.matches('^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'))`,
     `#set($traceFields = "${q('traceparent')}:\${q}$tp\${q},")`,

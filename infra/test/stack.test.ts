@@ -324,6 +324,7 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
       { raw: Buffer.from('traced'), headers: { traceparent: TRACEPARENT, tracestate: 'rojo=00f067aa0ba902b7,congo=t61rcWkgMzE' }, type: 'text/plain' },
       { raw: Buffer.from('forged'), headers: { traceparent: '00-x","topic":"evil', tracestate: 'a=b' }, type: 'text/plain' },
       { raw: Buffer.from('forged state'), headers: { traceparent: TRACEPARENT, tracestate: 'a=b","topic":"evil' }, type: 'text/plain' },
+      { raw: Buffer.from('capitalised'), headers: { Traceparent: TRACEPARENT }, type: 'text/plain' },
     ];
     const bodies: string[] = [];
     samples.forEach((sample, i) => {
@@ -352,7 +353,7 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
           : null,
         value_b64: value.toString('base64'),
         received_at_ms: 1764211200000 + i,
-        traceparent: i === 5 || i === 7 ? TRACEPARENT : null,
+        traceparent: i === 5 || i === 7 || i === 8 ? TRACEPARENT : null,
         tracestate: i === 5 ? 'rojo=00f067aa0ba902b7,congo=t61rcWkgMzE' : null,
       });
     });

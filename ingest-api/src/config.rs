@@ -56,6 +56,9 @@ pub struct IngestConfig {
     /// `SPILLWAY_V3_BATCH_MAX_ENTRIES`, default 10 (REST Proxy's
     /// `api.v3.produce.batch.maximum.entries`), at most 500: entries per `records:batch`.
     pub v3_batch_max_entries: usize,
+    /// `SPILLWAY_V3_STREAM_IDLE`, default `60s` (1 s to 1 h): a REST Proxy v3 stream that sends
+    /// no bytes for this long is ended with a last line saying so.
+    pub v3_stream_idle: Duration,
     /// `SPILLWAY_CLAIM_BUCKET`: the S3 bucket for values too large for the buffer (issue 18). Such
     /// a value is stored there (under `claims/`) and the envelope carries a claim check naming
     /// it; the drain produces the whole value and removes the object once Kafka acknowledged the
@@ -158,6 +161,12 @@ impl IngestConfig {
                 id
             },
             v3_batch_max_entries: env.number("SPILLWAY_V3_BATCH_MAX_ENTRIES", 10, 1, 500)?,
+            v3_stream_idle: env.duration(
+                "SPILLWAY_V3_STREAM_IDLE",
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+            )?,
             claim_bucket: env.string("SPILLWAY_CLAIM_BUCKET"),
             claim_threshold: match env.string("SPILLWAY_CLAIM_THRESHOLD_BYTES") {
                 Some(_) => {

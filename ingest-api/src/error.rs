@@ -77,6 +77,12 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A v3 stream that sent nothing for `SPILLWAY_V3_STREAM_IDLE`.
+    #[error("no bytes for {}; the stream ends here (SPILLWAY_V3_STREAM_IDLE)", humantime::format_duration(*idle))]
+    StreamIdle {
+        /// The limit.
+        idle: std::time::Duration,
+    },
     /// A content type this endpoint does not read.
     #[error("content type `{got}` is not supported here; use {accepted}")]
     UnsupportedMediaType {
@@ -120,6 +126,7 @@ impl ApiError {
             | ApiError::NoDefaultTopic
             | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::Payload(_) | ApiError::Batch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::StreamIdle { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_)
             | ApiError::OverKafkaLimit { .. }

@@ -498,3 +498,108 @@ async fn a_stream_of_records_is_answered_record_by_record_over_one_connection() 
         ]
     );
 }
+
+/// Review of issue 18: when nothing was accepted, a retryable refusal (429/503) wins over a
+/// record's own 400, so a client that reads the status retries the throttled record.
+#[tokio::test]
+async fn a_retryable_refusal_wins_over_a_bad_record_when_nothing_was_accepted() {
+    let router = app(AppState::new(
+        config(&[("SPILLWAY_BUFFER_RETRY_BUDGET", "200ms")]),
+        closed_port_buffer(),
+    ));
+    let (status, headers, body) =
+        call(router, post(RECORDS, r#"{}{"value":{"data":"YQ=="}}"#)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+    let answer = lines(&body);
+    assert_eq!(answer[0]["error_code"], 40000);
+    assert_eq!(answer[1]["error_code"], 50300);
+}
+
+/// Review of issue 18: a body of more records than SPILLWAY_MAX_BATCH_RECORDS is refused whole,
+/// as a v2 batch is; a partition out of range and a timestamp brokers refuse are named.
+#[tokio::test]
+async fn records_past_the_limits_are_refused_with_the_limit_named() {
+    let (client, url) = sqs_queue(false).await;
+    let router = sqs_app(&client, &url, false, &[("SPILLWAY_MAX_BATCH_RECORDS", "2")]);
+    let three = r#"{"value":{"data":"YQ=="}}{"value":{"data":"YQ=="}}{"value":{"data":"YQ=="}}"#;
+    let (status, _, body) = call(router.clone(), post(RECORDS, three)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = json(&body)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("at most 2") && message.contains("SPILLWAY_MAX_BATCH_RECORDS"),
+        "{message}"
+    );
+    assert_eq!(
+        spillway_tests::queue_depth(&client, &url).await,
+        0,
+        "nothing written"
+    );
+
+    let far = rfc3339_hours_from_now(2);
+    for (record, says) in [
+        (
+            r#"{"value":{"data":"YQ=="},"partition_id":4294967296}"#.to_owned(),
+            "`partition_id`",
+        ),
+        (
+            format!(r#"{{"value":{{"data":"YQ=="}},"timestamp":"{far}"}}"#),
+            "ahead",
+        ),
+    ] {
+        let (status, _, body) = call(router.clone(), post(RECORDS, record.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{record}");
+        let message = lines(&body)[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.contains(says), "{record}: {message}");
+    }
+}
+
+/// An RFC 3339 time `hours` from now.
+fn rfc3339_hours_from_now(hours: u64) -> String {
+    let at = std::time::SystemTime::now() + Duration::from_secs(hours * 3600);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Review of issue 18: a stream that goes quiet mid-record is ended after
+/// SPILLWAY_V3_STREAM_IDLE with a last line saying so, and the connection closes.
+#[tokio::test]
+async fn a_stream_that_goes_quiet_is_ended_with_a_last_line() {
+    let (client, url) = sqs_queue(false).await;
+    let router = sqs_app(&client, &url, false, &[("SPILLWAY_V3_STREAM_IDLE", "1s")]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        write!(
+            conn,
+            "POST {RECORDS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        .expect("head");
+        let part = r#"{"value":{"data":"#;
+        write!(conn, "{:x}\r\n{part}\r\n", part.len()).expect("chunk");
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        // Read until the server ends the response (the terminating chunk).
+        while !seen.ends_with("0\r\n\r\n") {
+            let n = conn.read(&mut buf).expect("the server answers within the idle limit");
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        seen
+    })
+    .await
+    .expect("client");
+    assert!(answer.contains("no bytes for 1s"), "{answer}");
+}

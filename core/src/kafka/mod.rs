@@ -234,6 +234,9 @@ pub fn classify(error: &KafkaError) -> Disposition {
         C::InvalidRecord | C::PolicyViolation => {
             Disposition::DeadLetter("rejected by the broker as invalid")
         }
+        // The caller's timestamp (REST Proxy v3) outside the topic's
+        // `message.timestamp.{before,after}.max.ms`: it would be refused on every retry.
+        C::InvalidTimestamp => Disposition::DeadLetter("timestamp outside the broker's window"),
         C::SaslAuthenticationFailed | C::Authentication | C::ThrottlingQuotaExceeded => {
             Disposition::BackOff
         }

@@ -20,6 +20,10 @@ use utoipa::ToSchema;
 use super::{compact, reserved_check};
 use crate::error::ApiError;
 
+/// How far ahead of now a record's timestamp may be: Kafka's default
+/// `log.message.timestamp.after.max.ms` (since 4.0), past which brokers refuse the record.
+const MAX_TIMESTAMP_AHEAD_MS: i64 = 3_600_000;
+
 /// Longest client-supplied batch entry id (REST Proxy's limit).
 pub const MAX_ENTRY_ID: usize = 80;
 
@@ -32,9 +36,10 @@ pub struct V3Record {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub id: Option<IgnoredAny>,
-    /// Kafka partition; absent or null for the partitioner's choice.
+    /// Kafka partition, 0 to 2,147,483,647; absent or null for the partitioner's choice.
     #[serde(default)]
-    pub partition_id: Option<i32>,
+    #[schema(value_type = Option<i32>)]
+    pub partition_id: Option<i64>,
     /// Kafka headers; values are base64 (null for an empty value).
     #[serde(default)]
     pub headers: Option<Vec<V3Header>>,
@@ -223,12 +228,13 @@ pub fn record(topic: &str, json: &str, batch: bool) -> Result<Parsed, ApiError> 
         size
     });
     envelope.partition = match record.partition_id {
-        Some(p) if p < 0 => {
-            return Err(ApiError::BadRequest(format!(
-                "`partition_id` must be 0 or more, not {p}"
-            )))
-        }
-        p => p,
+        None => None,
+        Some(p) => Some(i32::try_from(p).ok().filter(|p| *p >= 0).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`partition_id` must be 0 or more, at most {}, not {p}",
+                i32::MAX
+            ))
+        })?),
     };
     envelope.headers = record
         .headers
@@ -267,6 +273,12 @@ fn timestamp_ms(text: &str) -> Result<i64, ApiError> {
         ))
     })?;
     let ms = at.timestamp_millis();
+    let now = i64::try_from(spillway_core::envelope::now_ms()).unwrap_or(i64::MAX);
+    if ms > now.saturating_add(MAX_TIMESTAMP_AHEAD_MS) {
+        return Err(ApiError::BadRequest(
+            "`timestamp` is more than 1 hour ahead of now; brokers refuse such records (Kafka's log.message.timestamp.after.max.ms default)".into(),
+        ));
+    }
     if ms < 0 {
         return Err(ApiError::BadRequest(
             "`timestamp` is before 1970-01-01T00:00:00Z; Kafka timestamps start there".into(),
@@ -415,31 +427,45 @@ fn describe(e: &serde_json::Error) -> String {
                 .iter()
                 .any(|p| text.starts_with(p)) =>
         {
+            // A member name is the caller's text: kept, but short.
             text.split(" at line ")
                 .next()
                 .unwrap_or_default()
-                .to_owned()
+                .chars()
+                .take(200)
+                .collect()
         }
         Category::Data => "a member has the wrong type or value".to_owned(),
     };
     format!("{what} at line {} column {}", e.line(), e.column())
 }
 
-/// Splits concatenated JSON values (REST Proxy's streaming form: records one after another,
-/// whitespace or nothing between them) off the front of `buffer`.
+/// Splits concatenated JSON objects (REST Proxy's streaming form: records one after another,
+/// whitespace or nothing between them) off the front of the bytes that arrived. Linear in the
+/// input however it is cut: each byte is scanned once (the scan of an unfinished record resumes
+/// where it stopped), and handed-out bytes are dropped in bulk.
 #[derive(Debug, Default)]
 pub struct Splitter {
     buffer: Vec<u8>,
+    /// The first byte not handed out yet.
+    start: usize,
+    /// How far the record at `start` has been scanned, and the scan's state there.
+    scanned: usize,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
 }
 
 /// What [`Splitter::next_record`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Split {
-    /// One whole JSON value's text.
+    /// One whole object's text (its JSON is for [`record`] to judge).
     Record(String),
-    /// The rest is not yet a whole value: more bytes are needed.
+    /// One whole object whose bytes are not UTF-8: a bad record; the next one can be read.
+    NotUtf8,
+    /// The rest is not yet a whole object: more bytes are needed.
     Incomplete,
-    /// The rest is not JSON: nothing after it can be read.
+    /// The rest does not start an object: nothing after it can be read.
     Malformed(String),
 }
 
@@ -451,35 +477,80 @@ impl Splitter {
 
     /// Bytes waiting to form a record.
     pub fn pending(&self) -> usize {
-        self.buffer.len()
+        self.buffer.len() - self.start
     }
 
     /// Whether only whitespace is left.
     pub fn is_blank(&self) -> bool {
-        self.buffer.iter().all(u8::is_ascii_whitespace)
+        self.buffer[self.start..]
+            .iter()
+            .all(u8::is_ascii_whitespace)
     }
 
-    /// The next whole value, if the bytes so far hold one.
+    /// The next whole record, if the bytes so far hold one.
     pub fn next_record(&mut self) -> Split {
-        let mut values =
-            serde_json::Deserializer::from_slice(&self.buffer).into_iter::<&RawValue>();
-        match values.next() {
-            None => {
-                self.buffer.clear();
-                Split::Incomplete
+        if self.depth == 0 {
+            while self
+                .buffer
+                .get(self.start)
+                .is_some_and(u8::is_ascii_whitespace)
+            {
+                self.start += 1;
             }
-            Some(Ok(raw)) => {
-                let text = raw.get().to_owned();
-                let end = values.byte_offset();
-                self.buffer.drain(..end);
-                Split::Record(text)
+            match self.buffer.get(self.start) {
+                None => {
+                    self.buffer.clear();
+                    self.start = 0;
+                    self.scanned = 0;
+                    return Split::Incomplete;
+                }
+                Some(b'{') => self.scanned = self.start,
+                Some(_) => {
+                    return Split::Malformed(
+                        "the body is not a sequence of JSON objects: a record is an object {...}"
+                            .into(),
+                    )
+                }
             }
-            Some(Err(e)) if e.is_eof() => Split::Incomplete,
-            Some(Err(e)) => Split::Malformed(format!(
-                "the body is not a sequence of JSON records: {}",
-                describe(&e)
-            )),
         }
+        while let Some(&b) = self.buffer.get(self.scanned) {
+            self.scanned += 1;
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return self.take();
+                    }
+                }
+                _ => {}
+            }
+        }
+        Split::Incomplete
+    }
+
+    /// Hands out `start..scanned`, dropping handed-out bytes once they are half the buffer.
+    fn take(&mut self) -> Split {
+        let record = std::str::from_utf8(&self.buffer[self.start..self.scanned])
+            .map_or(Split::NotUtf8, |text| Split::Record(text.to_owned()));
+        self.start = self.scanned;
+        if self.start * 2 > self.buffer.len() {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+            self.scanned = 0;
+        }
+        record
     }
 }
 

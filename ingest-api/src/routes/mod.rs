@@ -326,17 +326,28 @@ async fn claim_values(
 }
 
 /// The status of an answer with one outcome per record: `ok` when any record was accepted;
-/// when none was, the status of the first failure (413, 429, 503, …), so that a client that
-/// reads only the status does not take a refusal for success.
+/// when none was, the status of the first 429 or 503, else of the first failure (400, 413, …),
+/// so that a client that reads only the status does not take a refusal for success.
 fn outcome_status(results: &[Result<(), ApiError>], ok: StatusCode) -> StatusCode {
     if results.iter().any(Result::is_ok) {
-        ok
-    } else {
+        return ok;
+    }
+    let statuses = || {
         results
             .iter()
-            .find_map(|r| r.as_ref().err())
-            .map_or(ok, ApiError::status)
-    }
+            .filter_map(|r| r.as_ref().err().map(ApiError::status))
+    };
+    // A refusal worth retrying (429, 503) wins over a record's own error, so that a client that
+    // reads only the status retries after Retry-After instead of dropping the throttled records.
+    statuses()
+        .find(|s| {
+            matches!(
+                *s,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            )
+        })
+        .or_else(|| statuses().next())
+        .unwrap_or(ok)
 }
 
 /// `response` with `Retry-After` when its status asks the caller to come back (429, 503).

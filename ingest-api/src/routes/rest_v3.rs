@@ -177,10 +177,16 @@ pub(super) async fn produce(
     Extension(request_id): Extension<RequestId>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     body: Body,
 ) -> Result<Response, ApiError> {
     let target = Target::of(&state, path, &headers)?;
-    let streaming = !headers.contains_key(header::CONTENT_LENGTH)
+    // Under Lambda the body arrives whole: answered as a whole, with a status that tells.
+    let in_lambda = extensions
+        .get::<lambda_http::request::RequestContext>()
+        .is_some();
+    let streaming = !in_lambda
+        && !headers.contains_key(header::CONTENT_LENGTH)
         && headers.get_all(header::TRANSFER_ENCODING).iter().any(|v| {
             v.to_str()
                 .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
@@ -207,8 +213,14 @@ pub(super) async fn produce(
         ));
     }
     let (texts, last) = take_records(&mut splitter, true);
-    let mut parsed: Vec<Result<Parsed, ApiError>> =
-        texts.iter().map(|text| target.parse(text, false)).collect();
+    let max = state.inner.config.max_batch_records;
+    if texts.len() > max {
+        return Err(ApiError::TooManyRecords { max });
+    }
+    let mut parsed: Vec<Result<Parsed, ApiError>> = texts
+        .into_iter()
+        .map(|text| text.and_then(|t| target.parse(&t, false)))
+        .collect();
     if let Some(error) = last {
         parsed.push(Err(error));
     }
@@ -390,13 +402,20 @@ impl Target {
     }
 }
 
-/// Every whole record at the front of `splitter`, and the error that ends the body if one does:
-/// bytes that are not JSON, or (at `end` of the body) a record cut short.
-fn take_records(splitter: &mut Splitter, end: bool) -> (Vec<String>, Option<ApiError>) {
+/// Every whole record at the front of `splitter` (its text, or why it cannot be read), and
+/// the error that ends the body if one does: bytes that are not a JSON object, or (at `end` of
+/// the body) a record cut short.
+fn take_records(
+    splitter: &mut Splitter,
+    end: bool,
+) -> (Vec<Result<String, ApiError>>, Option<ApiError>) {
     let mut texts = Vec::new();
     loop {
         match splitter.next_record() {
-            Split::Record(text) => texts.push(text),
+            Split::Record(text) => texts.push(Ok(text)),
+            Split::NotUtf8 => texts.push(Err(ApiError::BadRequest(
+                "not a valid produce record: its bytes are not UTF-8".into(),
+            ))),
             Split::Malformed(m) => return (texts, Some(ApiError::BadRequest(m))),
             Split::Incomplete if end && !splitter.is_blank() => {
                 return (
@@ -419,19 +438,24 @@ fn stream(state: AppState, request_id: RequestId, target: Target, body: Body) ->
         let mut frames = body.into_data_stream();
         let mut splitter = Splitter::default();
         let mut records = 0_u64;
+        let (idle, max) = (
+            state.inner.config.v3_stream_idle,
+            state.inner.config.max_batch_records,
+        );
         loop {
-            let (end, read_error) = match frames.next().await {
-                Some(Ok(bytes)) => {
+            let (end, read_error) = match tokio::time::timeout(idle, frames.next()).await {
+                Ok(Some(Ok(bytes))) => {
                     splitter.push(&bytes);
                     (false, None)
                 }
-                Some(Err(_)) => (
+                Ok(Some(Err(_))) => (
                     true,
                     Some(ApiError::BadRequest(
                         "the request body could not be read to its end".into(),
                     )),
                 ),
-                None => (true, None),
+                Ok(None) => (true, None),
+                Err(_) => (true, Some(ApiError::StreamIdle { idle })),
             };
             let (texts, mut last) = take_records(&mut splitter, end && read_error.is_none());
             if last.is_none() && splitter.pending() > limit {
@@ -439,8 +463,14 @@ fn stream(state: AppState, request_id: RequestId, target: Target, body: Body) ->
             }
             let last = last.or(read_error);
             records += texts.len() as u64;
-            if !texts.is_empty() {
-                let parsed = texts.iter().map(|t| target.parse(t, false)).collect();
+            let mut texts = texts.into_iter().peekable();
+            while texts.peek().is_some() {
+                // At most SPILLWAY_MAX_BATCH_RECORDS per write, as in a v2 batch.
+                let parsed = texts
+                    .by_ref()
+                    .take(max)
+                    .map(|text| text.and_then(|t| target.parse(&t, false)))
+                    .collect();
                 let (lines, _) = target.answer(&state, &request_id, parsed).await;
                 for line in lines {
                     if tx.send(Ok(line)).await.is_err() {
