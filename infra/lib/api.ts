@@ -79,6 +79,7 @@ function addLambdaIngest(stack: cdk.Stack, s: Settings, api: apigw.RestApi, buff
   // Values too large for the buffer (claim checks): kept under claims/ in the bucket whose
   // lifecycle already removes what is left behind; the drain removes each once delivered.
   environment.SPILLWAY_CLAIM_BUCKET = buffer.deadLetterObjects.bucketName;
+  if (s.tenantFrom) environment.SPILLWAY_TENANT_FROM = s.tenantFrom;
   if (buffer.queue) environment.SPILLWAY_SQS_QUEUE_URL = buffer.queue.queueUrl;
   if (buffer.stream) environment.SPILLWAY_KINESIS_STREAM = buffer.stream.streamName;
   const fn = rustFunction(stack, s, 'Ingest', 'ingest-api', undefined, {

@@ -174,6 +174,12 @@ export interface Settings {
   /** Email subscribed to the alarm topic, default none; alarms reach it once the address confirms. */
   readonly alarmEmail?: string;
   /**
+   * Per-tenant fairness (SQS fair queues): where ingest-api takes a message's tenant from,
+   * `api-key` (the API key's id; with auth=apikey) or `header:<name>`; the tenant becomes the
+   * standard queue's message group. Unset: no tenant. Not for FIFO queues or Kinesis.
+   */
+  readonly tenantFrom?: string;
+  /**
    * Folder with one sub-folder per Lambda binary holding `bootstrap` (cargo lambda's output).
    * Default the repository's target/lambda; synth stops when a binary is missing.
    */
@@ -268,6 +274,7 @@ export function settingsFromContext(node: Node): Settings {
     oldestMessageAlarmSecs: r.number('oldestMessageAlarmSecs', DEFAULTS.oldestMessageAlarmSecs, 60, 1_209_600),
     iteratorAgeAlarmMs: r.number('iteratorAgeAlarmMs', DEFAULTS.iteratorAgeAlarmMs, 1000, 604_800_000),
     alarmEmail: r.string('alarmEmail'),
+    tenantFrom: tenantFrom(r.string('tenantFrom'), buffer, r.choice<AuthKind>('auth', ['iam', 'apikey'], DEFAULTS.auth)),
     lambdaAssets: path.resolve(r.string('lambdaAssets', DEFAULTS.lambdaAssets)!),
   };
   if (buffer === 'sqs' && settings.drainBatchSize > 10 && settings.drainBatchingWindowSecs === 0) {
@@ -295,4 +302,20 @@ export function streamRetentionHours(s: Pick<Settings, 'kinesisMaxRecordAgeSecs'
 /** The ingest function's timeout: its buffer-write retries, one last write (10 s), and 2 s more. */
 export function ingestTimeoutSecs(s: Pick<Settings, 'ingestRetryBudgetSecs'>): number {
   return s.ingestRetryBudgetSecs + 12;
+}
+
+/** `tenantFrom`, checked: `api-key` (needs auth=apikey) or `header:<name>`, on an SQS buffer. */
+function tenantFrom(value: string | undefined, buffer: BufferKind, auth: AuthKind): string | undefined {
+  if (value === undefined) return undefined;
+  const header = /^header:[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(value);
+  if (value !== 'api-key' && !header) {
+    throw new Error(`context tenantFrom=${value}: expected api-key or header:<name> with a valid header name`);
+  }
+  if (buffer !== 'sqs') {
+    throw new Error(`context tenantFrom=${value}: tenants are SQS fair-queue message groups; the ${buffer} buffer has none`);
+  }
+  if (value === 'api-key' && auth !== 'apikey') {
+    throw new Error(`context tenantFrom=api-key: requests carry an API key id only with auth=apikey`);
+  }
+  return value;
 }

@@ -363,6 +363,16 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
   });
 });
 
+test('tenantFrom reaches ingest-api as SPILLWAY_TENANT_FROM and is checked', () => {
+  const { json } = synth({ auth: 'apikey', tenantFrom: 'api-key' });
+  expect(json.Resources[functionId(json, 'Ingest')].Properties.Environment.Variables.SPILLWAY_TENANT_FROM).toBe('api-key');
+  const header = synth({ tenantFrom: 'header:X-Tenant' }).json;
+  expect(header.Resources[functionId(header, 'Ingest')].Properties.Environment.Variables.SPILLWAY_TENANT_FROM).toBe('header:X-Tenant');
+  expect(() => synth({ tenantFrom: 'api-key' })).toThrow(/auth=apikey/);
+  expect(() => synth({ tenantFrom: 'header:bad name' })).toThrow(/tenantFrom=header:bad name/);
+  expect(() => synth({ buffer: 'kinesis', tenantFrom: 'header:X-Tenant' })).toThrow(/fair-queue/);
+});
+
 test('retention follows the retry budget: a week of retries keeps a week and a day', () => {
   const { json } = synth({ buffer: 'kinesis', kinesisMaxRecordAgeSecs: '604800', kinesisReplayWindowHours: '24' });
   const [[, stream]] = resources(json, 'AWS::Kinesis::Stream');

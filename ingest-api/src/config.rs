@@ -26,6 +26,19 @@ impl TopicPolicy {
     }
 }
 
+/// Where a message's tenant comes from (`SPILLWAY_TENANT_FROM`): on a standard SQS queue the
+/// tenant is the message group, so SQS fair queues keep a noisy tenant from pushing up the
+/// others' dwell time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantFrom {
+    /// No tenant: no message group (the default).
+    None,
+    /// `api-key`: the API Gateway API key's id the request was made with.
+    ApiKey,
+    /// `header:<name>`: a request header the caller (or a proxy in front) sets.
+    Header(axum::http::HeaderName),
+}
+
 /// Everything ingest-api reads from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestConfig {
@@ -59,6 +72,8 @@ pub struct IngestConfig {
     /// `SPILLWAY_V3_STREAM_IDLE`, default `60s` (1 s to 1 h): a REST Proxy v3 stream that sends
     /// no bytes for this long is ended with a last line saying so.
     pub v3_stream_idle: Duration,
+    /// `SPILLWAY_TENANT_FROM`: `api-key`, `header:<name>` or unset ([`TenantFrom`]).
+    pub tenant_from: TenantFrom,
     /// `SPILLWAY_CLAIM_BUCKET`: the S3 bucket for values too large for the buffer (issue 18). Such
     /// a value is stored there (under `claims/`) and the envelope carries a claim check naming
     /// it; the drain produces the whole value and removes the object once Kafka acknowledged the
@@ -143,23 +158,7 @@ impl IngestConfig {
                 };
                 env.number("SPILLWAY_MAX_REQUEST_BYTES", ceiling, 1024, ceiling)?
             },
-            cluster_id: {
-                let id = env
-                    .string("SPILLWAY_CLUSTER_ID")
-                    .unwrap_or_else(|| "spillway".into());
-                let valid = (1..=64).contains(&id.len())
-                    && id
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-                if !valid {
-                    return Err(ConfigError::Invalid {
-                        var: "SPILLWAY_CLUSTER_ID",
-                        value: id,
-                        expected: "1 to 64 of a-z A-Z 0-9 . _ -".into(),
-                    });
-                }
-                id
-            },
+            cluster_id: cluster_id(env)?,
             v3_batch_max_entries: env.number("SPILLWAY_V3_BATCH_MAX_ENTRIES", 10, 1, 500)?,
             v3_stream_idle: env.duration(
                 "SPILLWAY_V3_STREAM_IDLE",
@@ -167,6 +166,7 @@ impl IngestConfig {
                 Duration::from_secs(1),
                 Duration::from_secs(3600),
             )?,
+            tenant_from: tenant_from(env)?,
             claim_bucket: env.string("SPILLWAY_CLAIM_BUCKET"),
             claim_threshold: match env.string("SPILLWAY_CLAIM_THRESHOLD_BYTES") {
                 Some(_) => {
@@ -183,6 +183,46 @@ impl IngestConfig {
             buffer: BufferConfig::from_env(env)?,
         })
     }
+}
+
+/// `SPILLWAY_CLUSTER_ID`, checked.
+fn cluster_id(env: &Env<'_>) -> Result<String, ConfigError> {
+    let id = env
+        .string("SPILLWAY_CLUSTER_ID")
+        .unwrap_or_else(|| "spillway".into());
+    let valid = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(ConfigError::Invalid {
+            var: "SPILLWAY_CLUSTER_ID",
+            value: id,
+            expected: "1 to 64 of a-z A-Z 0-9 . _ -".into(),
+        });
+    }
+    Ok(id)
+}
+
+/// `SPILLWAY_TENANT_FROM`, checked.
+fn tenant_from(env: &Env<'_>) -> Result<TenantFrom, ConfigError> {
+    Ok(match env.string("SPILLWAY_TENANT_FROM") {
+        None => TenantFrom::None,
+        Some(v) if v == "api-key" => TenantFrom::ApiKey,
+        Some(v) => match v
+            .strip_prefix("header:")
+            .and_then(|h| axum::http::HeaderName::try_from(h.trim()).ok())
+        {
+            Some(name) => TenantFrom::Header(name),
+            None => {
+                return Err(ConfigError::Invalid {
+                    var: "SPILLWAY_TENANT_FROM",
+                    value: v,
+                    expected: "api-key, or header:<name> with a valid header name".into(),
+                })
+            }
+        },
+    })
 }
 
 #[cfg(test)]
@@ -202,6 +242,29 @@ mod tests {
         assert_eq!(cfg.max_batch_records, 500);
         assert_eq!(cfg.cluster_id, "spillway");
         assert_eq!(cfg.v3_batch_max_entries, 10);
+    }
+
+    #[test]
+    fn the_tenant_comes_from_an_api_key_or_a_named_header() {
+        let with = |v: &str| {
+            let env = [
+                ("SPILLWAY_TOPIC", "events"),
+                ("SPILLWAY_SQS_QUEUE_URL", "http://q"),
+                ("SPILLWAY_TENANT_FROM", v),
+            ];
+            IngestConfig::from_env(&Env::new(&env)).map(|c| c.tenant_from)
+        };
+        assert_eq!(with("api-key"), Ok(TenantFrom::ApiKey));
+        assert_eq!(
+            with("header:X-Tenant"),
+            Ok(TenantFrom::Header(axum::http::HeaderName::from_static(
+                "x-tenant"
+            )))
+        );
+        for bad in ["header:", "header:bad name", "tenant"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.starts_with("SPILLWAY_TENANT_FROM="), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -47,6 +47,8 @@ async fn to_queue(
                 body: body.into(),
                 key,
                 group: item.group.clone(),
+                // A standard queue's letter keeps its tenant (its message group) when it goes back.
+                tenant: item.group.clone(),
             })
         })
         .collect();
@@ -125,6 +127,7 @@ async fn to_stream(
                 .or_else(|| item.envelope_key()),
             body: item.data.clone().into(),
             group: None,
+            tenant: None,
         })
         .collect();
     stream

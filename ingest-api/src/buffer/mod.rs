@@ -42,6 +42,9 @@ pub struct Outgoing {
     /// A FIFO message group that is not derived from the key: replay keeps the group a letter
     /// had (another producer's, in raw mode). `None` from ingest.
     pub group: Option<String>,
+    /// The tenant (`SPILLWAY_TENANT_FROM`): a standard queue's message group, which SQS fair
+    /// queues balance by. FIFO queues keep their key-derived groups; Kinesis ignores it.
+    pub tenant: Option<String>,
 }
 
 /// Why the buffer did not take a message.

@@ -61,9 +61,15 @@ impl SqsBuffer {
     /// id, never the raw idempotency key: the id of a message with an `Idempotency-Key` is derived
     /// from its topic and key, so the same key on two topics is two messages (SQS deduplicates per
     /// queue, across groups), while retries to one topic share the id and are dropped.
+    /// A standard queue: no deduplication, and the tenant, if any, as the message group (fair
+    /// queues).
     fn fifo_ids(&self, msg: &Outgoing) -> (Option<String>, Option<String>) {
         if !self.fifo {
-            return (None, None);
+            let tenant = msg
+                .tenant
+                .as_deref()
+                .map(|t| id_or_digest(t.as_bytes(), MAX_FIFO_ID, fifo_id_char));
+            return (tenant, None);
         }
         let group = id_or_digest(
             msg.group.as_deref().map_or(

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::{
     body_error, check_topic, path_error, set_trace, trace_context, write_each, AppState, RequestId,
+    Tenant,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::records::{self, MessageQuery};
@@ -53,13 +54,14 @@ pub struct Accepted {
 pub(super) async fn post_topic_message(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    tenant: Tenant,
     topic: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let Path(topic) = topic.map_err(path_error)?;
-    accept_one(&state, &request_id, &topic, query, &headers, body).await
+    accept_one(&state, &request_id, &tenant, &topic, query, &headers, body).await
 }
 
 /// Post one message to the default topic
@@ -87,6 +89,7 @@ pub(super) async fn post_topic_message(
 pub(super) async fn post_default_message(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    tenant: Tenant,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -97,12 +100,13 @@ pub(super) async fn post_default_message(
         .default_topic
         .clone()
         .ok_or(ApiError::NoDefaultTopic)?;
-    accept_one(&state, &request_id, &topic, query, &headers, body).await
+    accept_one(&state, &request_id, &tenant, &topic, query, &headers, body).await
 }
 
 async fn accept_one(
     state: &AppState,
     request_id: &RequestId,
+    tenant: &Tenant,
     topic: &str,
     query: Option<String>,
     headers: &HeaderMap,
@@ -113,7 +117,7 @@ async fn accept_one(
     let body = body.map_err(|r| body_error(state, r))?;
     let mut env = records::single(topic, &query, headers, &body)?;
     set_trace(&mut env, &trace_context(headers));
-    let outcome = write_each(state, request_id, [Ok(&env)]).await;
+    let outcome = write_each(state, request_id, tenant, [Ok(&env)]).await;
     match outcome
         .into_iter()
         .next()

@@ -192,6 +192,36 @@ fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
     }
 }
 
+/// The request's tenant ([`crate::config::TenantFrom`]): a standard queue's message group.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tenant(pub(crate) Option<String>);
+
+impl axum::extract::FromRequestParts<AppState> for Tenant {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        use crate::config::TenantFrom;
+        use lambda_http::request::RequestContext;
+        Ok(Tenant(match &state.inner.config.tenant_from {
+            TenantFrom::None => None,
+            TenantFrom::ApiKey => match parts.extensions.get::<RequestContext>() {
+                Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.api_key_id.clone(),
+                _ => None,
+            },
+            TenantFrom::Header(name) => parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned),
+        }))
+    }
+}
+
 /// The request's W3C trace context (`traceparent`, with its `tracestate`), or a new trace when
 /// it has no valid one (none, a malformed one, or several `traceparent` headers). Several
 /// `tracestate` headers are one list, joined by commas, as the specification reads them.
@@ -231,6 +261,7 @@ fn set_trace(env: &mut Envelope, trace: &(String, Option<String>)) {
 async fn write_each<'a>(
     state: &AppState,
     request_id: &RequestId,
+    tenant: &Tenant,
     items: impl IntoIterator<Item = Result<&'a Envelope, ApiError>>,
 ) -> Vec<Result<(), ApiError>> {
     let items: Vec<Result<&Envelope, ApiError>> = items.into_iter().collect();
@@ -245,7 +276,8 @@ async fn write_each<'a>(
             None => prepare(state, env),
         });
         match prepared {
-            Ok(out) => {
+            Ok(mut out) => {
+                out.tenant.clone_from(&tenant.0);
                 outgoing.push(out);
                 slots.push(results.len());
                 results.push(Ok(()));
@@ -376,6 +408,7 @@ fn prepare(state: &AppState, env: &Envelope) -> Result<Outgoing, ApiError> {
         body: body.into(),
         key: env.key.clone(),
         group: None,
+        tenant: None,
     })
 }
 

@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 
 use super::{
     body_error, check_topic, outcome_status, path_error, set_trace, trace_context,
-    with_retry_after, write_each, AppState, RequestId,
+    with_retry_after, write_each, AppState, RequestId, Tenant,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::records::{self, EmbeddedFormat, ProduceResponse, RecordOffset};
@@ -40,6 +40,7 @@ use crate::records::{self, EmbeddedFormat, ProduceResponse, RecordOffset};
 pub(super) async fn post_records(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    tenant: Tenant,
     topic: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -58,7 +59,7 @@ pub(super) async fn post_records(
     for env in &mut envelopes {
         set_trace(env, &trace);
     }
-    let results = write_each(&state, &request_id, envelopes.iter().map(Ok)).await;
+    let results = write_each(&state, &request_id, &tenant, envelopes.iter().map(Ok)).await;
     let status = outcome_status(&results, StatusCode::OK);
     let offsets = envelopes
         .into_iter()

@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 
 use super::{
     body_error, check_topic, outcome_status, path_error, set_trace, trace_context,
-    with_retry_after, write_each, AppState, RequestId,
+    with_retry_after, write_each, AppState, RequestId, Tenant,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::records::v3::{
@@ -175,12 +175,13 @@ pub(super) async fn get_cluster(
 pub(super) async fn produce(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    tenant: Tenant,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     extensions: axum::http::Extensions,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let target = Target::of(&state, path, &headers)?;
+    let target = Target::of(&state, path, &headers, tenant)?;
     // Under Lambda the body arrives whole: answered as a whole, with a status that tells.
     let in_lambda = extensions
         .get::<lambda_http::request::RequestContext>()
@@ -267,11 +268,12 @@ pub(super) async fn produce(
 pub(super) async fn produce_batch(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    tenant: Tenant,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let target = Target::of(&state, path, &headers)?;
+    let target = Target::of(&state, path, &headers, tenant)?;
     let body = body.map_err(|r| body_error(&state, r))?;
     let entries = v3::batch_entries(&body, state.inner.config.v3_batch_max_entries)?;
     let parsed: Vec<Result<Parsed, ApiError>> = entries
@@ -282,7 +284,7 @@ pub(super) async fn produce_batch(
         Ok(p) => Ok(&p.envelope),
         Err(e) => Err(e.clone()),
     });
-    let results = write_each(&state, &request_id, envelopes).await;
+    let results = write_each(&state, &request_id, &target.tenant, envelopes).await;
     let mut answer = V3BatchResponse::default();
     for (((id, _), parsed), result) in entries.into_iter().zip(parsed).zip(&results) {
         match (parsed, result) {
@@ -305,11 +307,13 @@ pub(super) async fn produce_batch(
     Ok(with_retry_after((status, Json(answer)).into_response()))
 }
 
-/// The cluster and topic of a produce path, checked, with the request's trace context.
+/// The cluster and topic of a produce path, checked, with the request's trace context and
+/// tenant.
 struct Target {
     cluster_id: String,
     topic: String,
     trace: (String, Option<String>),
+    tenant: Tenant,
 }
 
 impl Target {
@@ -317,6 +321,7 @@ impl Target {
         state: &AppState,
         path: Result<Path<(String, String)>, PathRejection>,
         headers: &HeaderMap,
+        tenant: Tenant,
     ) -> Result<Self, ApiError> {
         let Path((cluster_id, topic)) = path.map_err(path_error)?;
         check_cluster(state, &cluster_id)?;
@@ -346,6 +351,7 @@ impl Target {
             cluster_id,
             topic,
             trace: trace_context(headers),
+            tenant,
         })
     }
 
@@ -383,7 +389,7 @@ impl Target {
             Ok(p) => Ok(&p.envelope),
             Err(e) => Err(e.clone()),
         });
-        let results = write_each(state, request_id, envelopes).await;
+        let results = write_each(state, request_id, &self.tenant, envelopes).await;
         let lines = parsed
             .into_iter()
             .zip(&results)
