@@ -687,8 +687,41 @@ async fn a_value_kept_in_s3_is_produced_whole_and_its_object_removed_only_after_
         "byte for byte"
     );
     assert_eq!(got[0].spillway_id(), Some(env.id.as_str()));
-    assert!(
-        !spillway_tests::fixtures::object_exists(&s3, &bucket, &claim.key).await,
-        "removed once Kafka acknowledged the record"
+    let marker = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&claim.key)
+        .send()
+        .await
+        .expect("the delivered marker");
+    assert_eq!(
+        marker.content_length(),
+        Some(0),
+        "the value is gone once Kafka acknowledged it"
     );
+    assert!(marker
+        .metadata()
+        .is_some_and(|m| m.contains_key(spillway_core::claim::DELIVERED_METADATA)));
+
+    // The same message again (a delete that failed, a Kinesis batch resumed below it): known as
+    // delivered, not dead-lettered as a lost value, and not produced twice.
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(env.encode())
+        .send()
+        .await
+        .expect("send");
+    let again = build_drain(&kafka(&broker.bootstrap), &config, Some(&sdk))
+        .await
+        .expect("drain");
+    let poller = SqsPoller::new(
+        sqs.clone(),
+        url.clone(),
+        settings(10, Duration::from_secs(5)),
+    )
+    .await
+    .expect("poller");
+    drain_queue(&sqs, &url, vec![(poller, again)], Duration::from_secs(60)).await;
+    let summary = consume(&broker.bootstrap, &topic, 2, Duration::from_secs(10)).await;
+    assert_eq!((summary.records, summary.duplicates), (1, 0), "{summary:?}");
 }

@@ -98,6 +98,12 @@ impl Claim {
 /// Where ingest-api keeps values too large for the buffer (issue 18), in the claim bucket.
 pub const VALUE_PREFIX: &str = "claims/";
 
+/// User metadata of a value's object once its record was delivered: the drain overwrites the
+/// value with an empty object carrying it, so that a copy of the message delivered again (a
+/// Kinesis batch resumed below it, a delete that failed) is known as delivered rather than
+/// taken for a value that was lost; the bucket's lifecycle removes the marker.
+pub const DELIVERED_METADATA: &str = "spillway-delivered";
+
 /// A new object key under `prefix`.
 pub fn new_key(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::now_v7().simple())

@@ -77,7 +77,7 @@ function addLambdaIngest(stack: cdk.Stack, s: Settings, api: apigw.RestApi, buff
     SPILLWAY_BUFFER_RETRY_BUDGET: `${s.ingestRetryBudgetSecs}s`,
   };
   // Values too large for the buffer (claim checks): kept under claims/ in the bucket whose
-  // lifecycle already removes what is left behind; the drain removes each once delivered.
+  // lifecycle removes what is left behind; the drain empties each once delivered.
   environment.SPILLWAY_CLAIM_BUCKET = buffer.deadLetterObjects.bucketName;
   if (s.tenantFrom) environment.SPILLWAY_TENANT_FROM = s.tenantFrom;
   if (buffer.queue) environment.SPILLWAY_SQS_QUEUE_URL = buffer.queue.queueUrl;
@@ -90,9 +90,8 @@ function addLambdaIngest(stack: cdk.Stack, s: Settings, api: apigw.RestApi, buff
   });
   if (buffer.queue) buffer.queue.grantSendMessages(fn);
   if (buffer.stream) buffer.stream.grantWrite(fn);
-  // Write a value, and remove it again when the buffer then refuses its message.
+  // Write a value (never removed by ingest-api: a write that went unanswered may be in the buffer).
   buffer.deadLetterObjects.grantPut(fn, 'claims/*');
-  buffer.deadLetterObjects.grantDelete(fn, 'claims/*');
   api.root.addProxy({ defaultIntegration: new apigw.LambdaIntegration(fn), anyMethod: true });
 }
 

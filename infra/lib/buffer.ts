@@ -18,6 +18,8 @@ export interface Buffer {
 
 /** How long the DLQ keeps a letter (SQS's most). */
 const DLQ_RETENTION_DAYS = 14;
+/** The buffer queue's retention. */
+const SQS_RETENTION_DAYS = 4;
 
 /** The buffer of `s.buffer`, the DLQ and the dead-letter bucket. */
 export function addBuffer(stack: cdk.Stack, s: Settings): Buffer {
@@ -36,7 +38,16 @@ export function addBuffer(stack: cdk.Stack, s: Settings): Buffer {
     objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
     lifecycleRules: [
       {
+        prefix: 'dead-letters/',
         expiration: cdk.Duration.days(DLQ_RETENTION_DAYS + 1),
+        abortIncompleteMultipartUploadAfter: cdk.Duration.days(1),
+      },
+      {
+        // Values too large for the buffer (claim checks) and the drain's delivered markers: kept
+        // as long as a copy of their message can exist — in the buffer, then dead-lettered in
+        // the DLQ — and a day more.
+        prefix: 'claims/',
+        expiration: cdk.Duration.days(claimRetentionDays(s)),
         abortIncompleteMultipartUploadAfter: cdk.Duration.days(1),
       },
     ],
@@ -48,7 +59,7 @@ export function addBuffer(stack: cdk.Stack, s: Settings): Buffer {
       enforceSSL: true,
       // AWS: at least 6 × the function timeout for queues Lambda drains.
       visibilityTimeout: cdk.Duration.seconds(6 * s.drainTimeoutSecs),
-      retentionPeriod: cdk.Duration.days(4),
+      retentionPeriod: cdk.Duration.days(SQS_RETENTION_DAYS),
       deadLetterQueue: { queue: deadLetters, maxReceiveCount: s.maxReceiveCount },
     });
     return { kind: 'sqs', queue, deadLetters, deadLetterObjects };
@@ -60,4 +71,10 @@ export function addBuffer(stack: cdk.Stack, s: Settings): Buffer {
     encryption: kinesis.StreamEncryption.MANAGED,
   });
   return { kind: 'kinesis', stream, deadLetters, deadLetterObjects };
+}
+
+/** Days a claim-checked value is kept: the buffer's retention, then the DLQ's, and a day. */
+export function claimRetentionDays(s: Settings): number {
+  const bufferDays = s.buffer === 'sqs' ? SQS_RETENTION_DAYS : Math.ceil(streamRetentionHours(s) / 24);
+  return bufferDays + DLQ_RETENTION_DAYS + 1;
 }

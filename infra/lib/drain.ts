@@ -61,8 +61,9 @@ export function addDrain(
   );
   buffer.deadLetters.grantSendMessages(fn);
   buffer.deadLetterObjects.grantPut(fn, 'dead-letters/*');
+  // Read a value; once delivered, overwrite it with the delivered marker (an empty object).
   buffer.deadLetterObjects.grantRead(fn, 'claims/*');
-  buffer.deadLetterObjects.grantDelete(fn, 'claims/*');
+  buffer.deadLetterObjects.grantPut(fn, 'claims/*');
   if (buffer.queue) {
     fn.addEventSource(
       new sources.SqsEventSource(buffer.queue, {

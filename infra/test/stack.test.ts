@@ -191,9 +191,16 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     });
     const dlq = resources(s.json, 'AWS::SQS::Queue').find(([id]) => id.startsWith('DeadLetters'))!;
     const keepDays = dlq[1].Properties.MessageRetentionPeriod / 86400;
-    const rule = bucket.Properties.LifecycleConfiguration.Rules[0];
+    const rules = bucket.Properties.LifecycleConfiguration.Rules;
+    const rule = rules.find((r: { Prefix?: string }) => r.Prefix === 'dead-letters/');
     expect(rule.Status).toBe('Enabled');
     expect(rule.ExpirationInDays).toBeGreaterThan(keepDays);
+    // A claim-checked value outlives every copy of its message: the buffer's, then the DLQ's.
+    const claims = rules.find((r: { Prefix?: string }) => r.Prefix === 'claims/');
+    const bufferDays = variant.buffer === 'sqs'
+      ? resources(s.json, 'AWS::SQS::Queue').find(([id]) => id.startsWith('Buffer'))![1].Properties.MessageRetentionPeriod / 86400
+      : resources(s.json, 'AWS::Kinesis::Stream')[0][1].Properties.RetentionPeriodHours / 24;
+    expect(claims.ExpirationInDays).toBeGreaterThan(bufferDays + keepDays);
     const drain = s.json.Resources[functionId(s.json, 'Drain')].Properties;
     expect(drain.Environment.Variables.SPILLWAY_DLQ_BUCKET).toEqual({ Ref: bucketId });
     const policies = resources(s.json, 'AWS::IAM::Policy').filter(([, p]) =>
@@ -201,8 +208,9 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     );
     const puts = policies.flatMap(([, p]) => p.Properties.PolicyDocument.Statement)
       .filter((st: { Action: string | string[] }) => [st.Action].flat().includes('s3:PutObject'));
-    expect(puts).toHaveLength(1);
-    expect(JSON.stringify(puts[0].Resource)).toContain('/dead-letters/*');
+    expect(puts).toHaveLength(2);
+    expect(JSON.stringify(puts.map((p: { Resource: unknown }) => p.Resource))).toContain('/dead-letters/*');
+    expect(JSON.stringify(puts.map((p: { Resource: unknown }) => p.Resource))).toContain('/claims/*');
   });
 
   test('values too large for the buffer: ingest-api writes them under claims/, the drain reads and removes them', () => {
@@ -218,13 +226,14 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
       st.filter((x: any) => [x.Action].flat().includes(action)).map((x) => JSON.stringify(x.Resource));
     const drain = statements('Drain');
     expect(on(drain, 's3:GetObject*').join()).toContain('/claims/*');
-    expect(on(drain, 's3:DeleteObject*').join()).toContain('/claims/*');
-    expect(on(drain, 's3:DeleteObject*').join()).not.toContain('dead-letters');
+    expect(on(drain, 's3:GetObject*').join()).not.toContain('dead-letters');
+    expect(on(drain, 's3:PutObject').join()).toContain('/claims/*');
+    expect(on(drain, 's3:DeleteObject*')).toHaveLength(0);
     if (variant.ingest === 'lambda') {
       const ingest = statements('Ingest');
       expect(on(ingest, 's3:PutObject')).toHaveLength(1);
       expect(on(ingest, 's3:PutObject')[0]).toContain('/claims/*');
-      expect(on(ingest, 's3:DeleteObject*').join()).toContain('/claims/*');
+      expect(on(ingest, 's3:DeleteObject*')).toHaveLength(0);
       expect(on(ingest, 's3:GetObject*')).toHaveLength(0);
     }
   });

@@ -58,7 +58,7 @@ pub enum ApiError {
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
     /// A claim-checked record over Kafka's own limit: no buffer can carry it to Kafka.
-    #[error("the record is {size} bytes (value, key and headers); Kafka accepts at most {limit} (SPILLWAY_KAFKA_MESSAGE_MAX_BYTES)")]
+    #[error("the record would be {size} bytes in Kafka (value, key, headers and 2,048 for the pipeline's headers and overhead); Kafka accepts at most {limit} (SPILLWAY_KAFKA_MESSAGE_MAX_BYTES)")]
     OverKafkaLimit {
         /// The record's size.
         size: usize,

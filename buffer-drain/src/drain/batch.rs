@@ -149,6 +149,11 @@ impl<'a> Batch<'a> {
                         self.outcomes[i] = Some(Outcome::Failed(failure));
                         continue;
                     }
+                    Err(super::Unfetched::Delivered) => {
+                        // In Kafka already: this copy leaves the buffer without a duplicate.
+                        self.outcomes[i] = Some(Outcome::Delivered);
+                        continue;
+                    }
                 }
             }
             if Instant::now() >= self.deadline {

@@ -76,6 +76,8 @@ enum Unfetched {
     Poison(String),
     /// For now: the record comes again.
     Retry(Failure),
+    /// Delivered before: the object is the drain's marker ([`spillway_core::claim::DELIVERED_METADATA`]).
+    Delivered,
 }
 
 /// A producer and its failure counters.
@@ -219,6 +221,12 @@ impl Drain {
                         )))
                     }
                 })?;
+            if object
+                .metadata()
+                .is_some_and(|m| m.contains_key(spillway_core::claim::DELIVERED_METADATA))
+            {
+                return Err(Unfetched::Delivered);
+            }
             let data = object.body.collect().await.map_err(|e| {
                 Unfetched::Retry(Failure::ClaimUnavailable(format!(
                     "reading s3://{}/{} broke off: {e}",
@@ -234,28 +242,38 @@ impl Drain {
             .unwrap_or(Err(Unfetched::Retry(Failure::DeadlineNear)))
     }
 
-    /// Removes the objects of claim-checked records Kafka acknowledged, within the dead-letter
-    /// grace after `deadline`; an object left behind (S3 down, the grace spent) is the bucket
-    /// lifecycle's to remove.
-    async fn remove_values(&self, delivered: Vec<spillway_core::claim::Claim>, deadline: Instant) {
+    /// Replaces the values of claim-checked records Kafka acknowledged with the delivered marker
+    /// ([`spillway_core::claim::DELIVERED_METADATA`]: an empty object), within the dead-letter
+    /// grace after `deadline`: the value is gone, and a copy of the message that comes again is
+    /// known as delivered. An object left as it was (S3 down, the grace spent) is produced again
+    /// if its message comes again (a duplicate with the same `spillway-id`), else the bucket's
+    /// lifecycle removes it.
+    async fn mark_values_delivered(
+        &self,
+        delivered: Vec<spillway_core::claim::Claim>,
+        deadline: Instant,
+    ) {
         let Some(claims) = &self.value_claims else {
             return;
         };
         if delivered.is_empty() {
             return;
         }
-        let until = deadline.max(Instant::now()) + self.dead_letter_grace;
-        let removes = delivered.iter().map(|claim| async move {
-            let removed = tokio::time::timeout_at(
-                until.into(),
-                spillway_core::claim::remove(&claims.client, claim),
-            )
-            .await;
-            if !matches!(removed, Ok(Ok(()))) {
-                tracing::warn!(bucket = %claim.bucket, key = %claim.key, "the delivered value's object was not removed; the bucket's lifecycle will");
+        let until = deadline + self.dead_letter_grace;
+        let marks = delivered.iter().map(|claim| async move {
+            let mark = claims
+                .client
+                .put_object()
+                .bucket(&claim.bucket)
+                .key(&claim.key)
+                .metadata(spillway_core::claim::DELIVERED_METADATA, "1")
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(b""))
+                .send();
+            if !matches!(tokio::time::timeout_at(until.into(), mark).await, Ok(Ok(_))) {
+                tracing::warn!(bucket = %claim.bucket, key = %claim.key, "the delivered value's object was kept; the bucket's lifecycle removes it");
             }
         });
-        futures::future::join_all(removes).await;
+        futures::future::join_all(marks).await;
     }
 
     /// Dead-letter writes of a batch end at most `grace` after its deadline; what is not written by
@@ -501,7 +519,7 @@ impl Drain {
             .zip(&outcomes)
             .filter_map(|(claim, o)| claim.filter(|_| matches!(o, Some(Outcome::Delivered))))
             .collect();
-        self.remove_values(delivered_values, deadline).await;
+        self.mark_values_delivered(delivered_values, deadline).await;
         self.after_batch(
             outcomes
                 .iter()

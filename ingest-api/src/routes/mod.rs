@@ -11,6 +11,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::{Json, Router};
+use futures::StreamExt as _;
 use spillway_core::envelope::Envelope;
 use tower::ServiceExt as _;
 use utoipa::OpenApi;
@@ -257,7 +258,7 @@ fn set_trace(env: &mut Envelope, trace: &(String, Option<String>)) {
 /// Writes the envelopes that were read (`Ok`) to the buffer in one call and gives each item its
 /// outcome, in order: its own error, the buffer's refusal, or `Ok`. A value too large for the
 /// buffer (or over `SPILLWAY_CLAIM_THRESHOLD_BYTES`) goes to the claim bucket first and the
-/// buffer gets its claim check; an object whose message the buffer then refused is removed.
+/// buffer gets its claim check.
 async fn write_each<'a>(
     state: &AppState,
     request_id: &RequestId,
@@ -294,24 +295,18 @@ async fn write_each<'a>(
             }
         }
     }
-    // Objects of messages the buffer does not hold are of no use to anyone.
-    let orphans = claimed
-        .iter()
-        .zip(&results)
-        .filter_map(|(claimed, result)| match (claimed, result) {
-            (Some(Ok(pointer)), Err(_)) => pointer.value_claim.as_ref(),
-            _ => None,
-        });
-    if let Some(store) = &state.inner.claims {
-        let removes = orphans.map(|claim| async move {
-            if spillway_core::claim::remove(store.s3(), claim).await.is_err() {
-                tracing::warn!(request_id = %request_id.0, key = %claim.key, "an unused claim object was not removed; the bucket's lifecycle will");
-            }
-        });
-        futures::future::join_all(removes).await;
-    }
+    // A value's object stays even when its message's write failed: a write that timed out or
+    // went unanswered may have reached the buffer all the same, and the message would then name
+    // an object that is gone. What no message names is the bucket lifecycle's to remove.
     results
 }
+
+/// Bytes kept free under `SPILLWAY_KAFKA_MESSAGE_MAX_BYTES` for the headers the drain adds (at
+/// most ~700: id, receive time, traceparent, a 512-character tracestate, X-Ray) and the record's
+/// own overhead in Kafka's format.
+const KAFKA_RECORD_HEADROOM: usize = 2048;
+/// Values uploaded at once for one request.
+const CLAIM_PUTS_AT_ONCE: usize = 8;
 
 /// For each envelope whose value goes to the claim bucket: its pointer envelope once S3 has the
 /// value, or why not (over Kafka's limit: 413; S3 unavailable: 503). `None`: the value stays in
@@ -324,37 +319,53 @@ async fn claim_values(
     let Some(store) = &state.inner.claims else {
         return items.iter().map(|_| None).collect();
     };
+    let puts: Vec<_> = items
+        .iter()
+        .map(|item| claim_value(state, request_id, store, item))
+        .collect();
+    // In order, a few at a time: a batch of large values must not open hundreds of uploads.
+    futures::stream::iter(puts)
+        .buffered(CLAIM_PUTS_AT_ONCE)
+        .collect()
+        .await
+}
+
+/// [`claim_values`] for one item.
+async fn claim_value(
+    state: &AppState,
+    request_id: &RequestId,
+    store: &ClaimStore,
+    item: &Result<&Envelope, ApiError>,
+) -> Option<Result<Envelope, ApiError>> {
     let config = &state.inner.config;
-    let puts = items.iter().map(|item| async move {
-        let env = item.as_ref().ok()?;
-        let over_threshold = config
-            .claim_threshold
-            .is_some_and(|t| env.value.len() > t);
-        if !over_threshold && prepare(state, env).is_ok() {
-            return None;
+    let env = item.as_ref().ok()?;
+    let over_threshold = config.claim_threshold.is_some_and(|t| env.value.len() > t);
+    if !over_threshold && prepare(state, env).is_ok() {
+        return None;
+    }
+    let size = env.value.len()
+        + env.key.as_ref().map_or(0, Vec::len)
+        + env
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>();
+    // The drain adds its own headers (id, receive time, trace context), and Kafka counts
+    // record overhead: a record this close to the limit would be refused in Kafka after the
+    // caller was told 2xx.
+    if size + KAFKA_RECORD_HEADROOM > config.kafka_max_bytes {
+        return Some(Err(ApiError::OverKafkaLimit {
+            size: size + KAFKA_RECORD_HEADROOM,
+            limit: config.kafka_max_bytes,
+        }));
+    }
+    Some(match store.put(&env.value).await {
+        Ok(claim) => Ok(env.claimed(claim)),
+        Err(e) => {
+            tracing::warn!(request_id = %request_id.0, error = %e, "the claim bucket refused a value");
+            Err(ApiError::Unavailable)
         }
-        let size = env.value.len()
-            + env.key.as_ref().map_or(0, Vec::len)
-            + env
-                .headers
-                .iter()
-                .map(|h| h.name.len() + h.value.len())
-                .sum::<usize>();
-        if size > config.kafka_max_bytes {
-            return Some(Err(ApiError::OverKafkaLimit {
-                size,
-                limit: config.kafka_max_bytes,
-            }));
-        }
-        Some(match store.put(&env.value).await {
-            Ok(claim) => Ok(env.claimed(claim)),
-            Err(e) => {
-                tracing::warn!(request_id = %request_id.0, error = %e, "the claim bucket refused a value");
-                Err(ApiError::Unavailable)
-            }
-        })
-    });
-    futures::future::join_all(puts).await
+    })
 }
 
 /// The status of an answer with one outcome per record: `ok` when any record was accepted;
