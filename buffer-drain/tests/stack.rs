@@ -658,17 +658,7 @@ async fn a_value_kept_in_s3_is_produced_whole_and_its_object_removed_only_after_
         claim_bucket: Some(bucket.clone()),
         ..DrainConfig::new(BufferKind::Sqs)
     };
-    let sdk = spillway_tests::sdk().await;
-    let drain = build_drain(&kafka(&broker.bootstrap), &config, Some(&sdk))
-        .await
-        .expect("drain");
-    let poller = SqsPoller::new(
-        sqs.clone(),
-        url.clone(),
-        settings(10, Duration::from_secs(5)),
-    )
-    .await
-    .expect("poller");
+    let (poller, drain) = claim_drain(&sqs, &url, &broker.bootstrap, &config).await;
 
     broker.pause();
     let during = poller.poll_once(&drain).await.expect("poll");
@@ -711,17 +701,30 @@ async fn a_value_kept_in_s3_is_produced_whole_and_its_object_removed_only_after_
         .send()
         .await
         .expect("send");
-    let again = build_drain(&kafka(&broker.bootstrap), &config, Some(&sdk))
+    let again = claim_drain(&sqs, &url, &broker.bootstrap, &config).await;
+    drain_queue(&sqs, &url, vec![again], Duration::from_secs(60)).await;
+    let summary = consume(&broker.bootstrap, &topic, 2, Duration::from_secs(10)).await;
+    assert_eq!((summary.records, summary.duplicates), (1, 0), "{summary:?}");
+}
+
+/// A poller on `url` and a drain built as the binary builds it from `config` (with AWS: the
+/// claim bucket's reader).
+async fn claim_drain(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    bootstrap: &str,
+    config: &DrainConfig,
+) -> (SqsPoller, Drain) {
+    let sdk = spillway_tests::sdk().await;
+    let drain = build_drain(&kafka(bootstrap), config, Some(&sdk))
         .await
         .expect("drain");
     let poller = SqsPoller::new(
         sqs.clone(),
-        url.clone(),
+        url.to_owned(),
         settings(10, Duration::from_secs(5)),
     )
     .await
     .expect("poller");
-    drain_queue(&sqs, &url, vec![(poller, again)], Duration::from_secs(60)).await;
-    let summary = consume(&broker.bootstrap, &topic, 2, Duration::from_secs(10)).await;
-    assert_eq!((summary.records, summary.duplicates), (1, 0), "{summary:?}");
+    (poller, drain)
 }

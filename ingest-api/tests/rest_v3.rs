@@ -437,20 +437,10 @@ async fn a_stream_of_records_is_answered_record_by_record_over_one_connection() 
         false,
         &[("SPILLWAY_MAX_REQUEST_BYTES", "4096")],
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let addr = serve(router).await;
 
     let results = tokio::task::spawn_blocking(move || {
-        let mut conn = std::net::TcpStream::connect(addr).expect("connect");
-        conn.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-        write!(
-            conn,
-            "POST {RECORDS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
-        .expect("head");
+        let mut conn = open_stream(addr);
         let mut seen = String::new();
         let chunk = |conn: &mut std::net::TcpStream, data: &str| {
             write!(conn, "{:x}\r\n{data}\r\n", data.len()).expect("chunk");
@@ -458,20 +448,31 @@ async fn a_stream_of_records_is_answered_record_by_record_over_one_connection() 
         let read_until = |conn: &mut std::net::TcpStream, seen: &mut String, count: usize| {
             while seen.matches("\"error_code\"").count() < count {
                 let mut buf = [0u8; 4096];
-                let n = conn.read(&mut buf).expect("the answer arrives while the stream is open");
+                let n = conn
+                    .read(&mut buf)
+                    .expect("the answer arrives while the stream is open");
                 assert!(n > 0, "closed early: {seen}");
                 seen.push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         };
         for i in 0..3 {
-            chunk(&mut conn, &format!(r#"{{"value":{{"type":"STRING","data":"m{i}"}}}}"#));
+            chunk(
+                &mut conn,
+                &format!(r#"{{"value":{{"type":"STRING","data":"m{i}"}}}}"#),
+            );
             read_until(&mut conn, &mut seen, i + 1);
         }
         // A record split across chunks, then one that never ends within the limit.
         chunk(&mut conn, r#"{"value":{"type":"STRING","#);
         chunk(&mut conn, r#""data":"m3"}}"#);
         read_until(&mut conn, &mut seen, 4);
-        chunk(&mut conn, &format!(r#"{{"value":{{"type":"STRING","data":"{}"#, "y".repeat(5000)));
+        chunk(
+            &mut conn,
+            &format!(
+                r#"{{"value":{{"type":"STRING","data":"{}"#,
+                "y".repeat(5000)
+            ),
+        );
         read_until(&mut conn, &mut seen, 5);
         let _ = conn.write_all(b"0\r\n\r\n");
         seen
@@ -572,26 +573,18 @@ fn rfc3339_hours_from_now(hours: u64) -> String {
 async fn a_stream_that_goes_quiet_is_ended_with_a_last_line() {
     let (client, url) = sqs_queue(false).await;
     let router = sqs_app(&client, &url, false, &[("SPILLWAY_V3_STREAM_IDLE", "1s")]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let addr = serve(router).await;
     let answer = tokio::task::spawn_blocking(move || {
-        let mut conn = std::net::TcpStream::connect(addr).expect("connect");
-        conn.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-        write!(
-            conn,
-            "POST {RECORDS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
-        .expect("head");
+        let mut conn = open_stream(addr);
         let part = r#"{"value":{"data":"#;
         write!(conn, "{:x}\r\n{part}\r\n", part.len()).expect("chunk");
         let mut seen = String::new();
         let mut buf = [0u8; 4096];
         // Read until the server ends the response (the terminating chunk).
         while !seen.ends_with("0\r\n\r\n") {
-            let n = conn.read(&mut buf).expect("the server answers within the idle limit");
+            let n = conn
+                .read(&mut buf)
+                .expect("the server answers within the idle limit");
             if n == 0 {
                 break;
             }
@@ -602,4 +595,27 @@ async fn a_stream_that_goes_quiet_is_ended_with_a_last_line() {
     .await
     .expect("client");
     assert!(answer.contains("no bytes for 1s"), "{answer}");
+}
+
+/// `router` served on a port of its own, as `cargo run -p ingest-api` serves it.
+async fn serve(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// A connection with the head of a chunked `POST` to [`RECORDS`] sent: the body's chunks follow.
+fn open_stream(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        conn,
+        "POST {RECORDS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    .expect("head");
+    conn
 }
