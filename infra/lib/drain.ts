@@ -12,6 +12,12 @@ import { Cluster, Topic } from './kafka';
 import { Network } from './network';
 import { Settings } from './settings';
 
+/** The drain function and its event source mapping's id (its metrics' dimension). */
+export interface Drain {
+  readonly fn: lambda.Function;
+  readonly mappingId: string;
+}
+
 /** The drain function, its Kafka and dead-letter permissions, and its event source on the buffer. */
 export function addDrain(
   stack: cdk.Stack,
@@ -20,7 +26,7 @@ export function addDrain(
   cluster: Cluster,
   topic: Topic,
   buffer: Buffer,
-): lambda.Function {
+): Drain {
   const fn = rustFunction(stack, s, 'Drain', 'buffer-drain', network, {
     description: 'spillway: buffer → MSK, rate-limited, partial-batch failures',
     timeout: cdk.Duration.seconds(s.drainTimeoutSecs),
@@ -64,28 +70,33 @@ export function addDrain(
   // Read a value; once delivered, overwrite it with the delivered marker (an empty object).
   buffer.deadLetterObjects.grantRead(fn, 'claims/*');
   buffer.deadLetterObjects.grantPut(fn, 'claims/*');
+  // The mapping's own event counts (polled, invoked, failed-invoke, dropped, …), for the alarms
+  // and the dashboard (observability.ts).
+  const metricsConfig = { metrics: [lambda.MetricType.EVENT_COUNT] };
   if (buffer.queue) {
-    fn.addEventSource(
-      new sources.SqsEventSource(buffer.queue, {
-        batchSize: s.drainBatchSize,
-        maxBatchingWindow: cdk.Duration.seconds(s.drainBatchingWindowSecs),
-        maxConcurrency: s.drainMaxConcurrency,
-        reportBatchItemFailures: true,
-      }),
-    );
+    const source = new sources.SqsEventSource(buffer.queue, {
+      batchSize: s.drainBatchSize,
+      maxBatchingWindow: cdk.Duration.seconds(s.drainBatchingWindowSecs),
+      maxConcurrency: s.drainMaxConcurrency,
+      reportBatchItemFailures: true,
+      metricsConfig,
+    });
+    fn.addEventSource(source);
+    return { fn, mappingId: source.eventSourceMappingId };
   } else if (buffer.stream) {
-    fn.addEventSource(
-      new sources.KinesisEventSource(buffer.stream, {
-        startingPosition: lambda.StartingPosition.TRIM_HORIZON,
-        batchSize: s.drainBatchSize,
-        maxBatchingWindow: cdk.Duration.seconds(s.drainBatchingWindowSecs),
-        bisectBatchOnError: true,
-        retryAttempts: s.kinesisMaxRetries,
-        maxRecordAge: cdk.Duration.seconds(s.kinesisMaxRecordAgeSecs),
-        onFailure: new sources.SqsDlq(buffer.deadLetters),
-        reportBatchItemFailures: true,
-      }),
-    );
+    const source = new sources.KinesisEventSource(buffer.stream, {
+      metricsConfig,
+      startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+      batchSize: s.drainBatchSize,
+      maxBatchingWindow: cdk.Duration.seconds(s.drainBatchingWindowSecs),
+      bisectBatchOnError: true,
+      retryAttempts: s.kinesisMaxRetries,
+      maxRecordAge: cdk.Duration.seconds(s.kinesisMaxRecordAgeSecs),
+      onFailure: new sources.SqsDlq(buffer.deadLetters),
+      reportBatchItemFailures: true,
+    });
+    fn.addEventSource(source);
+    return { fn, mappingId: source.eventSourceMappingId };
   }
-  return fn;
+  throw new Error('a buffer is a queue or a stream');
 }

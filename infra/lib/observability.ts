@@ -11,6 +11,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Buffer } from './buffer';
+import { Drain } from './drain';
 import { Settings } from './settings';
 
 /** The alarm topic's key: a customer-managed key whose policy lets CloudWatch publish. */
@@ -36,7 +37,7 @@ export function addObservability(
   stack: cdk.Stack,
   s: Settings,
   buffer: Buffer,
-  drain: lambda.Function,
+  drainMapping: Drain,
   consumer: lambda.Function,
   api: apigw.RestApi,
 ): void {
@@ -47,6 +48,19 @@ export function addObservability(
     // grant cloudwatch.amazonaws.com): a key of the stack's own that lets CloudWatch in.
     masterKey: addAlarmKey(stack),
   });
+  const drain = drainMapping.fn;
+  // The drain mapping's event counts (its MetricsConfig turns them on): dropped events never
+  // reached the function (a stream's record aged out or ran out of retries: it went to the
+  // on-failure queue only if one is set), failed-invoke events are invocations Lambda could not
+  // make (throttled, the function misconfigured).
+  const mappingMetric = (metricName: string) =>
+    new cloudwatch.Metric({
+      namespace: 'AWS/Lambda',
+      metricName,
+      dimensionsMap: { EventSourceMappingUUID: drainMapping.mappingId },
+      period: cdk.Duration.minutes(1),
+      statistic: 'Sum',
+    });
   if (s.alarmEmail) topic.addSubscription(new subscriptions.EmailSubscription(s.alarmEmail));
   const action = new cwActions.SnsAction(topic);
   const alarm = (id: string, metric: cloudwatch.IMetric, threshold: number, description: string) => {
@@ -84,6 +98,18 @@ export function addObservability(
       'The drain is behind the stream; records older than the retention period are lost.',
     );
   }
+  alarm(
+    'DrainMappingDroppedEvents',
+    mappingMetric('DroppedEventCount'),
+    0,
+    'The drain mapping dropped events: records that never reached the drain (see the DLQ or on-failure queue).',
+  );
+  alarm(
+    'DrainMappingFailedInvokes',
+    mappingMetric('FailedInvokeEventCount'),
+    0,
+    'The drain mapping could not invoke the drain for some events (throttling, configuration): they are retried.',
+  );
   alarm('DrainErrors', drain.metricErrors({ period: minute, statistic: 'Sum' }), 0, 'The drain function failed invocations.');
   alarm('DrainThrottles', drain.metricThrottles({ period: minute, statistic: 'Sum' }), 0, 'The drain function was throttled.');
   alarm('ConsumerErrors', consumer.metricErrors({ period: minute, statistic: 'Sum' }), 0, 'The consumer function failed.');
@@ -122,5 +148,12 @@ export function addObservability(
     new cloudwatch.GraphWidget({ title: 'Drain duration', left: [drain.metricDuration({ statistic: 'p99' })] }),
     new cloudwatch.GraphWidget({ title: 'Dead letters', left: [buffer.deadLetters.metricApproximateNumberOfMessagesVisible()] }),
     new cloudwatch.GraphWidget({ title: 'Consumer', left: [consumer.metricInvocations(), consumer.metricErrors()] }),
+  );
+  dashboard.addWidgets(
+    new cloudwatch.GraphWidget({
+      title: 'Drain mapping events',
+      left: ['PolledEventCount', 'InvokedEventCount', 'DeletedEventCount'].map(mappingMetric),
+      right: ['FailedInvokeEventCount', 'DroppedEventCount', 'OnFailureDestinationDeliveredEventCount'].map(mappingMetric),
+    }),
   );
 }

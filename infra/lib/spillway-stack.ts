@@ -47,7 +47,7 @@ export class SpillwayStack extends cdk.Stack {
 
     new cdk.CfnOutput(this, 'ApiUrl', { value: api.url, description: 'POST /v1/topics/{topic}/messages' });
     new cdk.CfnOutput(this, 'BootstrapBrokers', { value: topic.bootstrap, description: 'MSK IAM bootstrap string' });
-    new cdk.CfnOutput(this, 'DrainFunction', { value: drain.functionName });
+    new cdk.CfnOutput(this, 'DrainFunction', { value: drain.fn.functionName });
     new cdk.CfnOutput(this, 'ConsumerLogGroup', { value: consumer.logGroup.logGroupName });
     if (buffer.queue) new cdk.CfnOutput(this, 'QueueUrl', { value: buffer.queue.queueUrl });
     if (buffer.stream) new cdk.CfnOutput(this, 'StreamName', { value: buffer.stream.streamName });
@@ -67,7 +67,7 @@ export class SpillwayStack extends cdk.Stack {
       {
         id: 'AwsSolutions-S1',
         reason:
-          'The dead-letter bucket holds only poison records too large for the DLQ, written by the drain role and read by operators replaying; CloudTrail data events are the audit trail an account enables for it, not a second bucket of access logs.',
+          'The dead-letter bucket holds poison records too large for the DLQ (written by the drain role, read by operators replaying) and values too large for the buffer (written by ingest-api, read and emptied by the drain); CloudTrail data events are the audit trail an account enables for it, not a second bucket of access logs.',
       },
       {
         id: 'AwsSolutions-IAM4',

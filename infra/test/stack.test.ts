@@ -238,6 +238,25 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
     }
   });
 
+  test('the drain mapping counts its events, and dropped and failed-invoke events raise alarms', () => {
+    const [mappingId, mapping] = resources(s.json, 'AWS::Lambda::EventSourceMapping').find(([, m]) =>
+      JSON.stringify(m.Properties.FunctionName).includes(functionId(s.json, 'Drain')),
+    )!;
+    expect(mapping.Properties.MetricsConfig).toEqual({ Metrics: ['EventCount'] });
+    const alarms = resources(s.json, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties);
+    for (const name of ['DroppedEventCount', 'FailedInvokeEventCount']) {
+      const alarm = alarms.find((a) => a.MetricName === name);
+      expect(alarm).toBeDefined();
+      expect(alarm.Namespace).toBe('AWS/Lambda');
+      expect(alarm.Dimensions).toEqual([{ Name: 'EventSourceMappingUUID', Value: { Ref: mappingId } }]);
+      expect(alarm.Threshold).toBe(0);
+      expect(alarm.AlarmActions).toHaveLength(1);
+    }
+    const body = JSON.stringify(resources(s.json, 'AWS::CloudWatch::Dashboard')[0][1].Properties.DashboardBody);
+    expect(body).toContain('Drain mapping events');
+    expect(body).toContain('DroppedEventCount');
+  });
+
   test('the alarms exist', () => {
     const metrics = resources(s.json, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties.MetricName);
     expect(metrics).toEqual(expect.arrayContaining(['ApproximateNumberOfMessagesVisible', 'Errors', 'Throttles', '5XXError']));
