@@ -77,7 +77,10 @@ export function addDrain(
     const source = new sources.SqsEventSource(buffer.queue, {
       batchSize: s.drainBatchSize,
       maxBatchingWindow: cdk.Duration.seconds(s.drainBatchingWindowSecs),
-      maxConcurrency: s.drainMaxConcurrency,
+      // Provisioned mode sets concurrency through its pollers; the two cannot be combined.
+      ...(s.drainPollers
+        ? { provisionedPollerConfig: { minimumPollers: s.drainPollers.min, maximumPollers: s.drainPollers.max } }
+        : { maxConcurrency: s.drainMaxConcurrency }),
       reportBatchItemFailures: true,
       metricsConfig,
     });

@@ -98,6 +98,13 @@ export interface Settings {
    */
   readonly drainMaxConcurrency: number;
   /**
+   * `pollers=MIN:MAX`: the SQS mapping in provisioned mode (`ProvisionedPollerConfig`), MIN 2 to 200
+   * pollers always on (billed whether or not messages flow), MAX MIN to 2000. Each poller handles
+   * about 1 MB/s, up to 10 concurrent invokes and 10 ReceiveMessage calls/s; concurrency then
+   * follows the pollers, so it cannot be combined with `drainMaxConcurrency`. Unset: on-demand.
+   */
+  readonly drainPollers?: { readonly min: number; readonly max: number };
+  /**
    * SPILLWAY_MAX_CONNECTS_PER_SEC: Kafka clients a drain instance may create per second, default 2,
    * 1 to 100. MSK Serverless takes 100 connection attempts a second per cluster from all instances:
    * higher reconnects faster, but many instances at once get refused.
@@ -274,6 +281,7 @@ export function settingsFromContext(node: Node): Settings {
     oldestMessageAlarmSecs: r.number('oldestMessageAlarmSecs', DEFAULTS.oldestMessageAlarmSecs, 60, 1_209_600),
     iteratorAgeAlarmMs: r.number('iteratorAgeAlarmMs', DEFAULTS.iteratorAgeAlarmMs, 1000, 604_800_000),
     alarmEmail: r.string('alarmEmail'),
+    drainPollers: drainPollers(r, buffer),
     tenantFrom: tenantFrom(r.string('tenantFrom'), buffer, r.choice<AuthKind>('auth', ['iam', 'apikey'], DEFAULTS.auth)),
     lambdaAssets: path.resolve(r.string('lambdaAssets', DEFAULTS.lambdaAssets)!),
   };
@@ -318,4 +326,22 @@ function tenantFrom(value: string | undefined, buffer: BufferKind, auth: AuthKin
     throw new Error(`context tenantFrom=api-key: requests carry an API key id only with auth=apikey`);
   }
   return value;
+}
+
+/** `pollers=MIN:MAX`, checked: SQS only, 2 ≤ MIN ≤ 200, MIN ≤ MAX ≤ 2000, not with drainMaxConcurrency. */
+function drainPollers(r: Reader, buffer: BufferKind): { min: number; max: number } | undefined {
+  const value = r.string('pollers');
+  if (value === undefined) return undefined;
+  const m = /^(\d+):(\d+)$/.exec(value);
+  const [min, max] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
+  if (!m || min < 2 || min > 200 || max < min || max > 2000) {
+    throw new Error(`context pollers=${value}: expected MIN:MAX with MIN from 2 to 200 and MAX from MIN to 2000`);
+  }
+  if (buffer !== 'sqs') {
+    throw new Error(`context pollers=${value}: provisioned pollers are for the SQS mapping; a Kinesis mapping reads one batch per shard`);
+  }
+  if (r.string('drainMaxConcurrency') !== undefined) {
+    throw new Error(`context pollers=${value} with drainMaxConcurrency: a provisioned SQS mapping takes no maximum concurrency (its pollers set it); choose one`);
+  }
+  return { min, max };
 }

@@ -391,6 +391,24 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
   });
 });
 
+test('pollers=MIN:MAX puts the SQS mapping in provisioned mode, without a maximum concurrency', () => {
+  const mapping = (json: any) =>
+    resources(json, 'AWS::Lambda::EventSourceMapping').find(([, m]) =>
+      JSON.stringify(m.Properties.FunctionName).includes(functionId(json, 'Drain')),
+    )![1].Properties;
+  const provisioned = mapping(synth({ pollers: '2:50' }).json);
+  expect(provisioned.ProvisionedPollerConfig).toEqual({ MinimumPollers: 2, MaximumPollers: 50 });
+  expect(provisioned.ScalingConfig).toBeUndefined();
+  const onDemand = mapping(synth({}).json);
+  expect(onDemand.ProvisionedPollerConfig).toBeUndefined();
+  expect(onDemand.ScalingConfig).toEqual({ MaximumConcurrency: 20 });
+  expect(() => synth({ pollers: '2:50', drainMaxConcurrency: '40' })).toThrow(/choose one/);
+  expect(() => synth({ pollers: '1:50' })).toThrow(/MIN from 2 to 200/);
+  expect(() => synth({ pollers: '60:50' })).toThrow(/MAX from MIN to 2000/);
+  expect(() => synth({ pollers: 'many' })).toThrow(/expected MIN:MAX/);
+  expect(() => synth({ buffer: 'kinesis', pollers: '2:50' })).toThrow(/SQS mapping/);
+});
+
 test('tenantFrom reaches ingest-api as SPILLWAY_TENANT_FROM and is checked', () => {
   const { json } = synth({ auth: 'apikey', tenantFrom: 'api-key' });
   expect(json.Resources[functionId(json, 'Ingest')].Properties.Environment.Variables.SPILLWAY_TENANT_FROM).toBe('api-key');
