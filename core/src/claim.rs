@@ -122,7 +122,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 #[cfg(feature = "claims")]
-pub use store::{fetch, remove, ClaimError, ClaimStore};
+pub use store::{fetch, read, remove, ClaimError, ClaimStore, ReadError};
 
 #[cfg(feature = "claims")]
 mod store {
@@ -163,11 +163,6 @@ mod store {
             aws_sdk_s3::Client::from_conf(config)
         }
 
-        /// The S3 client it writes with.
-        pub fn s3(&self) -> &aws_sdk_s3::Client {
-            &self.client
-        }
-
         /// The bucket claims are written to.
         pub fn bucket(&self) -> &str {
             &self.bucket
@@ -196,9 +191,33 @@ mod store {
         }
     }
 
-    /// The data `claim` names, checked against its length and digest; read from the claim's own
-    /// bucket.
-    pub async fn fetch(client: &aws_sdk_s3::Client, claim: &Claim) -> Result<Vec<u8>, ClaimError> {
+    /// Why the data a claim names could not be read.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum ReadError {
+        /// No such object (removed, or expired by the bucket's lifecycle): for good.
+        Gone(String),
+        /// The object is not what the claim says (length or SHA-256): for good.
+        Changed(String),
+        /// S3 did not answer, or the read broke off: it may work later.
+        Unavailable(String),
+    }
+
+    impl ReadError {
+        /// The text: names the object, never the data.
+        pub fn message(&self) -> &str {
+            match self {
+                ReadError::Gone(m) | ReadError::Changed(m) | ReadError::Unavailable(m) => m,
+            }
+        }
+    }
+
+    /// The data `claim` names, checked against its length and digest, read from the claim's own
+    /// bucket; `None` when the object is the drain's delivered marker
+    /// ([`super::DELIVERED_METADATA`]).
+    pub async fn read(
+        client: &aws_sdk_s3::Client,
+        claim: &Claim,
+    ) -> Result<Option<Vec<u8>>, ReadError> {
         let object = client
             .get_object()
             .bucket(&claim.bucket)
@@ -206,27 +225,59 @@ mod store {
             .send()
             .await
             .map_err(|e| {
-                ClaimError(format!(
-                    "cannot read s3://{}/{} (removed by the bucket's lifecycle?): {}",
+                let gone = e
+                    .as_service_error()
+                    .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key);
+                let text = format!(
+                    "cannot read s3://{}/{} ({}): {}",
                     claim.bucket,
                     claim.key,
+                    if gone {
+                        "removed, or expired by the bucket's lifecycle"
+                    } else {
+                        "S3 did not answer"
+                    },
                     aws_sdk_s3::error::DisplayErrorContext(&e)
-                ))
+                );
+                if gone {
+                    ReadError::Gone(text)
+                } else {
+                    ReadError::Unavailable(text)
+                }
             })?;
+        if object
+            .metadata()
+            .is_some_and(|m| m.contains_key(super::DELIVERED_METADATA))
+        {
+            return Ok(None);
+        }
         let data = object
             .body
             .collect()
             .await
             .map_err(|e| {
-                ClaimError(format!(
+                ReadError::Unavailable(format!(
                     "reading s3://{}/{} broke off: {e}",
                     claim.bucket, claim.key
                 ))
             })?
             .into_bytes()
             .to_vec();
-        claim.check(&data).map_err(ClaimError)?;
-        Ok(data)
+        claim.check(&data).map_err(ReadError::Changed)?;
+        Ok(Some(data))
+    }
+
+    /// The data `claim` names ([`read`]); a delivered marker is an error here (dead letters are
+    /// never marked).
+    pub async fn fetch(client: &aws_sdk_s3::Client, claim: &Claim) -> Result<Vec<u8>, ClaimError> {
+        match read(client, claim).await {
+            Ok(Some(data)) => Ok(data),
+            Ok(None) => Err(ClaimError(format!(
+                "s3://{}/{} holds only the delivered marker: its record was delivered",
+                claim.bucket, claim.key
+            ))),
+            Err(e) => Err(ClaimError(e.message().to_owned())),
+        }
     }
 
     /// Removes the object `claim` names, once nothing needs it. Removing one that is gone already

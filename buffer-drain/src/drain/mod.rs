@@ -196,46 +196,15 @@ impl Drain {
             )));
         }
         let get = async {
-            let object = claims
-                .client
-                .get_object()
-                .bucket(&claim.bucket)
-                .key(&claim.key)
-                .send()
-                .await
-                .map_err(|e| {
-                    if e
-                        .as_service_error()
-                        .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key)
-                    {
-                        Unfetched::Poison(format!(
-                            "the value's object s3://{}/{} is gone (delivered and removed before, or expired by the bucket's lifecycle)",
-                            claim.bucket, claim.key
-                        ))
-                    } else {
-                        Unfetched::Retry(Failure::ClaimUnavailable(format!(
-                            "s3://{}/{}: {}",
-                            claim.bucket,
-                            claim.key,
-                            aws_sdk_s3::error::DisplayErrorContext(&e)
-                        )))
-                    }
-                })?;
-            if object
-                .metadata()
-                .is_some_and(|m| m.contains_key(spillway_core::claim::DELIVERED_METADATA))
-            {
-                return Err(Unfetched::Delivered);
+            use spillway_core::claim::ReadError;
+            match spillway_core::claim::read(&claims.client, claim).await {
+                Ok(Some(data)) => Ok(data),
+                Ok(None) => Err(Unfetched::Delivered),
+                Err(ReadError::Gone(m) | ReadError::Changed(m)) => Err(Unfetched::Poison(m)),
+                Err(ReadError::Unavailable(m)) => {
+                    Err(Unfetched::Retry(Failure::ClaimUnavailable(m)))
+                }
             }
-            let data = object.body.collect().await.map_err(|e| {
-                Unfetched::Retry(Failure::ClaimUnavailable(format!(
-                    "reading s3://{}/{} broke off: {e}",
-                    claim.bucket, claim.key
-                )))
-            })?;
-            let data = data.into_bytes().to_vec();
-            claim.check(&data).map_err(Unfetched::Poison)?;
-            Ok(data)
         };
         tokio::time::timeout_at(deadline.into(), get)
             .await
