@@ -58,10 +58,23 @@ pub struct MappingStatus {
     pub batch_size: Option<u64>,
     /// Batching window, seconds.
     pub batching_window_secs: Option<u64>,
-    /// Maximum concurrency (SQS sources).
+    /// `on-demand` or `provisioned` (SQS sources; `None` for others).
+    pub mode: Option<&'static str>,
+    /// Maximum concurrency (SQS sources on demand).
     pub max_concurrency: Option<u64>,
+    /// Provisioned mode: pollers always on and at most.
+    pub pollers: Option<Pollers>,
     /// `ReportBatchItemFailures` is on.
     pub reports_item_failures: bool,
+}
+
+/// A provisioned mapping's pollers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pollers {
+    /// Always on.
+    pub min: u64,
+    /// At most.
+    pub max: u64,
 }
 
 /// The drain function's settings.
@@ -77,6 +90,10 @@ pub struct DrainStatus {
     pub reserved_concurrency: Option<u64>,
     /// `SPILLWAY_MAX_CONNECTS_PER_SEC` (the drain's connection rate limit), when set.
     pub max_connects_per_sec: Option<String>,
+    /// The capacity provider it runs on (Lambda Managed Instances), when it does.
+    pub capacity_provider: Option<String>,
+    /// Invocations one execution environment serves at once (1 off Managed Instances).
+    pub invocations_per_environment: u64,
     /// Its event source mappings.
     pub mappings: Vec<MappingStatus>,
 }
@@ -296,6 +313,11 @@ async fn drain(lambda: &aws_sdk_lambda::Client, function: &str) -> Result<DrainS
     } = crate::tune::read_function(lambda, function).await?;
     Ok(DrainStatus {
         function: function.to_owned(),
+        invocations_per_environment: crate::tune::invocations_per_environment(&config),
+        capacity_provider: config
+            .capacity_provider_config()
+            .and_then(|c| c.lambda_managed_instances_capacity_provider_config())
+            .map(|c| c.capacity_provider_arn().to_owned()),
         timeout_secs: count(config.timeout),
         memory_mb: count(config.memory_size),
         reserved_concurrency: count(reserved_concurrency),
@@ -305,16 +327,37 @@ async fn drain(lambda: &aws_sdk_lambda::Client, function: &str) -> Result<DrainS
             .and_then(|mut v| v.remove("SPILLWAY_MAX_CONNECTS_PER_SEC")),
         mappings: mappings
             .into_iter()
-            .map(|m| MappingStatus {
-                reports_item_failures: m.function_response_types().iter().any(|t| {
-                    *t == aws_sdk_lambda::types::FunctionResponseType::ReportBatchItemFailures
-                }),
-                uuid: m.uuid.unwrap_or_default(),
-                source: m.event_source_arn.unwrap_or_default(),
-                state: m.state.unwrap_or_default(),
-                batch_size: count(m.batch_size),
-                batching_window_secs: count(m.maximum_batching_window_in_seconds),
-                max_concurrency: count(m.scaling_config.and_then(|s| s.maximum_concurrency)),
+            .map(|m| {
+                let sqs = m
+                    .event_source_arn()
+                    .is_some_and(|a| a.starts_with("arn:aws:sqs:"));
+                let pollers = match crate::tune::current_scaling(&m) {
+                    crate::tune::Scaling::Provisioned {
+                        min_pollers,
+                        max_pollers,
+                    } => Some(Pollers {
+                        min: min_pollers,
+                        max: max_pollers,
+                    }),
+                    crate::tune::Scaling::OnDemand { .. } => None,
+                };
+                MappingStatus {
+                    mode: sqs.then_some(if pollers.is_some() {
+                        "provisioned"
+                    } else {
+                        "on-demand"
+                    }),
+                    pollers,
+                    reports_item_failures: m.function_response_types().iter().any(|t| {
+                        *t == aws_sdk_lambda::types::FunctionResponseType::ReportBatchItemFailures
+                    }),
+                    uuid: m.uuid.unwrap_or_default(),
+                    source: m.event_source_arn.unwrap_or_default(),
+                    state: m.state.unwrap_or_default(),
+                    batch_size: count(m.batch_size),
+                    batching_window_secs: count(m.maximum_batching_window_in_seconds),
+                    max_concurrency: count(m.scaling_config.and_then(|s| s.maximum_concurrency)),
+                }
             })
             .collect(),
     })
@@ -378,26 +421,38 @@ pub fn render(status: &Status) -> String {
         );
     }
     if let Some(d) = &status.drain {
-        let _ = writeln!(
+        let _ =
+            writeln!(
             out,
-            "{:<13} {}   timeout {}   memory {}   reserved concurrency {}   max connects/s {}",
+            "{:<13} {}   timeout {}   memory {}   reserved concurrency {}   max connects/s {}{}",
             "drain",
             d.function,
             optional(d.timeout_secs, " s"),
             optional(d.memory_mb, " MB"),
             optional(d.reserved_concurrency, ""),
             d.max_connects_per_sec.as_deref().unwrap_or("default"),
+            d.capacity_provider.as_ref().map_or_else(String::new, |c| format!(
+                "   managed instances {c}, {} invocations per environment",
+                d.invocations_per_environment
+            )),
         );
         for m in &d.mappings {
             let _ = writeln!(
                 out,
-                "{:<13} {} {}   batch {}   window {}   max concurrency {}   item failures {}   {}",
+                "{:<13} {} {}   batch {}   window {}   {}   item failures {}   {}",
                 "  mapping",
                 m.uuid,
                 m.state,
                 optional(m.batch_size, ""),
                 optional(m.batching_window_secs, " s"),
-                optional(m.max_concurrency, ""),
+                match (m.mode, m.pollers) {
+                    (_, Some(p)) => format!("provisioned, pollers {}–{}", p.min, p.max),
+                    (Some(mode), None) => format!(
+                        "{mode}, max concurrency {}",
+                        optional(m.max_concurrency, "")
+                    ),
+                    (None, None) => format!("max concurrency {}", optional(m.max_concurrency, "")),
+                },
                 if m.reports_item_failures { "on" } else { "OFF" },
                 m.source,
             );

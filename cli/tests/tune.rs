@@ -191,3 +191,180 @@ async fn tune_refuses_an_unsafe_setting_and_applies_a_safe_one() {
     assert_eq!(drain["mappings"][0]["batching_window_secs"], 2);
     assert_eq!(drain["mappings"][0]["max_concurrency"], 100);
 }
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn scaling_of(
+    lambda: &aws_sdk_lambda::Client,
+    uuid: &str,
+) -> (Option<i32>, Option<(i32, i32)>) {
+    let mapping = lambda
+        .get_event_source_mapping()
+        .uuid(uuid)
+        .send()
+        .await
+        .expect("mapping");
+    (
+        mapping.scaling_config.and_then(|s| s.maximum_concurrency),
+        mapping
+            .provisioned_poller_config
+            .and_then(|p| Some((p.minimum_pollers?, p.maximum_pollers?))),
+    )
+}
+
+#[tokio::test]
+async fn tune_moves_a_mapping_to_provisioned_pollers_within_the_quotas_and_status_shows_the_mode() {
+    let (lambda, function, uuid) = function_with_mapping().await;
+    let f = function.as_str();
+
+    refuses_two_modes_and_pollers_out_of_range(f);
+    assert_eq!(scaling_of(&lambda, &uuid).await, (Some(5), None));
+
+    // 300 pollers drive up to 3,000 invokes: 9,000 connections, past 80 % of the quota.
+    let too_many = tune(&[
+        "--function",
+        f,
+        "--min-pollers",
+        "2",
+        "--max-pollers",
+        "300",
+    ]);
+    assert_eq!(too_many.status.code(), Some(3));
+    assert!(stdout(&too_many).contains("FAIL 3000 instances × 3 connections = 9000 ≤ 2400"));
+    assert_eq!(
+        scaling_of(&lambda, &uuid).await,
+        (Some(5), None),
+        "nothing changed"
+    );
+
+    let moved = tune(&[
+        "--function",
+        f,
+        "--min-pollers",
+        "2",
+        "--max-pollers",
+        "50",
+        "--poller-hour-usd",
+        "0.2",
+    ]);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    let text = stdout(&moved);
+    assert!(text.contains("mode provisioned, pollers 2–50"), "{text}");
+    assert!(text.contains(
+        "always on: 2 pollers × 730 h = 1460 poller-hours a month × $0.2 = $292.00, billed whether or not messages flow"
+    ), "{text}");
+    assert!(
+        text.contains("ok   500 instances × 3 connections = 1500 ≤ 2400"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok   scale-up: 17 new instances/s × 3 connections = 51 attempts/s"),
+        "{text}"
+    );
+    assert!(text.contains("applied"));
+    // The maximum concurrency is gone: AWS takes one of the two.
+    assert_eq!(scaling_of(&lambda, &uuid).await, (None, Some((2, 50))));
+
+    // Concurrency now follows the pollers; a maximum concurrency is refused.
+    let on_demand = tune(&["--function", f, "--max-concurrency", "20"]);
+    assert_eq!(on_demand.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&on_demand.stderr)
+        .contains("is in provisioned mode (pollers 2–50)"));
+
+    // One bound alone changes that bound; the other stays.
+    let raised = tune(&["--function", f, "--max-pollers", "60", "--json"]);
+    assert!(
+        raised.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raised.stderr)
+    );
+    let outcome: serde_json::Value = serde_json::from_slice(&raised.stdout).expect("JSON");
+    assert_eq!(outcome["plan"]["scaling"]["mode"], "provisioned");
+    assert_eq!(scaling_of(&lambda, &uuid).await, (None, Some((2, 60))));
+
+    managed_instances_count_connections_per_environment(&lambda, f, &uuid).await;
+
+    let status = spillway("status", &["--function", f, "--json"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let mapping = &status["drain"]["mappings"][0];
+    assert_eq!(mapping["mode"], "provisioned");
+    assert_eq!(
+        mapping["pollers"],
+        serde_json::json!({"min": 2, "max": 2000})
+    );
+    assert_eq!(mapping["max_concurrency"], serde_json::Value::Null);
+    let text = stdout(&spillway("status", &["--function", f]));
+    assert!(text.contains("provisioned, pollers 2–2000"), "{text}");
+}
+
+/// On Lambda Managed Instances one environment serves many invokes over one producer: 2,000
+/// pollers (20,000 invokes) fit at 64 invokes an environment, not at 10.
+async fn managed_instances_count_connections_per_environment(
+    lambda: &aws_sdk_lambda::Client,
+    f: &str,
+    uuid: &str,
+) {
+    let shared = |per_environment: &str| {
+        tune(&[
+            "--function",
+            f,
+            "--max-pollers",
+            "2000",
+            "--invocations-per-environment",
+            per_environment,
+        ])
+    };
+    let ten = shared("10");
+    assert_eq!(ten.status.code(), Some(3));
+    assert!(stdout(&ten).contains(
+        "FAIL 20000 invokes ÷ 10 per environment = 2000 environments × 3 connections = 6000 ≤ 2400"
+    ));
+    let sixty_four = shared("64");
+    assert!(sixty_four.status.success(), "{}", stdout(&sixty_four));
+    assert!(stdout(&sixty_four).contains(
+        "ok   20000 invokes ÷ 64 per environment = 313 environments × 3 connections = 939 ≤ 2400"
+    ));
+    assert_eq!(scaling_of(lambda, uuid).await, (None, Some((2, 2000))));
+}
+
+/// Both modes at once, half a poller setting, or pollers past AWS's range: refused as usage
+/// (exit 2) before anything is written.
+fn refuses_two_modes_and_pollers_out_of_range(f: &str) {
+    for (args, says) in [
+        (
+            &[
+                "--min-pollers",
+                "2",
+                "--max-pollers",
+                "10",
+                "--max-concurrency",
+                "5",
+            ][..],
+            "a mapping takes one",
+        ),
+        (
+            &["--min-pollers", "2"][..],
+            "needs both --min-pollers and --max-pollers",
+        ),
+        (
+            &["--min-pollers", "2", "--max-pollers", "2001"][..],
+            "--max-pollers 2001 is out of range: 2 (the minimum pollers) to 2000",
+        ),
+    ] {
+        let out = tune(&[&["--function", f][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
