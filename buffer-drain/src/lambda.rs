@@ -82,43 +82,53 @@ pub async fn build_drain(
 
 /// Runs the drain in Lambda: builds it once (producer, dead-letter queue) and serves the runtime's
 /// SQS or Kinesis invocations (`config.buffer`) until the container ends.
+///
+/// On Lambda Managed Instances an execution environment serves up to `AWS_LAMBDA_MAX_CONCURRENCY`
+/// invocations at once (the runtime polls for that many, `lambda_runtime::run_concurrent`; without
+/// the variable, one at a time as on Lambda's default compute). They all share this one [`Drain`]
+/// — one producer, one set of MSK connections, one connection-rate limiter and auth backoff —
+/// while each invocation drains its own records and answers its own report.
 pub async fn run(
     kafka: &KafkaConfig,
     config: &DrainConfig,
     sdk: &aws_config::SdkConfig,
 ) -> Result<(), lambda_runtime::Error> {
     use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-    let drain = build_drain(kafka, config, Some(sdk)).await?;
-    let (drain, margin) = (&drain, config.deadline_margin);
+    let drain = std::sync::Arc::new(build_drain(kafka, config, Some(sdk)).await?);
+    let margin = config.deadline_margin;
     let remaining = |context: &lambda_runtime::Context| {
         let now = spillway_core::envelope::now_ms();
         Duration::from_millis(context.deadline.saturating_sub(now))
     };
     match config.buffer {
         BufferKind::Sqs => {
-            lambda_runtime::run(service_fn(move |e: LambdaEvent<SqsEvent>| async move {
-                let ends = invocation_deadline(remaining(&e.context), margin)?;
-                handle_sqs(drain, e.payload, ends)
-                    .await
-                    .map_err(Diagnostic::from)
+            lambda_runtime::run_concurrent(service_fn(move |e: LambdaEvent<SqsEvent>| {
+                let drain = drain.clone();
+                async move {
+                    let ends = invocation_deadline(remaining(&e.context), margin)?;
+                    handle_sqs(&drain, e.payload, ends)
+                        .await
+                        .map_err(Diagnostic::from)
+                }
             }))
             .await
         }
         BufferKind::Kinesis => {
             // Read from JSON by the drain, not the runtime: see `source::kinesis_event`.
-            lambda_runtime::run(service_fn(
-                move |e: LambdaEvent<serde_json::Value>| async move {
+            lambda_runtime::run_concurrent(service_fn(move |e: LambdaEvent<serde_json::Value>| {
+                let drain = drain.clone();
+                async move {
                     let ends = invocation_deadline(remaining(&e.context), margin)?;
                     let event =
                         crate::source::kinesis_event(e.payload).map_err(|e| Diagnostic {
                             error_type: "UnreadableEvent".into(),
                             error_message: format!("not a Kinesis event: {e}"),
                         })?;
-                    handle_kinesis(drain, event, ends)
+                    handle_kinesis(&drain, event, ends)
                         .await
                         .map_err(Diagnostic::from)
-                },
-            ))
+                }
+            }))
             .await
         }
     }

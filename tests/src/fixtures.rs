@@ -409,6 +409,16 @@ impl PrivateGate {
             .with_max_connects_per_sec(100)
     }
 
+    /// Where clients connect: `127.0.0.1:port`.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The CA of the gate's TLS certificate, a PEM file.
+    pub fn ca_file(&self) -> &str {
+        &self.ca_file
+    }
+
     /// An admin call (`/stats`, `/chaos/...`); `Null` when it did not answer JSON.
     pub fn admin(&self, method: &str, path: &str) -> serde_json::Value {
         let out = Command::new("curl")

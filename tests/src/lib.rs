@@ -132,6 +132,32 @@ pub fn tansu_bin() -> std::path::PathBuf {
     cache.join("bin/tansu-0.6.0")
 }
 
+/// The msk-gate binary `local/up` built and runs (`SPILLWAY_MSK_GATE_BIN`, else cargo's debug
+/// build in `CARGO_TARGET_DIR` or `target/`), for tests outside msk-gate's own crate that need a
+/// gate of their own ([`fixtures::PrivateGate`]).
+///
+/// # Panics
+/// When there is no such file, saying how to make it.
+pub fn msk_gate_bin() -> String {
+    let path = std::env::var_os("SPILLWAY_MSK_GATE_BIN").map_or_else(
+        || {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(
+                    || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+                    std::path::PathBuf::from,
+                )
+                .join("debug/msk-gate")
+        },
+        std::path::PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "no msk-gate binary at {}; `local/up` builds it (the test command runs it)",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
 /// A Tansu broker of a test's own, on a free loopback port, for faults that must not disturb
 /// other tests: pausing it (SIGSTOP) makes it unresponsive while keeping its data, as a hung
 /// broker would; resuming (SIGCONT) lets it carry on. Killed when dropped.

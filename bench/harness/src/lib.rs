@@ -1,5 +1,7 @@
 //! Shared pieces of spillway's benchmarks.
 
+pub mod runtime_api;
+
 /// An SQS event as Lambda delivers it: `records` envelopes for `topic`, each with a JSON value of
 /// `bytes` bytes.
 pub fn sqs_event(records: usize, bytes: usize, topic: &str) -> String {

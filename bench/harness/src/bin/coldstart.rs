@@ -9,15 +9,10 @@
 //! `coldstart --write-sqs-event FILE --records 10000 --bytes 1024 --topic T`
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::routing::{get, post};
-use axum::Router;
 use clap::Parser;
-use tokio::sync::Notify;
+use spillway_bench::runtime_api::RuntimeApi;
 
 #[derive(Parser)]
 struct Args {
@@ -44,79 +39,6 @@ struct Args {
     topic: String,
 }
 
-#[derive(Default)]
-struct Runtime {
-    first_next: Mutex<Option<Instant>>,
-    event: Mutex<Option<String>>,
-    answered: Mutex<Option<String>>,
-    ready: Notify,
-    has_event: Notify,
-    done: Notify,
-}
-
-async fn next(State(rt): State<Arc<Runtime>>) -> (HeaderMap, String) {
-    {
-        let mut first = rt
-            .first_next
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if first.is_none() {
-            *first = Some(Instant::now());
-            rt.ready.notify_one();
-        }
-    }
-    // Nothing to do: the poll is held until there is, as Lambda does between invocations.
-    let event = loop {
-        let notified = rt.has_event.notified();
-        if let Some(event) = rt
-            .event
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            break event;
-        }
-        notified.await;
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "lambda-runtime-aws-request-id",
-        HeaderValue::from_static("bench-1"),
-    );
-    let deadline = spillway_core::envelope::now_ms() + 300_000;
-    headers.insert(
-        "lambda-runtime-deadline-ms",
-        HeaderValue::from_str(&deadline.to_string()).expect("digits"),
-    );
-    headers.insert(
-        "lambda-runtime-invoked-function-arn",
-        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:bench"),
-    );
-    (headers, event)
-}
-
-async fn answer(
-    State(rt): State<Arc<Runtime>>,
-    Path((_id, kind)): Path<(String, String)>,
-    body: String,
-) -> &'static str {
-    *rt.answered
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some(format!("{kind}: {}", body.len()));
-    rt.done.notify_one();
-    "{}"
-}
-
-async fn init_error(State(rt): State<Arc<Runtime>>, body: String) -> &'static str {
-    *rt.answered
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(format!("init error: {body}"));
-    rt.ready.notify_one();
-    rt.done.notify_one();
-    "{}"
-}
-
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -133,20 +55,10 @@ struct Start {
 }
 
 async fn one(binary: &PathBuf, event: Option<String>) -> Result<Start, String> {
-    let rt = Arc::new(Runtime::default());
-    let app = Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/{kind}", post(answer))
-        .route("/2018-06-01/runtime/init/error", post(init_error))
-        .with_state(rt.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let rt = RuntimeApi::start().await;
     let started = Instant::now();
     let mut child = tokio::process::Command::new(binary)
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_RUNTIME_API", rt.address())
         .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
@@ -159,45 +71,44 @@ async fn one(binary: &PathBuf, event: Option<String>) -> Result<Start, String> {
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
     let pid = child.id().unwrap_or(0);
-    tokio::time::timeout(Duration::from_secs(60), rt.ready.notified())
-        .await
-        .map_err(|_| "not ready within 60 s".to_owned())?;
-    let ready = rt
-        .first_next
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .unwrap_or_else(Instant::now);
-    if let Some(answer) = rt
-        .answered
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-    {
-        return Err(answer);
+    let (init, ready) = rt
+        .wait_until(Duration::from_secs(60), |s| {
+            s.first_poll.is_some() || s.init_error.is_some()
+        })
+        .await;
+    if let Some(error) = init.init_error {
+        return Err(format!("init error: {error}"));
     }
+    let ready = init
+        .first_poll
+        .filter(|_| ready)
+        .ok_or("not ready within 60 s")?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss_kib = status_kib(pid, "VmRSS:");
     let mut peak = None;
     let mut answer = None;
     if let Some(event) = event {
         // The binary is parked in its first /next; the event answers it.
-        *rt.event
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(event);
-        rt.has_event.notify_one();
-        tokio::time::timeout(Duration::from_secs(300), rt.done.notified())
-            .await
-            .map_err(|_| "no answer within 300 s".to_owned())?;
+        rt.invoke("bench-1", event, Duration::from_secs(300));
+        let (done, answered) = rt
+            .wait_until(Duration::from_secs(300), |s| {
+                s.answers.contains_key("bench-1")
+            })
+            .await;
+        if !answered {
+            return Err("no answer within 300 s".to_owned());
+        }
         peak = Some(status_kib(pid, "VmHWM:"));
-        answer.clone_from(
-            &rt.answered
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        answer = done.answers.get("bench-1").map(|a| {
+            format!(
+                "{}: {}",
+                if a.ok { "response" } else { "error" },
+                a.body.len()
+            )
+        });
     }
     let _ = child.start_kill();
     let _ = child.wait().await;
-    server.abort();
     #[allow(clippy::cast_precision_loss)]
     let ready_ms = ready.duration_since(started).as_micros() as f64 / 1000.0;
     Ok(Start {
