@@ -27,7 +27,8 @@ export function addDrain(
   topic: Topic,
   buffer: Buffer,
 ): Drain {
-  const fn = rustFunction(stack, s, 'Drain', 'buffer-drain', network, {
+  // On a capacity provider the function runs in the provider's network, not in one of its own.
+  const fn = rustFunction(stack, s, 'Drain', 'buffer-drain', s.drainCapacityProvider ? undefined : network, {
     description: 'spillway: buffer → MSK, rate-limited, partial-batch failures',
     timeout: cdk.Duration.seconds(s.drainTimeoutSecs),
     memorySize: s.drainMemoryMb,
@@ -51,6 +52,7 @@ export function addDrain(
       MIMALLOC_ALLOW_THP: '0',
     },
   });
+  if (s.drainCapacityProvider) onManagedInstances(stack, s, network, fn);
   // Least privilege on the cluster: connect and write idempotently; write and describe only the
   // configured topics.
   fn.addToRolePolicy(
@@ -102,4 +104,32 @@ export function addDrain(
     return { fn, mappingId: source.eventSourceMappingId };
   }
   throw new Error('a buffer is a queue or a stream');
+}
+
+/**
+ * Puts the drain on Lambda Managed Instances: its capacity provider (the stack's own in the private
+ * subnets with the Kafka clients' security group, or the operator's), drainConcurrencyPerEnvironment
+ * invocations per environment (the runtime serves them at once through one producer: `lambda::run`),
+ * 2 GiB per vCPU, and each deploy published to $LATEST.PUBLISHED — the version the event source
+ * mapping's unqualified ARN invokes; a function on a capacity provider runs only published versions.
+ */
+function onManagedInstances(stack: cdk.Stack, s: Settings, network: Network, fn: lambda.Function): void {
+  const capacityProviderArn =
+    s.drainCapacityProvider === 'create'
+      ? new lambda.CapacityProvider(stack, 'DrainCapacity', {
+          securityGroups: [network.clients],
+          subnets: network.vpc.selectSubnets(network.subnets).subnets,
+          architectures: [lambda.Architecture.ARM_64],
+          scalingOptions: lambda.ScalingOptions.auto(),
+        }).capacityProviderArn
+      : s.drainCapacityProvider!;
+  const cfn = fn.node.defaultChild as lambda.CfnFunction;
+  cfn.capacityProviderConfig = {
+    lambdaManagedInstancesCapacityProviderConfig: {
+      capacityProviderArn,
+      perExecutionEnvironmentMaxConcurrency: s.drainConcurrencyPerEnvironment,
+      executionEnvironmentMemoryGiBPerVCpu: 2,
+    },
+  };
+  cfn.publishToLatestPublished = true;
 }

@@ -80,8 +80,9 @@ export interface Settings {
    */
   readonly drainDeadlineMarginSecs: number;
   /**
-   * The drain's memory, default 256 MB, 128 to 10,240. CPU grows with it, and so does the price;
-   * one batch of 10,000 × 1 KiB peaks near 120 MiB.
+   * The drain's memory, default 256 MB, 128 to 10,240 (2048 and more, default 2048, on a capacity
+   * provider). CPU grows with it, and so does the price; one batch of 10,000 × 1 KiB peaks near
+   * 120 MiB.
    */
   readonly drainMemoryMb: number;
   /**
@@ -104,6 +105,23 @@ export interface Settings {
    * follows the pollers, so it cannot be combined with `drainMaxConcurrency`. Unset: on-demand.
    */
   readonly drainPollers?: { readonly min: number; readonly max: number };
+  /**
+   * `drainCapacityProvider`: run the drain on Lambda Managed Instances — `create` (a capacity
+   * provider of the stack's, in the private subnets with the Kafka clients' security group) or the
+   * ARN of one of yours. One execution environment then serves drainConcurrencyPerEnvironment
+   * batches at once over one producer: fewer MSK connections for the same concurrency, EC2 prices
+   * (plus Lambda's management fee) instead of per-invocation ones, at least 3 environments always
+   * on, and scaling on CPU that can throttle (the queue keeps the messages) when traffic more than
+   * doubles within 5 minutes. Needs drainMemoryMb ≥ 2048 (the default with it). Unset: Lambda's
+   * default compute, one batch per environment.
+   */
+  readonly drainCapacityProvider?: string;
+  /**
+   * With drainCapacityProvider: batches one environment drains at once
+   * (PerExecutionEnvironmentMaxConcurrency), default 10, 1 to 1600. More share one producer and
+   * its connections, but share the environment's CPU and memory too.
+   */
+  readonly drainConcurrencyPerEnvironment?: number;
   /**
    * SPILLWAY_MAX_CONNECTS_PER_SEC: Kafka clients a drain instance may create per second, default 2,
    * 1 to 100. MSK Serverless takes 100 connection attempts a second per cluster from all instances:
@@ -260,7 +278,7 @@ export function settingsFromContext(node: Node): Settings {
     maxAzs: r.number('maxAzs', DEFAULTS.maxAzs, 2, 3),
     drainTimeoutSecs,
     drainDeadlineMarginSecs,
-    drainMemoryMb: r.number('drainMemoryMb', DEFAULTS.drainMemoryMb, 128, 10_240),
+    ...drainCompute(r),
     drainBatchSize: r.number('drainBatchSize', DEFAULTS.drainBatchSize, 1, 10_000),
     drainBatchingWindowSecs: r.number('drainBatchingWindowSecs', DEFAULTS.drainBatchingWindowSecs, 0, 300),
     drainMaxConcurrency: r.number('drainMaxConcurrency', DEFAULTS.drainMaxConcurrency, 2, 1000),
@@ -326,6 +344,41 @@ function tenantFrom(value: string | undefined, buffer: BufferKind, auth: AuthKin
     throw new Error(`context tenantFrom=api-key: requests carry an API key id only with auth=apikey`);
   }
   return value;
+}
+
+/** Memory of a function on Lambda Managed Instances: at least 2 GB (and 1 vCPU). */
+export const MANAGED_INSTANCES_MIN_MEMORY_MB = 2048;
+
+/**
+ * Where the drain runs: drainCapacityProvider (`create` or a capacity provider's ARN) with its
+ * drainConcurrencyPerEnvironment, and drainMemoryMb — at least 2048 on a capacity provider.
+ */
+function drainCompute(r: Reader): Pick<Settings, 'drainCapacityProvider' | 'drainConcurrencyPerEnvironment' | 'drainMemoryMb'> {
+  const provider = r.string('drainCapacityProvider');
+  if (provider === undefined) {
+    if (r.string('drainConcurrencyPerEnvironment') !== undefined) {
+      throw new Error(
+        'context drainConcurrencyPerEnvironment is set without drainCapacityProvider: only Lambda Managed Instances serve several batches in one environment',
+      );
+    }
+    return { drainMemoryMb: r.number('drainMemoryMb', DEFAULTS.drainMemoryMb, 128, 10_240) };
+  }
+  if (provider !== 'create' && !/^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:capacity-provider:[A-Za-z0-9_-]+$/.test(provider)) {
+    throw new Error(
+      `context drainCapacityProvider=${provider}: expected create or arn:aws:lambda:<region>:<account>:capacity-provider:<name>`,
+    );
+  }
+  const memory = r.raw('drainMemoryMb');
+  if (memory !== undefined && memory !== null && memory !== '' && Number(memory) < MANAGED_INSTANCES_MIN_MEMORY_MB) {
+    throw new Error(
+      `context drainMemoryMb=${memory} with drainCapacityProvider: a function on Lambda Managed Instances takes at least ${MANAGED_INSTANCES_MIN_MEMORY_MB} MB`,
+    );
+  }
+  return {
+    drainCapacityProvider: provider,
+    drainConcurrencyPerEnvironment: r.number('drainConcurrencyPerEnvironment', 10, 1, 1600),
+    drainMemoryMb: r.number('drainMemoryMb', MANAGED_INSTANCES_MIN_MEMORY_MB, MANAGED_INSTANCES_MIN_MEMORY_MB, 10_240),
+  };
 }
 
 /** `pollers=MIN:MAX`, checked: SQS only, 2 ≤ MIN ≤ 200, MIN ≤ MAX ≤ 2000, not with drainMaxConcurrency. */

@@ -108,6 +108,16 @@ export class SpillwayStack extends cdk.Stack {
         reason: 'This queue is the dead-letter queue (or on-failure destination) itself.',
       },
     ]);
+    if (s.drainCapacityProvider === 'create') {
+      NagSuppressions.addStackSuppressions(this, [
+        {
+          id: 'AwsSolutions-IAM4',
+          reason:
+            "The drain's capacity provider (Lambda Managed Instances) is run by an operator role with AWSLambdaManagedEC2ResourceOperator, the managed policy Lambda documents for managing the provider's EC2 instances; AWS keeps it current as the service changes.",
+          appliesTo: ['Policy::arn:<AWS::Partition>:iam::aws:policy/AWSLambdaManagedEC2ResourceOperator'],
+        },
+      ]);
+    }
     if (s.auth === 'apikey') {
       NagSuppressions.addStackSuppressions(this, [
         {

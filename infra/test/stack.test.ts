@@ -63,9 +63,11 @@ const VARIANTS = [
   { buffer: 'kinesis', ingest: 'lambda' },
   { buffer: 'kinesis', ingest: 'direct' },
   { buffer: 'sqs', ingest: 'direct', auth: 'apikey' },
+  // The drain on Lambda Managed Instances, on a capacity provider of the stack's.
+  { buffer: 'sqs', ingest: 'lambda', drainCapacityProvider: 'create' },
 ];
 
-describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) => {
+describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth drainCapacityProvider=$drainCapacityProvider', (variant) => {
   let s: Synth;
   beforeAll(() => {
     s = synth(Object.fromEntries(Object.entries(variant).filter(([, v]) => v !== undefined)) as Record<string, string>);
@@ -290,7 +292,10 @@ describe.each(VARIANTS)('buffer=$buffer ingest=$ingest auth=$auth', (variant) =>
   });
 
   test('cfn-lint finds nothing in the template', () => {
-    const file = path.join(scratch, `${variant.buffer}-${variant.ingest}-${variant.auth ?? 'iam'}.template.json`);
+    const file = path.join(
+      scratch,
+      `${variant.buffer}-${variant.ingest}-${variant.auth ?? 'iam'}-${variant.drainCapacityProvider ?? 'lambda'}.template.json`,
+    );
     fs.writeFileSync(file, JSON.stringify(s.json, null, 1));
     const lint = spawnSync(CFN_LINT, ['--config-file', path.join(__dirname, '..', '.cfnlintrc.yaml'), '--', file], {
       encoding: 'utf8',
@@ -407,6 +412,59 @@ test('pollers=MIN:MAX puts the SQS mapping in provisioned mode, without a maximu
   expect(() => synth({ pollers: '60:50' })).toThrow(/MAX from MIN to 2000/);
   expect(() => synth({ pollers: 'many' })).toThrow(/expected MIN:MAX/);
   expect(() => synth({ buffer: 'kinesis', pollers: '2:50' })).toThrow(/SQS mapping/);
+});
+
+test('drainCapacityProvider runs the drain on Lambda Managed Instances: concurrent invocations per environment, published, in the provider\'s network', () => {
+  const drainOf = (json: any) => json.Resources[functionId(json, 'Drain')].Properties;
+  const created = synth({ drainCapacityProvider: 'create' }).json;
+  const [[providerId, provider]] = resources(created, 'AWS::Lambda::CapacityProvider');
+  const clients = resources(created, 'AWS::EC2::SecurityGroup').find(([id]) => id.startsWith('KafkaClients'))![0];
+  expect(provider.Properties.VpcConfig.SecurityGroupIds).toEqual([{ 'Fn::GetAtt': [clients, 'GroupId'] }]);
+  const privateSubnets = resources(created, 'AWS::EC2::Subnet')
+    .filter(([id]) => id.includes('private'))
+    .map(([id]) => ({ Ref: id }));
+  expect(privateSubnets).toHaveLength(2);
+  expect(provider.Properties.VpcConfig.SubnetIds).toEqual(privateSubnets);
+  expect(provider.Properties.InstanceRequirements.Architectures).toEqual(['arm64']);
+  expect(provider.Properties.PermissionsConfig.CapacityProviderOperatorRoleArn).toBeDefined();
+  const drain = drainOf(created);
+  expect(drain.CapacityProviderConfig).toEqual({
+    LambdaManagedInstancesCapacityProviderConfig: {
+      CapacityProviderArn: { 'Fn::GetAtt': [providerId, 'Arn'] },
+      PerExecutionEnvironmentMaxConcurrency: 10,
+      ExecutionEnvironmentMemoryGiBPerVCpu: 2,
+    },
+  });
+  // Only published versions run there; $LATEST.PUBLISHED is what the mapping's unqualified ARN invokes.
+  expect(drain.PublishToLatestPublished).toBe(true);
+  expect(drain.MemorySize).toBe(2048);
+  expect(drain.VpcConfig).toBeUndefined();
+  // The other functions stay on Lambda's default compute, in the VPC.
+  expect(created.Resources[functionId(created, 'Consumer')].Properties.CapacityProviderConfig).toBeUndefined();
+  expect(created.Resources[functionId(created, 'Consumer')].Properties.VpcConfig).toBeDefined();
+
+  const arn = 'arn:aws:lambda:us-east-1:123456789012:capacity-provider:msk-drains';
+  const theirs = synth({ drainCapacityProvider: arn, drainConcurrencyPerEnvironment: '64', drainMemoryMb: '4096' }).json;
+  expect(resources(theirs, 'AWS::Lambda::CapacityProvider')).toHaveLength(0);
+  expect(drainOf(theirs).CapacityProviderConfig.LambdaManagedInstancesCapacityProviderConfig).toMatchObject({
+    CapacityProviderArn: arn,
+    PerExecutionEnvironmentMaxConcurrency: 64,
+  });
+  expect(drainOf(theirs).MemorySize).toBe(4096);
+  // With both: provisioned pollers feed the environments.
+  const both = synth({ drainCapacityProvider: 'create', pollers: '2:20' }).json;
+  expect(drainOf(both).CapacityProviderConfig).toBeDefined();
+
+  const plain = drainOf(synth({}).json);
+  expect(plain.CapacityProviderConfig).toBeUndefined();
+  expect(plain.PublishToLatestPublished).toBeUndefined();
+  expect(plain.VpcConfig).toBeDefined();
+  expect(() => synth({ drainConcurrencyPerEnvironment: '10' })).toThrow(/without drainCapacityProvider/);
+  expect(() => synth({ drainCapacityProvider: 'mine' })).toThrow(/expected create or arn:aws:lambda/);
+  expect(() => synth({ drainCapacityProvider: 'create', drainMemoryMb: '1024' })).toThrow(/at least 2048 MB/);
+  expect(() => synth({ drainCapacityProvider: 'create', drainConcurrencyPerEnvironment: '1601' })).toThrow(
+    /drainConcurrencyPerEnvironment=1601: expected a whole number from 1 to 1600/,
+  );
 });
 
 test('tenantFrom reaches ingest-api as SPILLWAY_TENANT_FROM and is checked', () => {
