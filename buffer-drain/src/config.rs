@@ -261,6 +261,9 @@ pub struct LocalConfig {
     pub workers: usize,
     /// What to poll: `SPILLWAY_SQS_QUEUE_URL`, or `SPILLWAY_KINESIS_STREAM` for a Kinesis drain.
     pub source: String,
+    /// `SPILLWAY_KINESIS_CHECKPOINTS`: where a Kinesis drain keeps its shards' checkpoints
+    /// (`s3://bucket/prefix` or a directory; unset: in memory).
+    pub kinesis_checkpoints: crate::poller::checkpoints::CheckpointsAt,
 }
 
 impl LocalConfig {
@@ -286,6 +289,9 @@ impl LocalConfig {
             poll,
             workers,
             source,
+            kinesis_checkpoints: crate::poller::checkpoints::CheckpointsAt::parse(
+                env.string("SPILLWAY_KINESIS_CHECKPOINTS").as_deref(),
+            )?,
         })
     }
 }

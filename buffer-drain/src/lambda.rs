@@ -94,7 +94,16 @@ pub async fn run(
     sdk: &aws_config::SdkConfig,
 ) -> Result<(), lambda_runtime::Error> {
     use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-    let drain = std::sync::Arc::new(build_drain(kafka, config, Some(sdk)).await?);
+    let drain = build_drain(kafka, config, Some(sdk)).await?;
+    let concurrent = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|n| n > 1);
+    let drain = std::sync::Arc::new(if concurrent {
+        drain.shared_by_concurrent_invocations()
+    } else {
+        drain
+    });
     let margin = config.deadline_margin;
     let remaining = |context: &lambda_runtime::Context| {
         let now = spillway_core::envelope::now_ms();

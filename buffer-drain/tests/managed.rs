@@ -84,9 +84,18 @@ impl Drop for Environment {
 /// without a dead-letter queue, reports failed. Returns each invocation's failed ids and the
 /// envelopes in all.
 fn invoke(rt: &RuntimeApi, topic: &str, invocations: usize) -> (Vec<BTreeSet<String>>, u64) {
+    invoke_with_timeouts(rt, topic, &vec![Duration::from_secs(60); invocations])
+}
+
+/// [`invoke`], invocation `k` with `timeouts[k]` to run.
+fn invoke_with_timeouts(
+    rt: &RuntimeApi,
+    topic: &str,
+    timeouts: &[Duration],
+) -> (Vec<BTreeSet<String>>, u64) {
     let mut failing = Vec::new();
     let mut envelopes = 0;
-    for k in 0..invocations {
+    for (k, timeout) in timeouts.iter().enumerate() {
         let mut bodies: Vec<(String, String)> = (0..=k)
             .map(|i| {
                 let mut env = Envelope::new(topic, format!("{k}-{i}"));
@@ -105,7 +114,7 @@ fn invoke(rt: &RuntimeApi, topic: &str, invocations: usize) -> (Vec<BTreeSet<Str
             .map(|(id, body)| (id.as_str(), body.clone()))
             .collect();
         let event = serde_json::to_string(&sqs_event(&bodies, None)).expect("event");
-        rt.invoke(&format!("inv-{k}"), event, Duration::from_secs(60));
+        rt.invoke(&format!("inv-{k}"), event, *timeout);
     }
     (failing, envelopes)
 }
@@ -212,4 +221,42 @@ async fn one_environment_serves_concurrent_invocations_through_one_producer_each
     .await;
     assert_eq!(summary.unique_ids, envelopes + 1, "{summary:?}");
     assert_eq!(summary.duplicates, 0, "{summary:?}");
+}
+
+/// On Lambda's default compute the drain purges its producer when an invocation ends with records
+/// still unacknowledged (the frozen environment would send them later, out of order). Shared by
+/// concurrent invocations, that purge would fail the others' records in flight: here it must not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_past_its_deadline_does_not_fail_the_others_in_flight() {
+    const CONCURRENCY: usize = 4;
+    let topic = spillway_tests::unique_name("managed-deadline");
+    let gate = PrivateGate::start(&spillway_tests::msk_gate_bin(), &[]);
+    // Each produce request waits 1.5 s in the gate: the first invocation, with 2.5 s to run less
+    // the drain's 2 s margin, reaches its deadline with its records in flight; the others have a
+    // minute.
+    gate.admin("PUT", "/chaos/latency?ms=1500");
+    let rt = RuntimeApi::start().await;
+    let env = Environment::start(&rt, &gate, CONCURRENCY).await;
+    let mut timeouts = vec![Duration::from_secs(60); CONCURRENCY];
+    timeouts[0] = Duration::from_millis(2500);
+    let (failing, _) = invoke_with_timeouts(&rt, &topic, &timeouts);
+    let done = answers(&rt, CONCURRENCY, &env).await;
+    assert_eq!(done.peak_in_flight, CONCURRENCY);
+    // The first fails whole, its one envelope undelivered at its deadline (it comes again from
+    // the queue)…
+    let first = &done.answers["inv-0"];
+    assert!(
+        !first.ok && first.body.contains("undelivered at the deadline"),
+        "{first:?}\nlog:\n{}",
+        env.log()
+    );
+    // …and the others only their own bad bodies: nothing of theirs was purged.
+    for (k, expected) in failing.iter().enumerate().skip(1) {
+        assert_eq!(
+            &reported_failed(&done, &format!("inv-{k}")),
+            expected,
+            "invocation {k}\nlog:\n{}",
+            env.log()
+        );
+    }
 }

@@ -70,15 +70,29 @@ fn drain(bootstrap: &str, dead_letters: Option<DeadLetters>, raw: RawMode) -> Dr
 /// A drain that replaces an unusable producer with a new one of the same `settings`, as the
 /// Lambda binary does through the connect limiter.
 fn drain_with_rebuild(bootstrap: &str, settings: &'static [(&'static str, &'static str)]) -> Drain {
+    drain_counting_rebuilds(bootstrap, settings).0
+}
+
+/// [`drain_with_rebuild`], and how many producers its rebuild has made.
+fn drain_counting_rebuilds(
+    bootstrap: &str,
+    settings: &'static [(&'static str, &'static str)],
+) -> (Drain, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let (first, health) = producer_with(bootstrap, settings);
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let rebuild: buffer_drain::drain::Rebuild = {
-        let bootstrap = bootstrap.to_owned();
+        let (bootstrap, made) = (bootstrap.to_owned(), made.clone());
         std::sync::Arc::new(move || {
             let bootstrap = bootstrap.clone();
-            Box::pin(async move { Ok(producer_with(&bootstrap, settings)) })
+            made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                // As the connect limiter paces it: long enough for the other batches to arrive.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(producer_with(&bootstrap, settings))
+            })
         })
     };
-    Drain::new(
+    let drain = Drain::new(
         first,
         health,
         None,
@@ -87,7 +101,8 @@ fn drain_with_rebuild(bootstrap: &str, settings: &'static [(&'static str, &'stat
             raw_topic: None,
         },
     )
-    .with_rebuild(rebuild)
+    .with_rebuild(rebuild);
+    (drain, made)
 }
 
 /// The values on `TOPIC`, sorted, read from the start until nothing new came for two seconds
@@ -457,6 +472,42 @@ async fn a_fatal_producer_fails_its_batch_retryably_and_is_replaced() {
         1,
         "the fatal producer was replaced, once, by the next batch"
     );
+}
+
+/// Batches that find the producer fatal at once (concurrent invocations of one environment) wait
+/// for one replacement instead of each making a producer — each one more connections and an
+/// authentication, through the connect limiter — and discarding all but one.
+#[tokio::test]
+async fn concurrent_batches_that_find_the_producer_fatal_make_one_replacement() {
+    let cluster = cluster();
+    let (drain, made) = drain_counting_rebuilds(&cluster.bootstrap_servers(), &[]);
+    let batch =
+        |id: &str| buffer_drain::source::from_sqs(sqs_event(&[(id, envelope(id, Some(1)))], None));
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    let (records, ordering) = batch("m-fatal");
+    assert!(drain
+        .drain(&records, ordering, soon())
+        .await
+        .every_record_failed_retryably());
+    let batches: Vec<_> = (0..4).map(|i| batch(&format!("m-{i}"))).collect();
+    let reports = futures::future::join_all(
+        batches
+            .iter()
+            .map(|(records, ordering)| drain.drain(records, *ordering, soon())),
+    )
+    .await;
+    for report in &reports {
+        assert_eq!(report.failed().count(), 0, "{:?}", report.outcomes);
+    }
+    assert_eq!(
+        made.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "producers made for four batches at once"
+    );
+    assert_eq!(drain.rebuilds(), 1);
 }
 
 /// Issue 14 item 9: a record still in librdkafka at the deadline is reported undelivered and

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use buffer_drain::config::DrainConfig;
 use buffer_drain::drain::Drain;
 use buffer_drain::lambda::build_drain;
+use buffer_drain::poller::checkpoints::CheckpointsAt;
 use buffer_drain::poller::{KinesisPoller, PollSettings, SqsPoller};
 use spillway_core::limits::BufferKind;
 
@@ -53,6 +54,16 @@ async fn kinesis_poller(
     stream: &str,
     batch_size: usize,
 ) -> buffer_drain::poller::Running {
+    kinesis_poller_keeping(bootstrap, stream, batch_size, CheckpointsAt::Memory).await
+}
+
+/// [`kinesis_poller`], keeping the shards' checkpoints `at`.
+async fn kinesis_poller_keeping(
+    bootstrap: &str,
+    stream: &str,
+    batch_size: usize,
+    at: CheckpointsAt,
+) -> buffer_drain::poller::Running {
     let config = buffer_drain::config::LocalConfig {
         kafka: kafka(bootstrap),
         drain: DrainConfig {
@@ -62,6 +73,7 @@ async fn kinesis_poller(
         poll: settings(batch_size, Duration::from_secs(3)),
         workers: 1,
         source: stream.to_owned(),
+        kinesis_checkpoints: at,
     };
     buffer_drain::poller::run_local(&config, &spillway_tests::sdk().await)
         .await
@@ -314,6 +326,90 @@ async fn the_local_poller_drains_every_shard_with_fewer_workers_than_shards() {
     );
 }
 
+/// Issue 17 item 4 (service mode): a Kinesis drain keeps its shards' checkpoints where they
+/// outlive the process (`SPILLWAY_KINESIS_CHECKPOINTS`, here a directory), so a restarted one reads
+/// on after its last report. With checkpoints in memory it read the whole stream again: every
+/// record delivered before the restart was delivered a second time.
+#[tokio::test]
+async fn a_restarted_kinesis_drain_reads_on_from_the_checkpoints_it_saved() {
+    let kinesis = spillway_tests::kinesis().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let stream = spillway_tests::fixtures::stream(&kinesis, "drain-restart", 2).await;
+    let topic = spillway_tests::unique_name("restarted");
+    let dir = std::env::temp_dir().join(spillway_tests::unique_name("checkpoints"));
+    let put = |n| {
+        spillway_tests::fixtures::put_envelopes(&kinesis, &stream, &topic, n, |i| {
+            format!("key-{i}")
+        })
+    };
+    put(60).await;
+    let first = kinesis_poller_keeping(
+        &broker.bootstrap,
+        &stream,
+        100,
+        CheckpointsAt::Dir(dir.clone()),
+    )
+    .await;
+    let before = consume(&broker.bootstrap, &topic, 60, Duration::from_secs(60)).await;
+    assert_eq!(before.unique_ids, 60, "{before:?}");
+    assert!(
+        first.stop(Duration::from_secs(10)).await,
+        "stopped gracefully"
+    );
+    let saved = std::fs::read_dir(&dir)
+        .expect("checkpoints")
+        .flat_map(|d| std::fs::read_dir(d.expect("entry").path()).expect("stream's"))
+        .count();
+    assert_eq!(saved, 2, "one checkpoint per shard");
+
+    put(30).await;
+    let second = kinesis_poller_keeping(
+        &broker.bootstrap,
+        &stream,
+        100,
+        CheckpointsAt::Dir(dir.clone()),
+    )
+    .await;
+    let after = consume(&broker.bootstrap, &topic, 90, Duration::from_secs(60)).await;
+    assert!(second.stop(Duration::from_secs(10)).await);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(after.unique_ids, 90, "{after:?}");
+    assert_eq!(
+        after.duplicates, 0,
+        "the restarted drain read the stream from its start again: {after:?}"
+    );
+}
+
+/// The same checkpoints in S3 (moto): none before the first save, then what was saved.
+#[tokio::test]
+async fn kinesis_checkpoints_in_s3_read_back_as_saved() {
+    use buffer_drain::poller::checkpoints::{Checkpoint, CheckpointStore};
+    let s3 = spillway_tests::s3().await;
+    let bucket = spillway_tests::unique_name("checkpoints");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let store = CheckpointStore::new(
+        &CheckpointsAt::parse(Some(&format!("s3://{bucket}/drains/a/"))).expect("setting"),
+        &spillway_tests::sdk().await,
+    );
+    assert_eq!(store.load("s", "shardId-1").await.expect("load"), None);
+    for saved in [Checkpoint::After("17".into()), Checkpoint::At("18".into())] {
+        store.save("s", "shardId-1", &saved).await.expect("save");
+        assert_eq!(
+            store.load("s", "shardId-1").await.expect("load"),
+            Some(saved)
+        );
+    }
+    assert!(
+        spillway_tests::fixtures::object_exists(&s3, &bucket, "drains/a/stream=s/shard=shardId-1")
+            .await
+    );
+    assert_eq!(store.load("s", "shardId-2").await.expect("load"), None);
+}
+
 /// Splits every open shard of `stream` at the middle of its hash range and waits until the
 /// stream is active again.
 async fn split_open_shards(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
@@ -473,6 +569,7 @@ async fn the_pipelined_poller_keeps_fifo_order_through_a_pause_and_stops_cleanly
         poll,
         workers: 2,
         source: url.clone(),
+        kinesis_checkpoints: buffer_drain::poller::checkpoints::CheckpointsAt::Memory,
     };
     let running = buffer_drain::poller::run_local(&config, &spillway_tests::sdk().await)
         .await
@@ -523,6 +620,7 @@ async fn the_in_flight_limit_climbs_under_a_backlog_and_halves_when_the_broker_s
         poll,
         workers: 4,
         source: url.clone(),
+        kinesis_checkpoints: buffer_drain::poller::checkpoints::CheckpointsAt::Memory,
     };
     let running = buffer_drain::poller::run_local(&config, &spillway_tests::sdk().await)
         .await

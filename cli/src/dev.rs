@@ -352,6 +352,7 @@ async fn start_drain(
         poll,
         workers,
         source: source.clone(),
+        kinesis_checkpoints: buffer_drain::poller::checkpoints::CheckpointsAt::Memory,
     };
     buffer_drain::poller::run_local(&config, sdk)
         .await

@@ -339,7 +339,7 @@ async fn drain(lambda: &aws_sdk_lambda::Client, function: &str) -> Result<DrainS
                         min: min_pollers,
                         max: max_pollers,
                     }),
-                    crate::tune::Scaling::OnDemand { .. } => None,
+                    _ => None,
                 };
                 MappingStatus {
                     mode: sqs.then_some(if pollers.is_some() {

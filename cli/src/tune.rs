@@ -48,6 +48,8 @@ pub const HOURS_PER_MONTH: u64 = 730;
 pub const MIN_POLLERS: std::ops::RangeInclusive<u64> = 2..=200;
 /// The most pollers a provisioned mapping may scale to.
 pub const MAX_POLLERS: u64 = 2000;
+/// The pollers a provisioned SQS mapping scales to when its maximum is not set.
+pub const DEFAULT_MAX_POLLERS: u64 = 200;
 
 /// How the mapping scales.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,6 +67,13 @@ pub enum Scaling {
         /// Pollers at most.
         max_pollers: u64,
     },
+    /// A stream: one batch per shard at a time, or `parallelization` of them.
+    PerShard {
+        /// The stream's open shards.
+        shards: u64,
+        /// The mapping's `ParallelizationFactor` (1 to 10).
+        parallelization: u64,
+    },
 }
 
 impl Scaling {
@@ -72,7 +81,13 @@ impl Scaling {
     pub fn max_invokes(self) -> u64 {
         match self {
             Scaling::OnDemand { max_concurrency } => max_concurrency,
-            Scaling::Provisioned { max_pollers, .. } => max_pollers * INVOKES_PER_POLLER,
+            Scaling::Provisioned { max_pollers, .. } => {
+                max_pollers.saturating_mul(INVOKES_PER_POLLER)
+            }
+            Scaling::PerShard {
+                shards,
+                parallelization,
+            } => shards.saturating_mul(parallelization),
         }
     }
 
@@ -81,6 +96,8 @@ impl Scaling {
         match self {
             Scaling::OnDemand { .. } => SCALE_UP_PER_SEC,
             Scaling::Provisioned { .. } => PROVISIONED_SCALE_UP_PER_SEC,
+            // Every shard's batches start at once.
+            Scaling::PerShard { .. } => self.max_invokes(),
         }
     }
 }
@@ -95,6 +112,13 @@ impl std::fmt::Display for Scaling {
                 min_pollers,
                 max_pollers,
             } => write!(f, "provisioned, pollers {min_pollers}–{max_pollers}"),
+            Scaling::PerShard {
+                shards,
+                parallelization,
+            } => write!(
+                f,
+                "per shard, {shards} shards × parallelization {parallelization}"
+            ),
         }
     }
 }
@@ -117,6 +141,9 @@ pub struct Plan {
     /// Invocations one execution environment serves at once: 1 on Lambda's default compute, more
     /// on Lambda Managed Instances, where they share one producer and its connections.
     pub invocations_per_environment: u64,
+    /// What the function is deployed with (its Managed Instances setting, or 1): a plan that counts
+    /// on more sharing than that is a what-if, not a setting to write.
+    pub deployed_invocations_per_environment: u64,
     /// USD per poller-hour, when given: the always-on cost of provisioned mode in money.
     pub poller_hour_usd: Option<f64>,
 }
@@ -155,7 +182,7 @@ pub fn check(plan: &Plan, quotas: &Quotas) -> Vec<Check> {
         max_pollers,
     } = plan.scaling
     {
-        let hours = min_pollers * HOURS_PER_MONTH;
+        let hours = min_pollers.saturating_mul(HOURS_PER_MONTH);
         let money = plan
             .poller_hour_usd
             .map(|usd| {
@@ -181,7 +208,16 @@ pub fn check(plan: &Plan, quotas: &Quotas) -> Vec<Check> {
             "{invokes} invokes ÷ {per_environment} per environment = {environments} environments"
         )
     };
-    let connections = environments * plan.connections_per_instance;
+    if per_environment > plan.deployed_invocations_per_environment.max(1) {
+        checks.push(Check {
+            ok: false,
+            text: format!(
+                "{per_environment} invocations per environment ≤ the function's own {} (its Lambda Managed Instances setting; 1 on default compute)",
+                plan.deployed_invocations_per_environment.max(1)
+            ),
+        });
+    }
+    let connections = environments.saturating_mul(plan.connections_per_instance);
     let allowed = quotas.max_connections * CONNECTION_SHARE_PERCENT / 100;
     checks.push(Check {
         ok: connections <= allowed,
@@ -195,7 +231,7 @@ pub fn check(plan: &Plan, quotas: &Quotas) -> Vec<Check> {
         .scale_up_per_sec()
         .min(invokes)
         .div_ceil(per_environment);
-    let scale_up = new_per_sec * plan.connections_per_instance;
+    let scale_up = new_per_sec.saturating_mul(plan.connections_per_instance);
     checks.push(Check {
         ok: scale_up <= quotas.max_connects_per_sec,
         text: format!(
@@ -205,6 +241,12 @@ pub fn check(plan: &Plan, quotas: &Quotas) -> Vec<Check> {
             quotas.max_connects_per_sec
         ),
     });
+    if per_environment > 1 {
+        checks.push(Check::info(format!(
+            "warning: Managed Instances also scale on CPU and can spread invokes over more environments than {environments}; the function's maximum execution environments × {} connections is the bound (infra sets {} = {allowed} ÷ 3)",
+            plan.connections_per_instance, allowed / 3
+        )));
+    }
     if connections > quotas.max_connects_per_sec {
         checks.push(Check::info(format!(
             "warning: if all {environments} {} reconnect at once that is {connections} attempts (> {} /s); jittered reconnect backoff and the drain's auth backoff spread them",
@@ -237,6 +279,7 @@ mod tests {
             batching_window_secs: 0,
             connections_per_instance: 3,
             invocations_per_environment: 1,
+            deployed_invocations_per_environment: 64,
             poller_hour_usd: None,
         }
     }
@@ -349,6 +392,37 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_mapping_counts_one_batch_per_shard_at_once() {
+        let q = Quotas::default();
+        let stream = |shards, parallelization| Plan {
+            scaling: Scaling::PerShard {
+                shards,
+                parallelization,
+            },
+            visibility_timeout_secs: None,
+            ..plan(0)
+        };
+        let two = check(&stream(2, 1), &q);
+        assert!(failing(&two).is_empty(), "{two:?}");
+        assert!(two.iter().any(|c| c.text
+            == "scale-up: 2 new instances/s × 3 connections = 6 attempts/s ≤ 100 attempts/s"));
+        // 500 shards × 10: 5,000 batches at once, all starting together.
+        assert_eq!(
+            failing(&check(&stream(500, 10), &q)),
+            [
+                "5000 instances × 3 connections = 15000 ≤ 2400 (80 % of 3000 connections)",
+                "scale-up: 5000 new instances/s × 3 connections = 15000 attempts/s ≤ 100 attempts/s"
+            ]
+        );
+        // Numbers past any real setting saturate and fail, never wrap round to "ok".
+        let huge = Plan {
+            connections_per_instance: u64::MAX / 2,
+            ..stream(u64::MAX, u64::MAX)
+        };
+        assert_eq!(failing(&check(&huge, &q)).len(), 2);
+    }
+
+    #[test]
     fn a_change_of_scaling_mode_is_checked_before_anything_is_read_or_written() {
         let sqs = "arn:aws:sqs:us-east-1:000000000000:q";
         let on_demand = Scaling::OnDemand { max_concurrency: 5 };
@@ -416,8 +490,22 @@ mod tests {
         );
         assert_eq!(
             refused(on_demand, &asked(Some(1), None, None), sqs),
-            "--max-concurrency 1 is out of range: 2 or more"
+            "--max-concurrency 1 is out of range: 2 to 1000"
         );
+        assert_eq!(
+            refused(on_demand, &asked(Some(1001), None, None), sqs),
+            "--max-concurrency 1001 is out of range: 2 to 1000"
+        );
+        let stream = Scaling::PerShard {
+            shards: 2,
+            parallelization: 1,
+        };
+        assert!(refused(
+            stream,
+            &asked(Some(5), None, None),
+            "arn:aws:kinesis:us-east-1:000000000000:stream/s"
+        )
+        .contains("is for an SQS mapping"));
     }
 }
 
@@ -462,10 +550,15 @@ fn scaling(current: Scaling, changes: &Changes, source: &str) -> Result<Scaling,
     if changes.min_pollers.is_none() && changes.max_pollers.is_none() {
         return match (changes.max_concurrency, current) {
             (None, _) => Ok(current),
-            (Some(c), _) if c < 2 => usage(format!("--max-concurrency {c} is out of range: 2 or more")),
+            (Some(c), _) if !(2..=1000).contains(&c) => {
+                usage(format!("--max-concurrency {c} is out of range: 2 to 1000"))
+            }
             (Some(c), Scaling::OnDemand { .. }) => Ok(Scaling::OnDemand { max_concurrency: c }),
+            (Some(_), Scaling::PerShard { .. }) => usage(format!(
+                "--max-concurrency is for an SQS mapping; this one reads {source}, one batch per shard (its ParallelizationFactor sets more)"
+            )),
             (Some(_), provisioned) => usage(format!(
-                "the mapping is in provisioned mode ({}), where concurrency follows the pollers: change --min-pollers/--max-pollers, or redeploy without -c pollers to go back to on-demand",
+                "the mapping is in provisioned mode ({}), where concurrency follows the pollers: change --min-pollers/--max-pollers; tune does not leave provisioned mode (remove the mapping's ProvisionedPollerConfig with Lambda's UpdateEventSourceMapping, then set --max-concurrency)",
                 provisioned.to_string().trim_start_matches("provisioned, ")
             )),
         };
@@ -491,7 +584,7 @@ fn scaling(current: Scaling, changes: &Changes, source: &str) -> Result<Scaling,
             min,
             max,
         ) => (min.unwrap_or(min_pollers), max.unwrap_or(max_pollers)),
-        (Scaling::OnDemand { .. }, _, _) => {
+        _ => {
             return usage(
                 "moving an on-demand mapping to provisioned mode needs both --min-pollers and --max-pollers"
                     .into(),
@@ -528,12 +621,13 @@ pub struct TuneArgs {
     /// The settings to change.
     #[command(flatten)]
     pub changes: Changes,
-    /// Connections one drain execution environment keeps (bootstrap plus brokers).
-    #[arg(long, default_value_t = 3)]
+    /// Connections one drain execution environment keeps (bootstrap plus brokers), 1 to 100.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub connections_per_instance: u64,
-    /// Invocations one execution environment serves at once (Lambda Managed Instances); default:
-    /// the function's capacity provider setting, or 1.
-    #[arg(long)]
+    /// Invocations one execution environment serves at once (Lambda Managed Instances), 1 to
+    /// 1600; default: the function's capacity provider setting, or 1. More than the function's
+    /// own is a what-if: checked, and failing, so not written without --force.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1600))]
     pub invocations_per_environment: Option<u64>,
     /// Price of a provisioned poller-hour in USD (see Lambda's pricing page for the region), to
     /// state provisioned mode's always-on cost in money.
@@ -552,7 +646,8 @@ pub async fn command(args: &TuneArgs) -> Result<(), Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let lambda = aws_sdk_lambda::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let outcome = run(&lambda, &sqs, args).await?;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let outcome = run(&lambda, &sqs, &kinesis, args).await?;
     if args.json {
         println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
     } else {
@@ -646,7 +741,10 @@ pub fn current_scaling(
             let min_pollers = count(p.minimum_pollers()).unwrap_or(*MIN_POLLERS.start());
             Scaling::Provisioned {
                 min_pollers,
-                max_pollers: count(p.maximum_pollers()).unwrap_or(min_pollers),
+                // Unset, AWS's maximum for SQS is 200 pollers.
+                max_pollers: count(p.maximum_pollers())
+                    .unwrap_or(DEFAULT_MAX_POLLERS)
+                    .max(min_pollers),
             }
         }
         _ => Scaling::OnDemand {
@@ -677,9 +775,15 @@ pub fn invocations_per_environment(config: &aws_sdk_lambda::types::FunctionConfi
 pub async fn run(
     lambda: &aws_sdk_lambda::Client,
     sqs: &aws_sdk_sqs::Client,
+    kinesis: &aws_sdk_kinesis::Client,
     args: &TuneArgs,
 ) -> Result<Outcome, Error> {
     let (function, uuid, changes) = (&args.function, args.uuid.as_deref(), &args.changes);
+    if let Some(usd) = args.poller_hour_usd.filter(|p| !p.is_finite() || *p < 0.0) {
+        return Err(Error::Usage(format!(
+            "--poller-hour-usd {usd}: expected a price of 0 or more"
+        )));
+    }
     let DrainFunction {
         config, mappings, ..
     } = read_function(lambda, function).await?;
@@ -694,7 +798,20 @@ pub async fn run(
         ))
     })?;
     let source = mapping.event_source_arn().unwrap_or_default().to_owned();
-    let current = current_scaling(&mapping);
+    let current = match (
+        current_scaling(&mapping),
+        kinesis_shards(kinesis, &source).await?,
+    ) {
+        (_, Some(shards)) => Scaling::PerShard {
+            shards,
+            parallelization: mapping
+                .parallelization_factor()
+                .and_then(|p| u64::try_from(p).ok())
+                .unwrap_or(1)
+                .max(1),
+        },
+        (scaling, None) => scaling,
+    };
     let planned = scaling(current, changes, &source)?;
     let visibility_timeout_secs = visibility_timeout(sqs, &source).await?;
     let plan = Plan {
@@ -718,6 +835,7 @@ pub async fn run(
             .invocations_per_environment
             .unwrap_or_else(|| invocations_per_environment(&config))
             .max(1),
+        deployed_invocations_per_environment: invocations_per_environment(&config),
         poller_hour_usd: args.poller_hour_usd,
     };
     let checks = check(&plan, &Quotas::default());
@@ -735,6 +853,28 @@ pub async fn run(
         applied,
         unsafe_settings,
     })
+}
+
+/// The open shards of the Kinesis stream `source` names, or `None` for other sources.
+async fn kinesis_shards(
+    kinesis: &aws_sdk_kinesis::Client,
+    source: &str,
+) -> Result<Option<u64>, Error> {
+    let Some((_, name)) = source
+        .strip_prefix("arn:aws:kinesis:")
+        .and_then(|rest| rest.split_once(":stream/"))
+    else {
+        return Ok(None);
+    };
+    let summary = kinesis
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .map_err(aws(format!("describe the stream {source}")))?;
+    Ok(summary
+        .stream_description_summary
+        .and_then(|s| u64::try_from(s.open_shard_count).ok()))
 }
 
 /// The visibility timeout of the SQS queue `source` names, or `None` for other sources.

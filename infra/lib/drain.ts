@@ -113,6 +113,9 @@ export function addDrain(
  * 2 GiB per vCPU, and each deploy published to $LATEST.PUBLISHED — the version the event source
  * mapping's unqualified ARN invokes; a function on a capacity provider runs only published versions.
  */
+/** Environments the drain may have on a capacity provider: 2,400 connections ÷ 3 each. */
+export const MAX_DRAIN_ENVIRONMENTS = 800;
+
 function onManagedInstances(stack: cdk.Stack, s: Settings, network: Network, fn: lambda.Function): void {
   const capacityProviderArn =
     s.drainCapacityProvider === 'create'
@@ -132,4 +135,12 @@ function onManagedInstances(stack: cdk.Stack, s: Settings, network: Network, fn:
     },
   };
   cfn.publishToLatestPublished = true;
+  // Lambda scales these environments on CPU as well as concurrency, so the invocations may spread
+  // over more of them than invocations ÷ drainConcurrencyPerEnvironment: bound the environments
+  // by the connection budget (80 % of MSK Serverless's 3,000, about 3 connections each), and keep
+  // AWS's 3 for zone resilience.
+  cfn.functionScalingConfig = {
+    minExecutionEnvironments: 3,
+    maxExecutionEnvironments: MAX_DRAIN_ENVIRONMENTS,
+  };
 }

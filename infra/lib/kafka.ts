@@ -28,20 +28,31 @@ export interface Topic {
  * 9098 (MSK IAM), and the ARNs of its topics and groups for least-privilege policies.
  */
 export function addCluster(stack: cdk.Stack, s: Settings, network: Network): Cluster {
+  // The functions' security group, and the drain's capacity provider's when it is the operator's.
+  const letIn = (sg: ec2.ISecurityGroup) => {
+    sg.addIngressRule(network.clients, ec2.Port.tcp(9098), 'MSK IAM from spillway functions');
+    if (s.drainCapacityProviderSecurityGroupId) {
+      sg.addIngressRule(
+        ec2.Peer.securityGroupId(s.drainCapacityProviderSecurityGroupId),
+        ec2.Port.tcp(9098),
+        "MSK IAM from the drain's capacity provider",
+      );
+    }
+  };
   let arn: string;
   if (s.existingCluster) {
     arn = s.existingCluster.clusterArn;
     const sg = ec2.SecurityGroup.fromSecurityGroupId(stack, 'ClusterSecurityGroup', s.existingCluster.clusterSecurityGroupId, {
       mutable: true,
     });
-    sg.addIngressRule(network.clients, ec2.Port.tcp(9098), 'MSK IAM from spillway functions');
+    letIn(sg);
   } else {
     const sg = new ec2.SecurityGroup(stack, 'ClusterSecurityGroup', {
       vpc: network.vpc,
       description: 'MSK Serverless: IAM listener for spillway functions',
       allowAllOutbound: false,
     });
-    sg.addIngressRule(network.clients, ec2.Port.tcp(9098), 'MSK IAM from spillway functions');
+    letIn(sg);
     const cluster = new msk.CfnServerlessCluster(stack, 'Cluster', {
       clusterName: `${stack.stackName.toLowerCase()}-msk`.slice(0, 64),
       clientAuthentication: { sasl: { iam: { enabled: true } } },

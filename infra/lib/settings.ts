@@ -117,6 +117,12 @@ export interface Settings {
    */
   readonly drainCapacityProvider?: string;
   /**
+   * With drainCapacityProvider=<ARN>: the provider's security group, which the stack lets in on
+   * MSK's IAM port (9098). Required with an ARN: a provider the cluster refuses would fail every
+   * batch until the queue dead-letters it all.
+   */
+  readonly drainCapacityProviderSecurityGroupId?: string;
+  /**
    * With drainCapacityProvider: batches one environment drains at once
    * (PerExecutionEnvironmentMaxConcurrency), default 10, 1 to 1600. More share one producer and
    * its connections, but share the environment's CPU and memory too.
@@ -353,8 +359,19 @@ export const MANAGED_INSTANCES_MIN_MEMORY_MB = 2048;
  * Where the drain runs: drainCapacityProvider (`create` or a capacity provider's ARN) with its
  * drainConcurrencyPerEnvironment, and drainMemoryMb — at least 2048 on a capacity provider.
  */
-function drainCompute(r: Reader): Pick<Settings, 'drainCapacityProvider' | 'drainConcurrencyPerEnvironment' | 'drainMemoryMb'> {
+function drainCompute(
+  r: Reader,
+): Pick<Settings, 'drainCapacityProvider' | 'drainCapacityProviderSecurityGroupId' | 'drainConcurrencyPerEnvironment' | 'drainMemoryMb'> {
   const provider = r.string('drainCapacityProvider');
+  const securityGroup = r.string('drainCapacityProviderSecurityGroupId');
+  if (securityGroup !== undefined && (provider === undefined || provider === 'create')) {
+    throw new Error(
+      'context drainCapacityProviderSecurityGroupId is for a capacity provider given by ARN; the one the stack creates uses the Kafka clients\' security group',
+    );
+  }
+  if (securityGroup !== undefined && !/^sg-[0-9a-f]{8,17}$/.test(securityGroup)) {
+    throw new Error(`context drainCapacityProviderSecurityGroupId=${securityGroup}: expected sg-<hex id>`);
+  }
   if (provider === undefined) {
     if (r.string('drainConcurrencyPerEnvironment') !== undefined) {
       throw new Error(
@@ -374,8 +391,14 @@ function drainCompute(r: Reader): Pick<Settings, 'drainCapacityProvider' | 'drai
       `context drainMemoryMb=${memory} with drainCapacityProvider: a function on Lambda Managed Instances takes at least ${MANAGED_INSTANCES_MIN_MEMORY_MB} MB`,
     );
   }
+  if (provider !== 'create' && securityGroup === undefined) {
+    throw new Error(
+      `context drainCapacityProvider=${provider}: also set drainCapacityProviderSecurityGroupId, the provider's security group, so that the cluster lets its instances in on 9098`,
+    );
+  }
   return {
     drainCapacityProvider: provider,
+    drainCapacityProviderSecurityGroupId: securityGroup,
     drainConcurrencyPerEnvironment: r.number('drainConcurrencyPerEnvironment', 10, 1, 1600),
     drainMemoryMb: r.number('drainMemoryMb', MANAGED_INSTANCES_MIN_MEMORY_MB, MANAGED_INSTANCES_MIN_MEMORY_MB, 10_240),
   };

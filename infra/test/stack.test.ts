@@ -437,6 +437,8 @@ test('drainCapacityProvider runs the drain on Lambda Managed Instances: concurre
   });
   // Only published versions run there; $LATEST.PUBLISHED is what the mapping's unqualified ARN invokes.
   expect(drain.PublishToLatestPublished).toBe(true);
+  // Environments bounded by the connection budget: 800 × 3 connections = 80 % of 3,000.
+  expect(drain.FunctionScalingConfig).toEqual({ MinExecutionEnvironments: 3, MaxExecutionEnvironments: 800 });
   expect(drain.MemorySize).toBe(2048);
   expect(drain.VpcConfig).toBeUndefined();
   // The other functions stay on Lambda's default compute, in the VPC.
@@ -444,7 +446,21 @@ test('drainCapacityProvider runs the drain on Lambda Managed Instances: concurre
   expect(created.Resources[functionId(created, 'Consumer')].Properties.VpcConfig).toBeDefined();
 
   const arn = 'arn:aws:lambda:us-east-1:123456789012:capacity-provider:msk-drains';
-  const theirs = synth({ drainCapacityProvider: arn, drainConcurrencyPerEnvironment: '64', drainMemoryMb: '4096' }).json;
+  const theirs = synth({
+    drainCapacityProvider: arn,
+    drainCapacityProviderSecurityGroupId: 'sg-0123456789abcdef0',
+    drainConcurrencyPerEnvironment: '64',
+    drainMemoryMb: '4096',
+  }).json;
+  // The cluster lets the operator's provider in on MSK IAM's port.
+  const ingress = resources(theirs, 'AWS::EC2::SecurityGroup')
+    .filter(([id]) => id.startsWith('ClusterSecurityGroup'))
+    .flatMap(([, sg]) => sg.Properties.SecurityGroupIngress ?? []);
+  expect(ingress).toContainEqual(expect.objectContaining({ SourceSecurityGroupId: 'sg-0123456789abcdef0', FromPort: 9098, ToPort: 9098 }));
+  expect(() => synth({ drainCapacityProvider: arn })).toThrow(/also set drainCapacityProviderSecurityGroupId/);
+  expect(() => synth({ drainCapacityProvider: 'create', drainCapacityProviderSecurityGroupId: 'sg-0123456789abcdef0' })).toThrow(
+    /for a capacity provider given by ARN/,
+  );
   expect(resources(theirs, 'AWS::Lambda::CapacityProvider')).toHaveLength(0);
   expect(drainOf(theirs).CapacityProviderConfig.LambdaManagedInstancesCapacityProviderConfig).toMatchObject({
     CapacityProviderArn: arn,

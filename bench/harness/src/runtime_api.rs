@@ -56,7 +56,8 @@ pub struct Snapshot {
 struct Invocation {
     id: String,
     event: String,
-    deadline_ms: u64,
+    /// Time to run, counted from the hand-out (when the invocation starts).
+    timeout: Duration,
 }
 
 #[derive(Default)]
@@ -131,10 +132,9 @@ async fn next(State(shared): State<Arc<Shared>>) -> (HeaderMap, String) {
         }
     };
     set("lambda-runtime-aws-request-id", &invocation.id);
-    set(
-        "lambda-runtime-deadline-ms",
-        &invocation.deadline_ms.to_string(),
-    );
+    let deadline_ms = spillway_core::envelope::now_ms()
+        + u64::try_from(invocation.timeout.as_millis()).unwrap_or(u64::MAX / 2);
+    set("lambda-runtime-deadline-ms", &deadline_ms.to_string());
     set(
         "lambda-runtime-invoked-function-arn",
         "arn:aws:lambda:us-east-1:123456789012:function:stand-in",
@@ -214,16 +214,15 @@ impl RuntimeApi {
         self.addr.to_string()
     }
 
-    /// Queues an invocation of `event` with request id `id` and `timeout` to run.
+    /// Queues an invocation of `event` with request id `id`, `timeout` to run from when it is
+    /// handed out.
     pub fn invoke(&self, id: &str, event: String, timeout: Duration) {
-        let deadline_ms = spillway_core::envelope::now_ms()
-            + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX / 2);
         {
             let mut inner = self.shared.lock();
             inner.queue.push_back(Invocation {
                 id: id.to_owned(),
                 event,
-                deadline_ms,
+                timeout,
             });
             inner.snapshot.queued += 1;
         }

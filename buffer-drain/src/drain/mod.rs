@@ -46,6 +46,13 @@ pub struct Drain {
     dead_letter_grace: Duration,
     /// Where claim-checked values are read from (`SPILLWAY_CLAIM_BUCKET`).
     value_claims: Option<ValueClaims>,
+    /// Purge what the producer still holds when a batch reaches its deadline ([`Drain::purge`]);
+    /// off when concurrent invocations share the producer
+    /// ([`Drain::shared_by_concurrent_invocations`]).
+    purge_at_deadline: bool,
+    /// One replacement of the producer at a time: batches that find it unusable together wait
+    /// for the first one's replacement instead of each making (and discarding) their own.
+    replacing: tokio::sync::Mutex<()>,
 }
 
 /// The S3 bucket ingest-api keeps values too large for the buffer in (issue 18): the drain
@@ -165,7 +172,23 @@ impl Drain {
             retired_auth_failures: std::sync::atomic::AtomicU64::new(0),
             dead_letter_grace: DEFAULT_DEAD_LETTER_GRACE,
             value_claims: None,
+            purge_at_deadline: true,
+            replacing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The drain of an environment that serves several invocations at once (Lambda Managed
+    /// Instances): a batch that reaches its deadline with records still in the producer reports
+    /// them undelivered as always, but does not purge the producer — that would fail the records
+    /// of every other invocation in flight, and purge-and-replace the one producer they share.
+    /// Purging is for the environment Lambda freezes after an invocation, whose held records would
+    /// be sent when it thaws, after newer ones. This environment is not frozen: the held records
+    /// are sent (or time out) now, on the same producer, ahead of any copy the buffer sends again
+    /// — a duplicate of the same id at most (rule 7), in order in its partition.
+    #[must_use]
+    pub fn shared_by_concurrent_invocations(mut self) -> Self {
+        self.purge_at_deadline = false;
+        self
     }
 
     /// Claim-checked values are read from (and, once delivered, removed from) `claims`.
@@ -292,6 +315,10 @@ impl Drain {
             tracing::error!(%why, "the Kafka producer is unusable and cannot be rebuilt");
             return false;
         };
+        let _one_at_a_time = self.replacing.lock().await;
+        if !Arc::ptr_eq(old, &self.current()) {
+            return true; // replaced while this batch waited for the other's replacement
+        }
         tracing::warn!(%why, "replacing the Kafka producer");
         match rebuild().await {
             Ok((producer, health)) => {
@@ -516,7 +543,7 @@ impl Drain {
     /// [`Drain::with_rebuild`]) nothing is purged.
     async fn purge(&self, client: &Arc<KafkaClient>) {
         use rdkafka::producer::{Producer as _, PurgeConfig};
-        if self.rebuild.is_none() {
+        if self.rebuild.is_none() || !self.purge_at_deadline {
             return;
         }
         client

@@ -1,5 +1,6 @@
-//! The Kinesis side of the local poller: read a shard from a checkpoint kept in memory, invoke the
-//! handler, move the checkpoint as Lambda does after the report; and, as a Kinesis mapping does
+//! The Kinesis side of the local poller: read a shard from its checkpoint (kept in memory, or in
+//! a [`CheckpointStore`] that outlives the process), invoke the handler, move the checkpoint as
+//! Lambda does after the report; and, as a Kinesis mapping does
 //! across resharding, start a shard only once the shards it was split or merged from are read to
 //! their end (a key's records are in order within the parent, then within the child).
 
@@ -11,11 +12,12 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
+use super::checkpoints::{Checkpoint, CheckpointError, CheckpointStore};
 use super::{Invocation, PollSettings};
 use crate::drain::Drain;
 use crate::lambda::{deadline, handle_kinesis};
 
-/// Kinesis: one shard, iterated with a checkpoint kept in memory.
+/// Kinesis: one shard, iterated from its checkpoint.
 #[derive(Debug, Clone)]
 pub struct KinesisPoller {
     client: aws_sdk_kinesis::Client,
@@ -30,6 +32,8 @@ pub struct KinesisPoller {
     iterator: Option<String>,
     /// The shard is closed (split or merged) and every record in it has left the buffer.
     finished: bool,
+    /// Where the checkpoint is kept beyond the process.
+    store: std::sync::Arc<CheckpointStore>,
 }
 
 /// A shard as ListShards names it: its id and the shards it was split or merged from.
@@ -61,13 +65,6 @@ pub fn ready<'a, S: std::hash::BuildHasher>(
         .collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Checkpoint {
-    TrimHorizon,
-    At(String),
-    After(String),
-}
-
 impl KinesisPoller {
     /// A poller for one shard of `stream`, from the trim horizon.
     pub async fn new(
@@ -94,7 +91,33 @@ impl KinesisPoller {
             checkpoint: Checkpoint::TrimHorizon,
             iterator: None,
             finished: false,
+            store: std::sync::Arc::new(CheckpointStore::Memory),
         })
+    }
+
+    /// Keeps the checkpoint in `store`, starting from the one saved there (if any).
+    pub async fn with_checkpoints(
+        mut self,
+        store: std::sync::Arc<CheckpointStore>,
+    ) -> Result<Self, CheckpointError> {
+        if let Some(saved) = store.load(&self.stream, &self.shard_id).await? {
+            tracing::info!(shard = %self.shard_id, checkpoint = ?saved, "reading on from the saved checkpoint");
+            self.checkpoint = saved;
+        }
+        self.store = store;
+        Ok(self)
+    }
+
+    /// Saves the checkpoint; a failure is logged and the next batch's save tries again (until
+    /// then a restart reads the batches since the last save again: duplicates, never a gap).
+    async fn save(&self) {
+        if let Err(e) = self
+            .store
+            .save(&self.stream, &self.shard_id, &self.checkpoint)
+            .await
+        {
+            tracing::warn!(shard = %self.shard_id, error = %e, "the checkpoint was not saved");
+        }
     }
 
     /// The shard this poller reads.
@@ -243,6 +266,9 @@ impl KinesisPoller {
             // A failed invocation is retried from the same place.
             Err(_) => 0,
         };
+        if done > 0 {
+            self.save().await;
+        }
         Ok(Invocation { records, done })
     }
 }

@@ -16,6 +16,7 @@ use crate::config::DrainConfig;
 use crate::service::Health;
 
 mod aimd;
+pub mod checkpoints;
 mod heartbeat;
 mod kinesis;
 mod sqs;
@@ -50,6 +51,7 @@ pub async fn run_local(
         poll: settings,
         workers,
         source,
+        kinesis_checkpoints,
     } = config;
     let (settings, workers) = (*settings, *workers);
     settings.check(config.buffer)?;
@@ -89,6 +91,7 @@ pub async fn run_local(
             }
             let readers = ShardReaders {
                 kinesis,
+                checkpoints: Arc::new(checkpoints::CheckpointStore::new(kinesis_checkpoints, sdk)),
                 stream: source.to_owned(),
                 kafka: kafka.clone(),
                 drain: config.clone(),
@@ -204,6 +207,7 @@ pub const SHARD_REFRESH: Duration = Duration::from_secs(5);
 /// are read to their end ([`ready`]); a reader stops when its shard is closed and read.
 struct ShardReaders {
     kinesis: aws_sdk_kinesis::Client,
+    checkpoints: Arc<checkpoints::CheckpointStore>,
     stream: String,
     kafka: KafkaConfig,
     drain: DrainConfig,
@@ -278,6 +282,8 @@ impl ShardReaders {
             shard.to_owned(),
             self.settings,
         )
+        .await?
+        .with_checkpoints(self.checkpoints.clone())
         .await?;
         let (stop, worker) = (self.stop.clone(), self.health.worker());
         Ok(async move {
