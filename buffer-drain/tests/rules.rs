@@ -562,6 +562,48 @@ async fn rule_5_a_record_undelivered_at_the_deadline_is_never_sent_later() {
     );
 }
 
+/// Rule 5 on a producer shared by concurrent invocations (Lambda Managed Instances): an unordered
+/// batch leaves a record undelivered at its deadline in the producer (the environment is not
+/// frozen, and a purge would fail the other invocations' records), but an ordered one — a FIFO
+/// group here, a Kinesis shard likewise — still purges it: its copy sent again may be produced by
+/// another environment's producer, and the held one must not follow it there.
+#[tokio::test]
+async fn rule_5_holds_for_ordered_batches_on_a_producer_shared_by_concurrent_invocations() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let drain = drain_with_rebuild(&bootstrap, &[("message.timeout.ms", "30000")])
+        .shared_by_concurrent_invocations();
+    cluster
+        .partition_leader(TOPIC, 0, None)
+        .expect("leaderless");
+    let fifo = |ids: &[(&str, i32, &str)]| {
+        let bodies: Vec<(&str, String)> = ids
+            .iter()
+            .map(|(id, p, _)| (*id, envelope(id, Some(*p))))
+            .collect();
+        let groups: Vec<&str> = ids.iter().map(|(_, _, g)| *g).collect();
+        buffer_drain::source::from_sqs(sqs_event(&bodies, Some(&groups)))
+    };
+    let (warm, ordering) = fifo(&[("m-0", 1, "g-1")]);
+    assert_eq!(
+        drain.drain(&warm, ordering, soon()).await.failed().count(),
+        0
+    );
+    let (records, ordering) = fifo(&[("m-1", 1, "g-1"), ("m-2", 0, "g-2")]);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let report = drain.drain(&records, ordering, deadline).await;
+    assert_eq!(failed_ids(&report.sqs_response(&records)), ["m-2"]);
+    cluster
+        .partition_leader(TOPIC, 0, Some(1))
+        .expect("leader back");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        values_on_topic(&bootstrap, "rule-5-shared-fifo"),
+        ["m-0", "m-1"],
+        "the FIFO record handed back at the deadline was sent anyway"
+    );
+}
+
 #[tokio::test]
 async fn rule_4_kinesis_reports_the_lowest_failed_sequence_number() {
     let cluster = cluster();

@@ -59,6 +59,8 @@ pub(super) struct Batch<'a> {
     /// The claim check of each record whose value was read from S3: its object is removed once
     /// the record is delivered.
     pub(super) value_claims: Vec<Option<spillway_core::claim::Claim>>,
+    /// A FIFO group's or a shard's batch: its order must hold across the copies sent again.
+    ordered: bool,
 }
 
 impl<'a> Batch<'a> {
@@ -67,8 +69,10 @@ impl<'a> Batch<'a> {
         client: &'a Arc<KafkaClient>,
         records: &'a [SourceRecord],
         deadline: Instant,
+        ordered: bool,
     ) -> Self {
         Self {
+            ordered,
             drain,
             client,
             records,
@@ -215,7 +219,7 @@ impl<'a> Batch<'a> {
         // Whatever is still pending is reported undelivered by `drain`, and comes again.
         if !pending.is_empty() {
             drop(pending);
-            self.drain.purge(client).await;
+            self.drain.purge(client, self.ordered).await;
         }
         self.systemic_check(&sent_to_kafka);
         self.dead_letter().await;

@@ -178,13 +178,16 @@ impl Drain {
     }
 
     /// The drain of an environment that serves several invocations at once (Lambda Managed
-    /// Instances): a batch that reaches its deadline with records still in the producer reports
-    /// them undelivered as always, but does not purge the producer — that would fail the records
-    /// of every other invocation in flight, and purge-and-replace the one producer they share.
-    /// Purging is for the environment Lambda freezes after an invocation, whose held records would
-    /// be sent when it thaws, after newer ones. This environment is not frozen: the held records
-    /// are sent (or time out) now, on the same producer, ahead of any copy the buffer sends again
-    /// — a duplicate of the same id at most (rule 7), in order in its partition.
+    /// Instances): an unordered batch that reaches its deadline with records still in the
+    /// producer reports them undelivered as always, but does not purge the producer — that would
+    /// fail the records of every other invocation in flight, and purge-and-replace the one
+    /// producer they share. Purging is for the environment Lambda freezes after an invocation,
+    /// whose held records would be sent when it thaws, after newer ones; this one is not frozen,
+    /// and a held record of a standard queue has no order to keep: it is sent (or times out) now,
+    /// a duplicate of the same id at most (rule 7). An ordered batch (a FIFO group, a shard) still
+    /// purges: its records come again, perhaps to another environment's producer, and the held
+    /// copy must not land after them. The other invocations' records then fail retryably (they
+    /// come again; throughput, not order, pays).
     #[must_use]
     pub fn shared_by_concurrent_invocations(mut self) -> Self {
         self.purge_at_deadline = false;
@@ -500,7 +503,13 @@ impl Drain {
         let Ok(backoff) = self.back_off_if_needed(deadline).await else {
             return failed_whole(records, Failure::BackingOff, started, &client);
         };
-        let mut batch = Batch::new(self, &client, records, deadline);
+        let mut batch = Batch::new(
+            self,
+            &client,
+            records,
+            deadline,
+            ordering != Ordering::Unordered,
+        );
         match ordering {
             Ordering::Unordered | Ordering::Shard => {
                 let all: Vec<usize> = (0..records.len()).collect();
@@ -541,9 +550,11 @@ impl Drain {
     /// sequence numbers, which the broker would refuse (and librdkafka then turns fatal), so the
     /// purged producer is replaced before the next batch. Without a way to replace it (no
     /// [`Drain::with_rebuild`]) nothing is purged.
-    async fn purge(&self, client: &Arc<KafkaClient>) {
+    /// Shared by concurrent invocations, only an `ordered` batch purges (see
+    /// [`Drain::shared_by_concurrent_invocations`]).
+    async fn purge(&self, client: &Arc<KafkaClient>, ordered: bool) {
         use rdkafka::producer::{Producer as _, PurgeConfig};
-        if self.rebuild.is_none() || !self.purge_at_deadline {
+        if self.rebuild.is_none() || !(self.purge_at_deadline || ordered) {
             return;
         }
         client

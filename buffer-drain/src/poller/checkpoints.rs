@@ -219,8 +219,9 @@ impl CheckpointStore {
             })
     }
 
-    /// Saves `checkpoint` for `shard` of `stream`: a file replaced whole (written aside, then
-    /// renamed), or an object.
+    /// Saves `checkpoint` for `shard` of `stream`: a file replaced whole (written aside and
+    /// synced, renamed, the directory synced: a crash leaves the old checkpoint or the new one,
+    /// never an empty file), or an object.
     pub async fn save(
         &self,
         stream: &str,
@@ -241,10 +242,21 @@ impl CheckpointStore {
                     tokio::fs::create_dir_all(parent).await.map_err(failed)?;
                 }
                 let aside = path.with_extension("new");
-                tokio::fs::write(&aside, text.as_bytes())
-                    .await
-                    .map_err(failed)?;
-                tokio::fs::rename(&aside, &path).await.map_err(failed)
+                let (aside_, path_) = (aside.clone(), path.clone());
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    use std::io::Write as _;
+                    let mut file = std::fs::File::create(&aside_)?;
+                    file.write_all(text.as_bytes())?;
+                    file.sync_all()?;
+                    std::fs::rename(&aside_, &path_)?;
+                    if let Some(dir) = path_.parent() {
+                        std::fs::File::open(dir)?.sync_all()?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| failed(std::io::Error::other(e)))?
+                .map_err(failed)
             }
             Self::S3 {
                 client,

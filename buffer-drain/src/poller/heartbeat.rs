@@ -183,3 +183,58 @@ pub(super) async fn extend(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rule 10 for the heartbeat: an answer that names some entries done, one failed and leaves
+    /// one out counts only the named ones extended, the other two missed, and the next round
+    /// sends all three again (a message is forgotten only when deleted or failed by its report).
+    #[tokio::test]
+    async fn an_answer_that_leaves_entries_out_counts_them_missed_and_the_next_round_sends_them_again(
+    ) {
+        let calls = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+        let seen = calls.clone();
+        let client = spillway_tests::scripted::sqs(move |target, body| {
+            assert_eq!(target, "ChangeMessageVisibilityBatch");
+            let handles = body["Entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["ReceiptHandle"].as_str().map(str::to_owned))
+                .collect();
+            seen.lock().expect("calls").push(handles);
+            (
+                200,
+                serde_json::json!({
+                    "Successful": [{"Id": "0"}],
+                    "Failed": [{"Id": "2", "Code": "ReceiptHandleIsInvalid", "SenderFault": true,
+                        "Message": "The input receipt handle is invalid."}]
+                }),
+            )
+        });
+        let counts = Arc::new(Extensions::default());
+        let heartbeat = Heartbeat::start(
+            client,
+            "https://sqs.us-east-1.amazonaws.com/123456789012/q".into(),
+            vec!["a".into(), "b".into(), "c".into()],
+            Duration::from_secs(3),
+            Instant::now(),
+            counts.clone(),
+        );
+        let ends = Instant::now() + Duration::from_secs(20);
+        while counts.extended.load(Ordering::Relaxed) + counts.missed.load(Ordering::Relaxed) < 6 {
+            assert!(
+                Instant::now() < ends,
+                "two rounds of extensions within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(heartbeat);
+        let calls = calls.lock().expect("calls").clone();
+        assert_eq!(calls[..2], [["a", "b", "c"], ["a", "b", "c"]]);
+        assert_eq!(counts.extended.load(Ordering::Relaxed), 2);
+        assert_eq!(counts.missed.load(Ordering::Relaxed), 4);
+    }
+}

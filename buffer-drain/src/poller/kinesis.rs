@@ -34,6 +34,8 @@ pub struct KinesisPoller {
     finished: bool,
     /// Where the checkpoint is kept beyond the process.
     store: std::sync::Arc<CheckpointStore>,
+    /// The checkpoint moved and its last save failed: saved again before anything else.
+    unsaved: bool,
 }
 
 /// A shard as ListShards names it: its id and the shards it was split or merged from.
@@ -92,6 +94,7 @@ impl KinesisPoller {
             iterator: None,
             finished: false,
             store: std::sync::Arc::new(CheckpointStore::Memory),
+            unsaved: false,
         })
     }
 
@@ -110,14 +113,18 @@ impl KinesisPoller {
 
     /// Saves the checkpoint; a failure is logged and the next batch's save tries again (until
     /// then a restart reads the batches since the last save again: duplicates, never a gap).
-    async fn save(&self) {
-        if let Err(e) = self
+    async fn save(&mut self) {
+        self.unsaved = match self
             .store
             .save(&self.stream, &self.shard_id, &self.checkpoint)
             .await
         {
-            tracing::warn!(shard = %self.shard_id, error = %e, "the checkpoint was not saved");
-        }
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(shard = %self.shard_id, error = %e, "the checkpoint was not saved");
+                true
+            }
+        };
     }
 
     /// The shard this poller reads.
@@ -181,6 +188,15 @@ impl KinesisPoller {
 
     /// One invocation: read on (or from the checkpoint), drain, move the checkpoint as Lambda would.
     pub async fn poll_once(&mut self, drain: &Drain) -> Result<Invocation, aws_sdk_kinesis::Error> {
+        if self.unsaved {
+            // A shard is finished only with its last checkpoint saved: its children's newer
+            // records must not be followed, after a restart, by its last batch again.
+            self.save().await;
+            if self.unsaved {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Ok(Invocation::default());
+            }
+        }
         let iterator = match self.iterator.take() {
             Some(iterator) => iterator,
             None => match self.iterator_at_checkpoint().await? {

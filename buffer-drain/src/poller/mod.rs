@@ -273,9 +273,8 @@ impl ShardReaders {
         impl std::future::Future<Output = Option<String>>,
         Box<dyn std::error::Error + Send + Sync>,
     > {
-        let drain =
-            Arc::new(crate::lambda::build_drain(&self.kafka, &self.drain, Some(&self.sdk)).await?);
-        self.health.watch(&drain);
+        // The checkpoint first: a store that cannot be read is retried without making (and
+        // dropping) a producer each time.
         let mut poller = KinesisPoller::new(
             self.kinesis.clone(),
             self.stream.clone(),
@@ -285,6 +284,9 @@ impl ShardReaders {
         .await?
         .with_checkpoints(self.checkpoints.clone())
         .await?;
+        let drain =
+            Arc::new(crate::lambda::build_drain(&self.kafka, &self.drain, Some(&self.sdk)).await?);
+        self.health.watch(&drain);
         let (stop, worker) = (self.stop.clone(), self.health.worker());
         Ok(async move {
             while !poller.finished() {
