@@ -514,30 +514,45 @@ async fn concurrent_batches_that_find_the_producer_fatal_make_one_replacement() 
 /// comes again from the buffer, so that copy must never reach Kafka later (a container frozen
 /// after the invocation and thawed minutes later would send it after newer records). The drain
 /// purges it, replaces the purged producer, and the record's next delivery is its only one.
-#[tokio::test]
-async fn rule_5_a_record_undelivered_at_the_deadline_is_never_sent_later() {
-    let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
-    // librdkafka would keep the record for 30 s, long after the partition has a leader again.
-    let drain = drain_with_rebuild(&bootstrap, &[("message.timeout.ms", "30000")]);
-    let batch = |ids: &[(&str, i32)]| {
-        let bodies: Vec<(&str, String)> = ids
-            .iter()
-            .map(|(id, p)| (*id, envelope(id, Some(*p))))
-            .collect();
-        buffer_drain::source::from_sqs(sqs_event(&bodies, None))
-    };
+/// An SQS event of `(id, partition)` envelopes; `fifo`: from a FIFO queue, one message group per
+/// partition.
+fn partitioned(
+    ids: &[(&str, i32)],
+    fifo: bool,
+) -> (
+    Vec<buffer_drain::source::SourceRecord>,
+    buffer_drain::source::Ordering,
+) {
+    let bodies: Vec<(&str, String)> = ids
+        .iter()
+        .map(|(id, p)| (*id, envelope(id, Some(*p))))
+        .collect();
+    let groups: Vec<String> = ids.iter().map(|(_, p)| format!("g-{p}")).collect();
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    buffer_drain::source::from_sqs(sqs_event(&bodies, fifo.then_some(groups.as_slice())))
+}
+
+/// Rule 5's sequence on `drain` (whose librdkafka would keep a record 30 s): `m-0` warms it on
+/// partition 1 while partition 0 has no leader; `m-1` (partition 1) and `m-2` (partition 0) get
+/// 500 ms; partition 0 gets its leader back. `m-2` is reported failed, and two seconds later the
+/// topic holds only `m-0` and `m-1` (read as consumer group `group`).
+async fn a_record_held_at_the_deadline_is_not_sent_later(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    drain: &Drain,
+    fifo: bool,
+    group: &str,
+) {
     // Leaderless before the producer first learns the metadata (librdkafka's mock broker crashes
     // answering a produce for a partition whose leader it took away).
     cluster
         .partition_leader(TOPIC, 0, None)
         .expect("leaderless");
-    let (warm, ordering) = batch(&[("m-0", 1)]);
+    let (warm, ordering) = partitioned(&[("m-0", 1)], fifo);
     assert_eq!(
         drain.drain(&warm, ordering, soon()).await.failed().count(),
         0
     );
-    let (records, ordering) = batch(&[("m-1", 1), ("m-2", 0)]);
+    let (records, ordering) = partitioned(&[("m-1", 1), ("m-2", 0)], fifo);
     let deadline = Instant::now() + Duration::from_millis(500);
     let report = drain.drain(&records, ordering, deadline).await;
     assert_eq!(failed_ids(&report.sqs_response(&records)), ["m-2"]);
@@ -546,13 +561,26 @@ async fn rule_5_a_record_undelivered_at_the_deadline_is_never_sent_later() {
         .expect("leader back");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        values_on_topic(&bootstrap, "rule-5-stale"),
+        values_on_topic(&cluster.bootstrap_servers(), group),
         ["m-0", "m-1"],
         "the record handed back at the deadline was sent anyway"
     );
+}
+
+/// Issue 14 item 9: a record still in librdkafka at the deadline is reported undelivered and
+/// comes again from the buffer, so that copy must never reach Kafka later (a container frozen
+/// after the invocation and thawed minutes later would send it after newer records). The drain
+/// purges it, replaces the purged producer, and the record's next delivery is its only one.
+#[tokio::test]
+async fn rule_5_a_record_undelivered_at_the_deadline_is_never_sent_later() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    // librdkafka would keep the record for 30 s, long after the partition has a leader again.
+    let drain = drain_with_rebuild(&bootstrap, &[("message.timeout.ms", "30000")]);
+    a_record_held_at_the_deadline_is_not_sent_later(&cluster, &drain, false, "rule-5-stale").await;
 
     // The buffer delivers it again: now it is written, once, by a new producer.
-    let (again, ordering) = batch(&[("m-2", 0)]);
+    let (again, ordering) = partitioned(&[("m-2", 0)], false);
     let report = drain.drain(&again, ordering, soon()).await;
     assert_eq!(report.failed().count(), 0, "{:?}", report.outcomes);
     assert_eq!(drain.rebuilds(), 1, "the purged producer was replaced");
@@ -570,38 +598,13 @@ async fn rule_5_a_record_undelivered_at_the_deadline_is_never_sent_later() {
 #[tokio::test]
 async fn rule_5_holds_for_ordered_batches_on_a_producer_shared_by_concurrent_invocations() {
     let cluster = cluster();
-    let bootstrap = cluster.bootstrap_servers();
-    let drain = drain_with_rebuild(&bootstrap, &[("message.timeout.ms", "30000")])
-        .shared_by_concurrent_invocations();
-    cluster
-        .partition_leader(TOPIC, 0, None)
-        .expect("leaderless");
-    let fifo = |ids: &[(&str, i32, &str)]| {
-        let bodies: Vec<(&str, String)> = ids
-            .iter()
-            .map(|(id, p, _)| (*id, envelope(id, Some(*p))))
-            .collect();
-        let groups: Vec<&str> = ids.iter().map(|(_, _, g)| *g).collect();
-        buffer_drain::source::from_sqs(sqs_event(&bodies, Some(&groups)))
-    };
-    let (warm, ordering) = fifo(&[("m-0", 1, "g-1")]);
-    assert_eq!(
-        drain.drain(&warm, ordering, soon()).await.failed().count(),
-        0
-    );
-    let (records, ordering) = fifo(&[("m-1", 1, "g-1"), ("m-2", 0, "g-2")]);
-    let deadline = Instant::now() + Duration::from_millis(500);
-    let report = drain.drain(&records, ordering, deadline).await;
-    assert_eq!(failed_ids(&report.sqs_response(&records)), ["m-2"]);
-    cluster
-        .partition_leader(TOPIC, 0, Some(1))
-        .expect("leader back");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        values_on_topic(&bootstrap, "rule-5-shared-fifo"),
-        ["m-0", "m-1"],
-        "the FIFO record handed back at the deadline was sent anyway"
-    );
+    let drain = drain_with_rebuild(
+        &cluster.bootstrap_servers(),
+        &[("message.timeout.ms", "30000")],
+    )
+    .shared_by_concurrent_invocations();
+    a_record_held_at_the_deadline_is_not_sent_later(&cluster, &drain, true, "rule-5-shared-fifo")
+        .await;
 }
 
 #[tokio::test]
