@@ -471,3 +471,79 @@ pub fn serve(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    async fn status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: drain\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .expect("request");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+            .await
+            .expect("answered in time")
+            .expect("answer");
+        let code = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("a status line in {answer:?}"));
+        (code, answer)
+    }
+
+    /// A worker whose task panics (its share of the buffer is no longer read) turns `/healthz`
+    /// into 503 for good, so that the supervisor restarts the process, while the others still
+    /// run; a worker that ends because the process is stopping does not.
+    #[tokio::test]
+    async fn a_worker_that_panicked_turns_healthz_503() {
+        let health = Arc::new(Health::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listener");
+        let addr = listener.local_addr().expect("address");
+        let _server = serve(listener, health.clone());
+        let _running = health.worker();
+        let doomed = health.worker();
+        let (code, answer) = status(addr, "/healthz").await;
+        assert_eq!(code, 200, "{answer}");
+        assert!(answer.contains("live: 2 workers"), "{answer}");
+
+        let panicked = tokio::spawn(async move {
+            let _worker = doomed;
+            panic!("a bug in a worker");
+        })
+        .await;
+        assert!(panicked.is_err_and(|e| e.is_panic()));
+        let (code, answer) = status(addr, "/healthz").await;
+        assert_eq!(code, 503, "{answer}");
+        assert!(
+            answer.contains("1 workers ended unexpectedly; 1 still run"),
+            "{answer}"
+        );
+        health.probe().await;
+        let (code, answer) = status(addr, "/readyz").await;
+        assert_eq!(code, 503, "{answer}");
+        assert!(answer.contains("1 workers ended unexpectedly"), "{answer}");
+    }
+
+    /// Workers that end while the process stops (or a Kinesis shard read to its end) are not a
+    /// failure.
+    #[tokio::test]
+    async fn workers_that_end_on_the_stop_or_when_done_keep_the_process_live() {
+        let health = Arc::new(Health::default());
+        let (done, stopped) = (health.worker(), health.worker());
+        done.done();
+        assert_eq!(health.liveness(), Ok(1));
+        health.stopping();
+        drop(stopped);
+        assert_eq!(health.liveness(), Ok(0));
+    }
+}

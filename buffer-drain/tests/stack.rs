@@ -826,3 +826,234 @@ async fn claim_drain(
     .expect("poller");
     (poller, drain)
 }
+
+/// Messages received from `url` and not yet deleted (`ApproximateNumberOfMessagesNotVisible`).
+async fn hidden(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|a| {
+            a.get(&A::ApproximateNumberOfMessagesNotVisible)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Messages `sqs` receives from `url` in `for_how_long` (each hidden 60 s, never deleted): what a
+/// second worker would take.
+async fn taken_by_a_second_worker(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    for_how_long: Duration,
+) -> usize {
+    let until = Instant::now() + for_how_long;
+    let mut taken = 0;
+    while Instant::now() < until {
+        taken += sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(60)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default()
+            .len();
+    }
+    taken
+}
+
+/// Issue 17: a worker stopped with a batch received for later hands it back at once (visibility
+/// 0). When that call fails, the batch is neither produced nor deleted and the worker still ends
+/// at once: the batch stays hidden until its visibility timeout ends and then comes again, whole
+/// — nothing lost, nothing produced twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_release_fails_at_the_stop_comes_again_after_its_visibility_timeout() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let plain = spillway_tests::sqs().await;
+    let url = queue(&plain, false).await;
+    let topic = spillway_tests::unique_name("release-fails");
+    send(&plain, &url, &topic, 20, |i| Some(format!("k{i}"))).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (receives, changes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let sqs = spillway_tests::sqs_failing({
+        let (stop, receives, changes) = (stop.clone(), receives.clone(), changes.clone());
+        move |operation| match operation {
+            // The second receive is the batch for later: the stop comes while it is answered.
+            "ReceiveMessage" => {
+                if receives.fetch_add(1, Ordering::SeqCst) == 1 {
+                    stop.cancel();
+                }
+                false
+            }
+            // Every visibility change fails: the release among them.
+            "ChangeMessageVisibilityBatch" => {
+                changes.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    let poll = PollSettings {
+        batch_size: 10,
+        batch_window: Duration::ZERO,
+        visibility_timeout: Duration::from_secs(18),
+        function_timeout: Duration::from_secs(3),
+        deadline_margin: Duration::from_millis(500),
+    };
+    poll.check(BufferKind::Sqs)
+        .expect("settings the poller accepts");
+    let kafka = spillway_tests::kafka_bootstrap();
+    let poller = Arc::new(
+        SqsPoller::new(sqs, url.clone(), poll)
+            .await
+            .expect("poller"),
+    );
+    let worker = tokio::spawn(poller.run(
+        Arc::new(drain(&kafka, BufferKind::Sqs, None).await),
+        Arc::new(buffer_drain::poller::Aimd::new(1)),
+        stop.clone(),
+    ));
+    tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker ended after the stop")
+        .expect("the worker");
+    assert_eq!(
+        receives.load(Ordering::SeqCst),
+        2,
+        "one batch produced, one for later"
+    );
+    assert!(changes.load(Ordering::SeqCst) >= 1, "the release was tried");
+    // The batch for later is still hidden (its release failed), not deleted: it comes again.
+    assert_eq!(hidden(&plain, &url).await, 10);
+    assert_eq!(spillway_tests::queue_depth(&plain, &url).await, 10);
+    assert_eq!(
+        taken_by_a_second_worker(&plain, &url, Duration::from_secs(2)).await,
+        0,
+        "hidden until its visibility timeout ends"
+    );
+    let first = consume(&kafka, &topic, 10, Duration::from_secs(30)).await;
+    assert_eq!(first.unique_ids, 10, "the batch in hand: {first:?}");
+    let again = (
+        SqsPoller::new(plain.clone(), url.clone(), poll)
+            .await
+            .expect("poller"),
+        drain(&kafka, BufferKind::Sqs, None).await,
+    );
+    drain_queue(&plain, &url, vec![again], Duration::from_secs(60)).await;
+    let summary = consume(&kafka, &topic, 20, Duration::from_secs(30)).await;
+    assert_eq!(summary.unique_ids, 20, "{summary:?}");
+    assert_eq!(summary.duplicates, 0, "{summary:?}");
+}
+
+/// Issue 17: the pipelined poller set for a long batching window (2 s, with the shortest
+/// visibility timeout the settings check allows for it: 21 s) keeps both the batch it produces and the one
+/// received for later hidden through a broker stall longer than the timeout, although the first
+/// visibility extension of each fails: the next one, a third of the timeout later, lands in time.
+/// A second worker polling the queue all along takes nothing, and nothing reaches Kafka twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_extension_in_a_pipelined_run_with_a_long_window_is_made_good_in_time() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let plain = spillway_tests::sqs().await;
+    let broker = spillway_tests::PrivateBroker::start();
+    let url = queue(&plain, false).await;
+    let topic = spillway_tests::unique_name("extension-fails");
+    // Armed after the warm-up batch: then the first extension of each of the two batches fails.
+    let (armed, changes) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let sqs = spillway_tests::sqs_failing({
+        let (armed, changes) = (armed.clone(), changes.clone());
+        move |operation| {
+            operation == "ChangeMessageVisibilityBatch"
+                && armed.load(Ordering::SeqCst)
+                && changes.fetch_add(1, Ordering::SeqCst) < 2
+        }
+    })
+    .await;
+    let window = Duration::from_secs(2);
+    let poll = PollSettings {
+        batch_size: 10,
+        batch_window: window,
+        visibility_timeout: Duration::from_secs(21),
+        function_timeout: Duration::from_secs(40),
+        deadline_margin: Duration::from_millis(500),
+    };
+    poll.check(BufferKind::Sqs)
+        .expect("settings the poller accepts");
+    assert!(
+        PollSettings {
+            visibility_timeout: Duration::from_secs(20),
+            ..poll
+        }
+        .check(BufferKind::Sqs)
+        .is_err(),
+        "21 s is the shortest timeout allowed with this window"
+    );
+    let poller = Arc::new(
+        SqsPoller::new(sqs, url.clone(), poll)
+            .await
+            .expect("poller"),
+    );
+    let drain = Arc::new(drain(&broker.bootstrap, BufferKind::Sqs, None).await);
+    // Connected to the broker first.
+    send(&plain, &url, &topic, 1, |_| Some("warm".into())).await;
+    poller.poll_once(&drain).await.expect("poll");
+    armed.store(true, Ordering::SeqCst);
+
+    broker.pause();
+    send(&plain, &url, &topic, 20, |i| Some(format!("k{i}"))).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(poller.clone().run(
+        drain,
+        Arc::new(buffer_drain::poller::Aimd::new(1)),
+        stop.clone(),
+    ));
+    // Both batches received (the second while the first is produced), then held through more
+    // than the visibility timeout.
+    let ends = Instant::now() + Duration::from_secs(15);
+    while hidden(&plain, &url).await < 20 {
+        assert!(Instant::now() < ends, "the worker received both batches");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        taken_by_a_second_worker(&plain, &url, Duration::from_secs(27)).await,
+        0,
+        "a held batch reappeared while held"
+    );
+    broker.resume();
+    let summary = consume(&broker.bootstrap, &topic, 21, Duration::from_secs(90)).await;
+    assert_eq!(summary.unique_ids, 21, "{summary:?}");
+    assert_eq!(summary.duplicates, 0, "{summary:?}");
+    let ends = Instant::now() + Duration::from_secs(30);
+    while spillway_tests::queue_depth(&plain, &url).await > 0 && Instant::now() < ends {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(poll.shutdown_bound(), worker)
+        .await
+        .expect("the worker ended within the bound")
+        .expect("the worker");
+    let extensions = poller.extensions();
+    assert!(
+        extensions.missed.load(Ordering::Relaxed) >= 20,
+        "the first extension of both batches failed: {extensions:?}"
+    );
+    assert!(
+        extensions.extended.load(Ordering::Relaxed) >= 20,
+        "the next ones landed: {extensions:?}"
+    );
+    assert_eq!(spillway_tests::queue_depth(&plain, &url).await, 0);
+}

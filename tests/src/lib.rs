@@ -110,6 +110,56 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&aws_config(&endpoint).await)
 }
 
+/// An SQS client for fauxqs whose calls fail before they are sent when `fail` says so, shown each
+/// call's operation (`X-Amz-Target` after its last `.`, e.g. `ChangeMessageVisibilityBatch`): a
+/// call that never reached SQS, as after a dropped connection or an outage, against the real
+/// queue's semantics otherwise. Retries are off, so a failed call is what a caller sees after all
+/// of its attempts.
+pub async fn sqs_failing(
+    fail: impl Fn(&str) -> bool + Send + Sync + 'static,
+) -> aws_sdk_sqs::Client {
+    let endpoint = sqs_endpoint();
+    require("SQS (fauxqs)", &endpoint);
+    let config = aws_sdk_sqs::config::Builder::from(&aws_config(&endpoint).await)
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .interceptor(FailCalls(Box::new(fail)))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// [`sqs_failing`]'s interceptor.
+struct FailCalls(Box<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for FailCalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FailCalls")
+    }
+}
+
+impl aws_sdk_sqs::config::Intercept for FailCalls {
+    fn name(&self) -> &'static str {
+        "FailCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_sqs::config::RuntimeComponents,
+        _: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), aws_sdk_sqs::error::BoxError> {
+        let operation = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or_default();
+        if (self.0)(operation) {
+            return Err(format!("{operation} failed by the test").into());
+        }
+        Ok(())
+    }
+}
+
 /// A Kinesis client for kinesalite.
 pub async fn kinesis() -> aws_sdk_kinesis::Client {
     let endpoint = kinesis_endpoint();

@@ -334,7 +334,8 @@ impl SqsPoller {
             let mut msg = SqsMessage::default();
             msg.message_id.clone_from(&m.message_id);
             msg.receipt_handle.clone_from(&m.receipt_handle);
-            msg.body.clone_from(&m.body);
+            // Moved, not copied: the body is the largest part of a message.
+            msg.body = m.body;
             msg.attributes = m
                 .attributes
                 .unwrap_or_default()

@@ -87,7 +87,8 @@ pub struct Summary {
     /// empty); `None` when something was lost.
     pub drained_after_burst_s: Option<f64>,
     /// From the end of the burst until the backlog was back to its steady level (the deepest it
-    /// was in any second before the burst): 0 when the drain kept up; `None` when it never got
+    /// was in any second before the burst): 0 or 1 when the drain kept up (back within the
+    /// burst's last second or the next one); `None` when it never got
     /// back (or there was no steady traffic before the burst to compare with).
     #[serde(default)]
     pub backlog_gone_after_burst_s: Option<f64>,
@@ -96,9 +97,10 @@ pub struct Summary {
     /// Accepted and not yet delivered when the burst ended.
     #[serde(default)]
     pub backlog_at_burst_end: u64,
-    /// [`Summary::backlog_at_burst_end`] over the time it took to drain: the drain's rate once
-    /// nothing competes with it; `None` without a backlog of at least 100 then (the drain kept up,
-    /// and what is left is the last batches' latency, not a rate), or when something was lost.
+    /// What the burst left above the steady level over the time it took to get back there: the
+    /// drain's rate once nothing competes with it; `None` when it was back within one sample or
+    /// left fewer than 100 (the drain kept up, and what is left is the last batches' latency, not
+    /// a rate), or when it never got back.
     #[serde(default)]
     pub drain_rate_after_burst_per_s: Option<f64>,
     /// Offered and achieved rate, for the emulator note.
@@ -114,35 +116,39 @@ fn backlog_at(backlog: &[u64], at_s: f64) -> u64 {
     backlog.get(i).copied().unwrap_or(0)
 }
 
+/// The steady level: the deepest backlog of the seconds before `burst_start_s`.
+fn steady_level(backlog: &[u64], burst_start_s: u64) -> Option<u64> {
+    let start = usize::try_from(burst_start_s).ok()?;
+    backlog.get(..start)?.iter().copied().max()
+}
+
 /// Seconds from the end of second `burst_end_s` until the first second whose backlog is back to
 /// the steady level, the deepest of the seconds before `burst_start_s`.
 fn backlog_gone(backlog: &[u64], burst_start_s: u64, burst_end_s: u64) -> Option<f64> {
-    let start = usize::try_from(burst_start_s).ok()?;
+    let steady = steady_level(backlog, burst_start_s)?;
     let end = usize::try_from(burst_end_s).ok()?;
-    let steady = backlog
-        .get(..start)
-        .filter(|b| !b.is_empty())?
-        .iter()
-        .max()?;
     // Second i (0-based) ends at i + 1 s; the burst's last second is end − 1.
     let back = backlog
         .iter()
         .enumerate()
         .skip(end.saturating_sub(1))
-        .find(|(_, b)| *b <= steady)?
+        .find(|(_, b)| **b <= steady)?
         .0;
     #[allow(clippy::cast_precision_loss)]
     Some((back + 1).saturating_sub(end) as f64)
 }
 
-/// Messages drained per second after the burst: the backlog at its end over `drained` seconds,
-/// when there was a backlog to speak of.
-fn drain_rate(backlog: &[u64], burst_end_s: f64, drained: Option<f64>) -> Option<f64> {
-    let at_end = backlog_at(backlog, burst_end_s);
+/// Messages drained per second after the burst: what the burst left above the steady level over
+/// the seconds it took to get back there. `None` when it was back within one sample (the drain
+/// kept up; what is left is the last batches' latency, not a rate), when it left fewer than 100,
+/// or when it never got back.
+fn drain_rate(backlog: &[u64], burst_start_s: u64, burst_end_s: u64) -> Option<f64> {
+    let steady = steady_level(backlog, burst_start_s)?;
+    let gone = backlog_gone(backlog, burst_start_s, burst_end_s).filter(|g| *g > 1.0)?;
     #[allow(clippy::cast_precision_loss)]
-    drained
-        .filter(|d| *d > 0.0 && at_end >= 100)
-        .map(|d| at_end as f64 / d)
+    let left = backlog_at(backlog, burst_end_s as f64).saturating_sub(steady);
+    #[allow(clippy::cast_precision_loss)]
+    (left >= 100).then(|| left as f64 / gone)
 }
 
 /// Per-second series for the plots.
@@ -266,7 +272,11 @@ pub fn account(
         ),
         max_backlog: series.backlog.iter().copied().max().unwrap_or(0),
         backlog_at_burst_end: backlog_at(&series.backlog, burst_end_s),
-        drain_rate_after_burst_per_s: drain_rate(&series.backlog, burst_end_s, drained),
+        drain_rate_after_burst_per_s: drain_rate(
+            &series.backlog,
+            scenario.burst_start_secs(),
+            scenario.burst_end_secs(),
+        ),
         peak_offered_per_s: series.offered.iter().copied().max().unwrap_or(0),
         peak_accepted_per_s: series.accepted.iter().copied().max().unwrap_or(0),
     };
@@ -349,5 +359,19 @@ mod tests {
         // Never back, or nothing to compare with.
         assert_eq!(backlog_gone(&[1, 2, 1, 60, 150, 240, 120], 3, 6), None);
         assert_eq!(backlog_gone(&[60, 150, 2], 0, 2), None);
+    }
+
+    #[test]
+    fn the_drain_rate_is_the_backlog_over_the_time_it_took_to_go() {
+        // 240 left at the end of the burst (steady level 2), back 3 s later: (240 − 2) / 3.
+        let backlog = [1, 2, 1, 60, 150, 240, 120, 9, 2, 1];
+        let rate = drain_rate(&backlog, 3, 6).expect("a rate");
+        assert!((rate - 238.0 / 3.0).abs() < 1e-9, "{rate}");
+        // Gone within one sample: the drain kept up, there is no rate to speak of (the old
+        // figure divided the backlog by the time to the last delivery, steady tail included).
+        assert_eq!(drain_rate(&[1, 2, 1, 60, 150, 240, 2, 1, 1, 1], 3, 6), None);
+        // A backlog too small to be a rate, or one that never went.
+        assert_eq!(drain_rate(&[1, 2, 1, 20, 40, 60, 30, 2], 3, 6), None);
+        assert_eq!(drain_rate(&[1, 2, 1, 60, 150, 240, 120], 3, 6), None);
     }
 }

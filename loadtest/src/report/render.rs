@@ -134,11 +134,15 @@ fn p(v: Option<Percentiles>, pick: fn(&Percentiles) -> f64) -> String {
     v.map_or_else(|| "–".into(), |p| format!("{:.1}", pick(&p)))
 }
 
+fn seconds(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |d| format!("{d:.1} s"))
+}
+
 /// A table row for `summary`.
 pub fn row(s: &Summary) -> String {
     let rejected: u64 = s.rejected.values().sum();
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} |",
         s.scenario,
         s.mode,
         s.buffer,
@@ -150,13 +154,13 @@ pub fn row(s: &Summary) -> String {
         s.duplicates,
         p(s.ingest_latency_ms, |p| p.p99),
         p(s.e2e_latency_ms, |p| p.p99),
-        s.drained_after_burst_s
-            .map_or_else(|| "–".into(), |d| format!("{d:.1} s")),
+        seconds(s.backlog_gone_after_burst_s),
+        seconds(s.drained_after_burst_s),
     )
 }
 
 /// The table header matching [`row`].
-pub const HEADER: &str = "| scenario | mode | buffer | sent | accepted | rejected / not sent | delivered | lost | duplicates | ingest p99 ms | end-to-end p99 ms | drained after burst |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const HEADER: &str = "| scenario | mode | buffer | sent | accepted | rejected / not sent | delivered | lost | duplicates | ingest p99 ms | end-to-end p99 ms | backlog gone after burst | last delivery after burst |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// The run's README.md.
 pub fn markdown(s: &Summary, plots: bool, command: &str) -> String {
@@ -192,7 +196,7 @@ pub fn markdown(s: &Summary, plots: bool, command: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "- deepest backlog {} messages; burst ended at {:.0} s with {} left, back to its steady level {} later, drained {}",
+        "- deepest backlog {} messages; burst ended at {:.0} s with {} left, back to its steady level {} later (the last accepted message arrived {} after it), drained {}",
         s.max_backlog,
         s.burst_end_s,
         s.backlog_at_burst_end,
@@ -200,6 +204,7 @@ pub fn markdown(s: &Summary, plots: bool, command: &str) -> String {
             || "– (not back, or no steady traffic before the burst)".to_owned(),
             |d| format!("{d:.0} s")
         ),
+        seconds(s.drained_after_burst_s),
         s.drain_rate_after_burst_per_s.map_or_else(
             || "as it came (the drain kept up)".to_owned(),
             |r| format!("at {r:.0} msg/s")
@@ -224,4 +229,63 @@ pub fn markdown(s: &Summary, plots: bool, command: &str) -> String {
         out += "\n![rates](rates.png)\n\n![backlog](backlog.png)\n\n![latency](latency.png)\n";
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spike() -> Summary {
+        serde_json::from_value(serde_json::json!({
+            "scenario": "spike", "title": "a burst", "mode": "spillway", "buffer": "sqs",
+            "offered": 10, "sent": 10, "not_sent": 0, "accepted": 10, "rejected": {},
+            "delivered": 10, "lost": 0, "duplicates": 0, "delivered_unacknowledged": 0,
+            "dead_lettered": 0, "ingest_latency_ms": null, "e2e_latency_ms": null,
+            "burst_end_s": 40.0, "drained_after_burst_s": 10.2,
+            "backlog_gone_after_burst_s": 1.0, "max_backlog": 662, "backlog_at_burst_end": 230,
+            "drain_rate_after_burst_per_s": null, "peak_offered_per_s": 5,
+            "peak_accepted_per_s": 5
+        }))
+        .expect("a summary")
+    }
+
+    #[test]
+    fn the_table_shows_when_the_backlog_was_gone_beside_the_last_delivery() {
+        let header = HEADER.lines().next().expect("a header");
+        let cells = |line: &str| -> Vec<String> {
+            line.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        };
+        let (names, values) = (cells(header), cells(&row(&spike())));
+        assert_eq!(names.len(), values.len(), "{header}\n{}", row(&spike()));
+        let at = |name: &str| {
+            let i = names.iter().position(|n| n == name).expect(name);
+            values[i].clone()
+        };
+        // The target (back to the steady level ≤ 5 s after the burst) is this column,
+        // not the last delivery, which includes the steady traffic after the burst.
+        assert_eq!(at("backlog gone after burst"), "1.0 s");
+        assert_eq!(at("last delivery after burst"), "10.2 s");
+        assert_eq!(
+            HEADER
+                .lines()
+                .nth(1)
+                .expect("a rule")
+                .matches("---")
+                .count(),
+            names.len()
+        );
+    }
+
+    #[test]
+    fn a_drain_that_kept_up_has_no_rate() {
+        let text = markdown(&spike(), false, "loadtest run spike");
+        assert!(
+            text.contains("back to its steady level 1 s later"),
+            "{text}"
+        );
+        assert!(text.contains("drained as it came"), "{text}");
+    }
 }
