@@ -141,7 +141,7 @@ fn w3c_trace(
         ),
         None => (TraceParent::from_message_id(id), None),
     };
-    std::iter::once((parent.to_owned(), tp.to_string().into_bytes())).chain(ts)
+    std::iter::once((parent.to_owned(), tp.header_bytes().to_vec())).chain(ts)
 }
 
 fn push_trace(headers: &mut Vec<(String, Vec<u8>)>, record: &SourceRecord) {

@@ -112,19 +112,26 @@ impl TraceParent {
 
     /// The trace id as 32 lower-case hex digits.
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        hex::encode(self.trace_id)
+    }
+
+    /// The `traceparent` header's value, `00-<trace id>-<parent id>-<flags>` (what `Display`
+    /// writes), made without the formatting machinery: the drain writes one per record.
+    pub fn header_bytes(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        // The lengths are fixed, so these cannot fail.
+        let _ = hex::encode_to_slice(self.trace_id, &mut out[3..35]);
+        let _ = hex::encode_to_slice(self.parent_id, &mut out[36..52]);
+        let _ = hex::encode_to_slice([self.flags], &mut out[53..55]);
+        out
     }
 }
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.parent_id),
-            self.flags
-        )
+        // Only ASCII hex digits and dashes are written.
+        f.write_str(std::str::from_utf8(&self.header_bytes()).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -176,16 +183,6 @@ fn hex_byte(two: &str) -> Option<u8> {
     } else {
         None
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]
