@@ -827,24 +827,6 @@ async fn claim_drain(
     (poller, drain)
 }
 
-/// Messages received from `url` and not yet deleted (`ApproximateNumberOfMessagesNotVisible`).
-async fn hidden(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    sqs.get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .and_then(|a| {
-            a.get(&A::ApproximateNumberOfMessagesNotVisible)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 /// Messages `sqs` receives from `url` in `for_how_long` (each hidden 60 s, never deleted): what a
 /// second worker would take.
 async fn taken_by_a_second_worker(
@@ -935,7 +917,7 @@ async fn a_batch_whose_release_fails_at_the_stop_comes_again_after_its_visibilit
     );
     assert!(changes.load(Ordering::SeqCst) >= 1, "the release was tried");
     // The batch for later is still hidden (its release failed), not deleted: it comes again.
-    assert_eq!(hidden(&plain, &url).await, 10);
+    assert_eq!(spillway_tests::queue_counts(&plain, &url).await.1, 10);
     assert_eq!(spillway_tests::queue_depth(&plain, &url).await, 10);
     assert_eq!(
         taken_by_a_second_worker(&plain, &url, Duration::from_secs(2)).await,
@@ -957,8 +939,8 @@ async fn a_batch_whose_release_fails_at_the_stop_comes_again_after_its_visibilit
 }
 
 /// Issue 17: the pipelined poller set for a long batching window (2 s, with the shortest
-/// visibility timeout the settings check allows for it: 21 s) keeps both the batch it produces and the one
-/// received for later hidden through a broker stall longer than the timeout, although the first
+/// visibility timeout the settings check allows for it: 21 s) keeps both the batch it produces
+/// and the one received for later hidden through a broker stall longer than the timeout, although the first
 /// visibility extension of each fails: the next one, a third of the timeout later, lands in time.
 /// A second worker polling the queue all along takes nothing, and nothing reaches Kafka twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1024,7 +1006,7 @@ async fn a_failed_extension_in_a_pipelined_run_with_a_long_window_is_made_good_i
     // Both batches received (the second while the first is produced), then held through more
     // than the visibility timeout.
     let ends = Instant::now() + Duration::from_secs(15);
-    while hidden(&plain, &url).await < 20 {
+    while spillway_tests::queue_counts(&plain, &url).await.1 < 20 {
         assert!(Instant::now() < ends, "the worker received both batches");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -287,21 +287,28 @@ impl Drop for PrivateBroker {
 
 /// Messages in an SQS queue, waiting plus in flight: 0 once everything was deleted.
 pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    use aws_sdk_sqs::types::QueueAttributeName;
+    let (waiting, in_flight) = queue_counts(client, url).await;
+    waiting + in_flight
+}
+
+/// Messages in an SQS queue: (waiting, in flight — received and not yet deleted).
+pub async fn queue_counts(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
     let attrs = client
         .get_queue_attributes()
         .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
         .expect("queue attributes")
         .attributes
         .unwrap_or_default();
-    attrs
-        .values()
-        .map(|v| v.parse::<u64>().expect("a count"))
-        .sum()
+    let count = |name| attrs.get(&name).map_or(0, |v| v.parse().expect("a count"));
+    (
+        count(A::ApproximateNumberOfMessages),
+        count(A::ApproximateNumberOfMessagesNotVisible),
+    )
 }
 
 /// Runs `workers` (each call is one poll of the queue at `url`) side by side until the queue is
