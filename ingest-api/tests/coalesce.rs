@@ -119,3 +119,14 @@ async fn a_fifo_queue_keeps_one_call_per_request() {
     assert!(outcomes.iter().all(|o| o[0].is_ok()));
     assert_eq!(calls.load(Ordering::SeqCst), 40);
 }
+
+#[tokio::test]
+async fn a_zero_retry_budget_still_makes_the_first_call() {
+    // SPILLWAY_BUFFER_RETRY_BUDGET=0s: no retries, but the message is still sent once (it was
+    // refused unsent by the first version of the shared calls).
+    let (calls, entries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let sqs = buffer(false, &calls, &entries, |_| false);
+    let outcome = sqs.write(&[message(1)], Instant::now()).await;
+    assert_eq!(outcome, vec![Ok(())]);
+    assert_eq!(entries.load(Ordering::SeqCst), 1);
+}

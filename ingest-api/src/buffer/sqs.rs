@@ -11,8 +11,6 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{classify, id_or_digest, pack, Failure, Outgoing, WriteError, RETRY_BASE, RETRY_CAP};
 
-/// Concurrent `SendMessageBatch` calls for one request to a standard queue.
-const CONCURRENT_CALLS: usize = 8;
 /// Calls in flight at once for the messages of all requests to a standard queue (see
 /// [`SqsBuffer::write_shared`]); when every one is busy, waiting messages go up to ten to a call.
 const SHARED_CALLS: usize = 16;
@@ -147,8 +145,9 @@ impl SqsBuffer {
             MAX_BATCH_ENTRIES,
             self.max_message_bytes,
         );
-        // A FIFO queue keeps the order of calls within a group only if they are not concurrent.
-        let concurrency = if self.fifo { 1 } else { CONCURRENT_CALLS };
+        // Only a FIFO queue comes here (standard queues share calls): it keeps the order of calls
+        // within a group only if they are not concurrent.
+        let concurrency = 1;
         let mut outcomes: Vec<Result<(), WriteError>> = vec![Ok(()); batch.len()];
         let results: Vec<_> = stream::iter(runs)
             .map(|run| async move {
@@ -253,26 +252,39 @@ impl SqsBuffer {
                     Err(_) => break,
                 }
             }
-            let now = Instant::now();
-            let (late, run): (Vec<_>, Vec<_>) = run.into_iter().partition(|w| w.deadline <= now);
-            for w in late {
-                // Never sent, so not accepted: the request answers that it was not taken.
-                let _ = w.done.send(Err(WriteError::Unavailable(
-                    "the request's time ran out before its message was sent".into(),
-                )));
-            }
-            let Some(deadline) = run.iter().map(|w| w.deadline).min() else {
+            // A request that has gone (its client hung up) has no one to tell: not sent.
+            run.retain(|w| !w.done.is_closed());
+            if run.is_empty() {
                 continue;
-            };
-            let (msgs, dones): (Vec<_>, Vec<_>) = run.into_iter().map(|w| (w.msg, w.done)).unzip();
+            }
             let writer = self.clone();
             tokio::spawn(async move {
-                let _call = call;
-                let outcomes = writer.send_run(&msgs, 0, deadline).await;
-                for (done, outcome) in dones.into_iter().zip(outcomes) {
-                    // The request may have gone (its client hung up); the outcome then has no one to tell.
-                    let _ = done.send(outcome);
+                let msgs: Vec<Outgoing> = run.iter().map(|w| w.msg.clone()).collect();
+                // Always one attempt, even with a zero retry budget or a deadline already past.
+                let (outcomes, retry) = writer.call_batch(&msgs, 0).await;
+                drop(call);
+                let mut dones: Vec<_> = run
+                    .into_iter()
+                    .map(|w| Some((w.done, w.deadline)))
+                    .collect();
+                for (i, outcome) in outcomes.into_iter().enumerate() {
+                    if !retry.iter().any(|(r, _)| *r == i) {
+                        if let Some((done, _)) = dones[i].take() {
+                            let _ = done.send(outcome);
+                        }
+                    }
                 }
+                // Each retried entry against its own request's deadline, side by side: one
+                // request's short budget does not cut another's.
+                let retries = retry.into_iter().filter_map(|(i, last)| {
+                    let (done, deadline) = dones[i].take()?;
+                    let msg = &msgs[i];
+                    let writer = &writer;
+                    Some(async move {
+                        let _ = done.send(writer.send_alone(msg, last, deadline).await);
+                    })
+                });
+                futures::future::join_all(retries).await;
             });
         }
     }
@@ -284,6 +296,21 @@ impl SqsBuffer {
         first: usize,
         deadline: Instant,
     ) -> Vec<Result<(), WriteError>> {
+        let (mut outcomes, retry) = self.call_batch(run, first).await;
+        // Retried one after another: for a FIFO queue this keeps the group's order among retries.
+        for (i, last) in retry {
+            outcomes[i] = self.send_alone(&run[i], last, deadline).await;
+        }
+        outcomes
+    }
+
+    /// The `SendMessageBatch` call alone: each entry's outcome, and the entries to retry (their
+    /// outcome `Ok` until retried) with why the call did not take them.
+    async fn call_batch(
+        &self,
+        run: &[Outgoing],
+        first: usize,
+    ) -> (Vec<Result<(), WriteError>>, Vec<(usize, WriteError)>) {
         let entries: Vec<_> = run
             .iter()
             .enumerate()
@@ -313,7 +340,10 @@ impl SqsBuffer {
             Err(err) => match classify(&err) {
                 (Failure::Permanent, detail) => {
                     tracing::error!(queue = %self.queue_url, %detail, "SendMessageBatch refused");
-                    return vec![Err(WriteError::Refused(detail)); run.len()];
+                    return (
+                        vec![Err(WriteError::Refused(detail)); run.len()],
+                        Vec::new(),
+                    );
                 }
                 (failure, detail) => {
                     let error = failure.into_error(detail);
@@ -321,11 +351,7 @@ impl SqsBuffer {
                 }
             },
         }
-        // Retried one after another: for a FIFO queue this keeps the group's order among retries.
-        for (i, last) in retry {
-            outcomes[i] = self.send_alone(&run[i], last, deadline).await;
-        }
-        outcomes
+        (outcomes, retry)
     }
 
     /// `SendMessage` for one entry, with backoff until `deadline`; `last` is why the batch call
