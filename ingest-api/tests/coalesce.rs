@@ -130,3 +130,27 @@ async fn a_zero_retry_budget_still_makes_the_first_call() {
     assert_eq!(outcome, vec![Ok(())]);
     assert_eq!(entries.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn past_the_lane_s_bound_a_message_is_throttled_not_queued_without_end() {
+    // 5,000 one-message requests at once against a lane of 4,096 waiting messages: the rest are
+    // told to retry (429), and exactly the accepted ones were sent.
+    let (calls, entries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let sqs = buffer(false, &calls, &entries, |_| false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let messages: Vec<Outgoing> = (0..5000).map(message).collect();
+    let outcomes = futures::future::join_all(
+        messages
+            .iter()
+            .map(|m| sqs.write(std::slice::from_ref(m), deadline)),
+    )
+    .await;
+    let ok = outcomes.iter().filter(|o| o[0].is_ok()).count();
+    let throttled = outcomes
+        .iter()
+        .filter(|o| o[0] == Err(WriteError::Throttled))
+        .count();
+    assert_eq!(ok + throttled, 5000, "{outcomes:?}");
+    assert!(throttled >= 5000 - 4096, "{throttled} throttled");
+    assert_eq!(entries.load(Ordering::SeqCst), ok, "sent = accepted");
+}

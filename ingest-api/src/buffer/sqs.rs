@@ -14,6 +14,9 @@ use super::{classify, id_or_digest, pack, Failure, Outgoing, WriteError, RETRY_B
 /// Calls in flight at once for the messages of all requests to a standard queue (see
 /// [`SqsBuffer::write_shared`]); when every one is busy, waiting messages go up to ten to a call.
 const SHARED_CALLS: usize = 16;
+/// Messages that may wait for a shared call; past it a write is throttled (429, retry) rather than
+/// queued without end. At 10 a call and 16 calls in flight this is ~26 rounds of calls.
+const LANE_CAPACITY: usize = 4096;
 /// SQS: at most 10 entries per batch call.
 const MAX_BATCH_ENTRIES: usize = 10;
 /// FIFO `MessageGroupId` / `MessageDeduplicationId`: up to 128 characters, alphanumeric or punctuation.
@@ -32,7 +35,7 @@ pub struct SqsBuffer {
     max_message_bytes: usize,
     /// Standard queues: where messages wait for a shared call; started by the first write, and
     /// again by the next one if its task is gone (the runtime that ran it ended).
-    lane: Arc<Mutex<Option<mpsc::UnboundedSender<Waiting>>>>,
+    lane: Arc<Mutex<Option<mpsc::Sender<Waiting>>>>,
 }
 
 /// A message waiting for a shared `SendMessageBatch` call, with its request's deadline and the
@@ -180,26 +183,30 @@ impl SqsBuffer {
             .iter()
             .map(|msg| {
                 let (done, outcome) = oneshot::channel();
-                let queued = lane.send(Waiting {
+                let queued = lane.try_send(Waiting {
                     msg: msg.clone(),
                     deadline,
                     done,
                 });
-                queued.is_ok().then_some(outcome)
+                match queued {
+                    Ok(()) => Ok(outcome),
+                    Err(mpsc::error::TrySendError::Full(_)) => Err(WriteError::Throttled),
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(stopped()),
+                }
             })
             .collect();
         let mut outcomes = Vec::with_capacity(waits.len());
         for wait in waits {
             outcomes.push(match wait {
-                Some(outcome) => outcome.await.unwrap_or_else(|_| Err(stopped())),
-                None => Err(stopped()),
+                Ok(outcome) => outcome.await.unwrap_or_else(|_| Err(stopped())),
+                Err(refused) => Err(refused),
             });
         }
         outcomes
     }
 
     /// The lane's sender, its task started if there is none running.
-    fn lane(&self) -> mpsc::UnboundedSender<Waiting> {
+    fn lane(&self) -> mpsc::Sender<Waiting> {
         let mut lane = self
             .lane
             .lock()
@@ -207,7 +214,7 @@ impl SqsBuffer {
         match lane.as_ref() {
             Some(tx) if !tx.is_closed() => tx.clone(),
             _ => {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(LANE_CAPACITY);
                 // A writer without this lane: the task must not keep its own channel open.
                 let writer = Self {
                     lane: Arc::default(),
@@ -223,7 +230,7 @@ impl SqsBuffer {
     /// Sends what waits in the lane: a call as soon as one of [`SHARED_CALLS`] is free, carrying
     /// every message waiting then, up to ten and the queue's byte limit. Without load a message
     /// goes alone at once; under load calls fill up instead of queueing behind each other.
-    async fn run_lane(self, mut waiting: mpsc::UnboundedReceiver<Waiting>) {
+    async fn run_lane(self, mut waiting: mpsc::Receiver<Waiting>) {
         let calls = Arc::new(Semaphore::new(SHARED_CALLS));
         let mut carried: Option<Waiting> = None;
         loop {
