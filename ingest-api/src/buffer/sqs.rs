@@ -266,14 +266,13 @@ impl SqsBuffer {
             }
             let writer = self.clone();
             tokio::spawn(async move {
-                let msgs: Vec<Outgoing> = run.iter().map(|w| w.msg.clone()).collect();
+                let (msgs, mut dones): (Vec<Outgoing>, Vec<_>) = run
+                    .into_iter()
+                    .map(|w| (w.msg, Some((w.done, w.deadline))))
+                    .unzip();
                 // Always one attempt, even with a zero retry budget or a deadline already past.
                 let (outcomes, retry) = writer.call_batch(&msgs, 0).await;
                 drop(call);
-                let mut dones: Vec<_> = run
-                    .into_iter()
-                    .map(|w| Some((w.done, w.deadline)))
-                    .collect();
                 for (i, outcome) in outcomes.into_iter().enumerate() {
                     if !retry.iter().any(|(r, _)| *r == i) {
                         if let Some((done, _)) = dones[i].take() {
