@@ -154,3 +154,53 @@ async fn past_the_lane_s_bound_a_message_is_throttled_not_queued_without_end() {
     assert!(throttled >= 5000 - 4096, "{throttled} throttled");
     assert_eq!(entries.load(Ordering::SeqCst), ok, "sent = accepted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 24)]
+async fn a_trickle_while_a_call_is_in_flight_is_gathered_not_sent_one_by_one() {
+    // The spike's shape: messages arrive one by one, a little apart, while calls are in flight
+    // (each takes 20 ms here). Sent as each arrives, 30 messages over 30 ms took a call each
+    // until the 16 call slots ran out; a call that is not full waits a few milliseconds for more
+    // while another is in flight (as Kafka's linger.ms), so they share calls.
+    let (calls, entries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, e) = (calls.clone(), entries.clone());
+    let client = spillway_tests::scripted::sqs(move |_: &str, request: &serde_json::Value| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let list = request["Entries"].as_array().cloned().unwrap_or_default();
+        e.fetch_add(list.len(), Ordering::SeqCst);
+        // The call's round trip; the script runs on its own worker thread.
+        std::thread::sleep(Duration::from_millis(20));
+        let ok: Vec<_> = list
+            .iter()
+            .map(|e| serde_json::json!({"Id": e["Id"], "MessageId": "m", "MD5OfMessageBody": "x"}))
+            .collect();
+        (200, serde_json::json!({"Successful": ok, "Failed": []}))
+    });
+    let sqs = SqsBuffer::new(
+        client,
+        "https://sqs.us-east-1.amazonaws.com/1/q".into(),
+        false,
+        262_144,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let writes = (0..30u64).map(|i| {
+        let sqs = sqs.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i)).await;
+            sqs.write(&[message(usize::try_from(i).unwrap_or(0))], deadline)
+                .await
+        })
+    });
+    let outcomes = futures::future::join_all(writes).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(v) if v == &vec![Ok(())])),
+        "{outcomes:?}"
+    );
+    assert_eq!(entries.load(Ordering::SeqCst), 30, "each message sent once");
+    let calls = calls.load(Ordering::SeqCst);
+    assert!(
+        calls <= 12,
+        "30 messages arriving 1 ms apart took {calls} SendMessageBatch calls"
+    );
+}

@@ -12,11 +12,17 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::{classify, id_or_digest, pack, Failure, Outgoing, WriteError, RETRY_BASE, RETRY_CAP};
 
 /// Calls in flight at once for the messages of all requests to a standard queue (see
-/// [`SqsBuffer::write_shared`]); when every one is busy, waiting messages go up to ten to a call.
+/// [`SqsBuffer::write_shared`]); while one is in flight, a new call gathers what arrives for up to
+/// [`LINGER`], and when every one is busy, waiting messages go up to ten to a call.
 const SHARED_CALLS: usize = 16;
 /// Messages that may wait for a shared call; past it a write is throttled (429, retry) rather than
 /// queued without end. At 10 a call and 16 calls in flight this is ~26 rounds of calls.
 const LANE_CAPACITY: usize = 4096;
+/// How long a call that is not full waits for more messages while another call is in flight:
+/// Kafka's `linger.ms` default. In the spike (2,000 one-message requests/s) calls sent as soon as a
+/// slot was free carried 2.7 messages on average; the SDK's per-call work (signing, serialising,
+/// the orchestrator) was a third of ingest's CPU.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// SQS: at most 10 entries per batch call.
 const MAX_BATCH_ENTRIES: usize = 10;
 /// FIFO `MessageGroupId` / `MessageDeduplicationId`: up to 128 characters, alphanumeric or punctuation.
@@ -228,7 +234,8 @@ impl SqsBuffer {
     }
 
     /// Sends what waits in the lane: a call as soon as one of [`SHARED_CALLS`] is free, carrying
-    /// every message waiting then, up to ten and the queue's byte limit. Without load a message
+    /// every message waiting then, up to ten and the queue's byte limit; while another call is in
+    /// flight, one that is not full first waits up to [`LINGER`] for more. Without load a message
     /// goes alone at once; under load calls fill up instead of queueing behind each other.
     async fn run_lane(self, mut waiting: mpsc::Receiver<Waiting>) {
         let calls = Arc::new(Semaphore::new(SHARED_CALLS));
@@ -246,17 +253,27 @@ impl SqsBuffer {
             };
             let mut bytes = first.msg.body.len();
             let mut run = vec![first];
+            // Alone, a message goes at once; while another call is in flight, a call that is not
+            // full waits up to LINGER for more.
+            let linger_ends = (calls.available_permits() + 1 < SHARED_CALLS)
+                .then(|| tokio::time::Instant::now() + LINGER);
             while run.len() < MAX_BATCH_ENTRIES {
-                match waiting.try_recv() {
-                    Ok(w) if bytes + w.msg.body.len() <= self.max_message_bytes => {
-                        bytes += w.msg.body.len();
-                        run.push(w);
+                let next = match (waiting.try_recv(), linger_ends) {
+                    (Ok(w), _) => w,
+                    (Err(mpsc::error::TryRecvError::Empty), Some(ends)) => {
+                        match tokio::time::timeout_at(ends, waiting.recv()).await {
+                            Ok(Some(w)) => w,
+                            _ => break,
+                        }
                     }
-                    Ok(w) => {
-                        carried = Some(w);
-                        break;
-                    }
-                    Err(_) => break,
+                    (Err(_), _) => break,
+                };
+                if bytes + next.msg.body.len() <= self.max_message_bytes {
+                    bytes += next.msg.body.len();
+                    run.push(next);
+                } else {
+                    carried = Some(next);
+                    break;
                 }
             }
             // A request that has gone (its client hung up) has no one to tell: not sent.
