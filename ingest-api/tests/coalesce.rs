@@ -28,6 +28,17 @@ fn buffer(
     entries: &Arc<AtomicUsize>,
     fail_ids: fn(&str) -> bool,
 ) -> SqsBuffer {
+    slow_buffer(fifo, calls, entries, fail_ids, Duration::ZERO)
+}
+
+/// [`buffer`], each call taking `round_trip` (the script blocks its own worker thread that long).
+fn slow_buffer(
+    fifo: bool,
+    calls: &Arc<AtomicUsize>,
+    entries: &Arc<AtomicUsize>,
+    fail_ids: fn(&str) -> bool,
+    round_trip: Duration,
+) -> SqsBuffer {
     let (calls, entries) = (calls.clone(), entries.clone());
     let client = spillway_tests::scripted::sqs(move |target: &str, request: &serde_json::Value| {
         if target != "SendMessageBatch" {
@@ -36,6 +47,9 @@ fn buffer(
         calls.fetch_add(1, Ordering::SeqCst);
         let list = request["Entries"].as_array().cloned().unwrap_or_default();
         entries.fetch_add(list.len(), Ordering::SeqCst);
+        if !round_trip.is_zero() {
+            std::thread::sleep(round_trip);
+        }
         let (failed, ok): (Vec<_>, Vec<_>) = list.iter().partition(|e| {
             let body = e["MessageBody"].as_str().unwrap_or_default();
             fail_ids(body)
@@ -162,24 +176,12 @@ async fn a_trickle_while_a_call_is_in_flight_is_gathered_not_sent_one_by_one() {
     // until the 16 call slots ran out; a call that is not full waits a few milliseconds for more
     // while another is in flight (as Kafka's linger.ms), so they share calls.
     let (calls, entries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (c, e) = (calls.clone(), entries.clone());
-    let client = spillway_tests::scripted::sqs(move |_: &str, request: &serde_json::Value| {
-        c.fetch_add(1, Ordering::SeqCst);
-        let list = request["Entries"].as_array().cloned().unwrap_or_default();
-        e.fetch_add(list.len(), Ordering::SeqCst);
-        // The call's round trip; the script runs on its own worker thread.
-        std::thread::sleep(Duration::from_millis(20));
-        let ok: Vec<_> = list
-            .iter()
-            .map(|e| serde_json::json!({"Id": e["Id"], "MessageId": "m", "MD5OfMessageBody": "x"}))
-            .collect();
-        (200, serde_json::json!({"Successful": ok, "Failed": []}))
-    });
-    let sqs = SqsBuffer::new(
-        client,
-        "https://sqs.us-east-1.amazonaws.com/1/q".into(),
+    let sqs = slow_buffer(
         false,
-        262_144,
+        &calls,
+        &entries,
+        |_| false,
+        Duration::from_millis(20),
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let writes = (0..30u64).map(|i| {
