@@ -283,3 +283,80 @@ async fn a_dead_letter_write_without_an_answer_ends_at_the_deadline_and_its_grac
     );
     drop(silent);
 }
+
+/// Issue 17 (the drain at a small backlog): messages that arrive one by one while a batch is being
+/// gathered are gathered into calls that carry several, not taken by one call each. The queue
+/// here gets a message every millisecond; the poller is set as infra deploys it (batch 100,
+/// window 1 s). Before: once the first answer came back short, each round asked four calls at
+/// once and each brought one or two messages: 49 `ReceiveMessage` calls for 80 messages.
+#[tokio::test]
+async fn a_trickle_is_gathered_into_batches_not_received_one_message_a_call() {
+    const TOTAL: usize = 80;
+    let cluster = cluster();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let given = Arc::new(std::sync::Mutex::new(0_usize));
+    let start = Instant::now();
+    let body = Envelope::new(TOPIC, "v").encode();
+    let script = {
+        let (calls, given) = (calls.clone(), given.clone());
+        move |target: &str, request: &serde_json::Value| match target {
+            "GetQueueAttributes" => (
+                200,
+                serde_json::json!({"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:1:q"}}),
+            ),
+            "ReceiveMessage" => {
+                calls.fetch_add(1, AtomicOrdering::SeqCst);
+                let arrived = usize::try_from(start.elapsed().as_millis())
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1)
+                    .min(TOTAL);
+                let asked = request["MaxNumberOfMessages"]
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(1);
+                let mut given = given.lock().expect("lock");
+                let from = *given;
+                let to = arrived.max(from).min(from + asked);
+                *given = to;
+                let messages: Vec<_> = (from..to).map(|n| sqs_message(n, &body)).collect();
+                (200, serde_json::json!({ "Messages": messages }))
+            }
+            "DeleteMessageBatch" => {
+                let successful: Vec<_> = request["Entries"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|e| serde_json::json!({"Id": e["Id"]}))
+                    .collect();
+                (
+                    200,
+                    serde_json::json!({"Successful": successful, "Failed": []}),
+                )
+            }
+            other => panic!("unexpected call {other}"),
+        }
+    };
+    let poller = SqsPoller::new(
+        sqs(script),
+        "https://sqs.us-east-1.amazonaws.com/1/q".into(),
+        settings(100),
+    )
+    .await
+    .expect("poller");
+    let drain = drain(&cluster.bootstrap_servers(), None);
+    let mut batches = Vec::new();
+    while batches.iter().sum::<usize>() < TOTAL && start.elapsed() < Duration::from_secs(20) {
+        let invocation = poller.poll_once(&drain).await.expect("poll");
+        assert_eq!(invocation.done, invocation.records, "all delivered");
+        if invocation.records > 0 {
+            batches.push(invocation.records);
+        }
+    }
+    assert_eq!(batches.iter().sum::<usize>(), TOTAL, "batches {batches:?}");
+    let calls = calls.load(AtomicOrdering::SeqCst);
+    assert!(
+        batches[0] >= 20 && calls <= 30,
+        "batches {batches:?} took {calls} ReceiveMessage calls for {TOTAL} messages"
+    );
+}

@@ -68,10 +68,19 @@ impl SqsPoller {
 
     /// Receives up to a batch, waiting at most the batching window once something arrived; with
     /// when the first of them was received (its visibility timeout started then). The first call
-    /// long-polls alone; once a message arrived, the rest of the batch is asked for
-    /// [`RECEIVES_AT_ONCE`] calls at a time. A call that fails after something arrived ends the
-    /// batch with what it has (those messages are held, not left to reappear).
-    /// Once `stop` is cancelled it asks for nothing more and returns what it has.
+    /// long-polls alone. Once a message arrived:
+    /// - while every answer comes back as large as asked (a backlog), the rest of the batch is
+    ///   asked for at once, [`RECEIVES_AT_ONCE`] calls at a time;
+    /// - after a short answer (the queue was emptied), the poller waits [`PACE`] for more to
+    ///   arrive, then asks with as many calls as the last round brought tens of messages (at
+    ///   least one): a trickle is taken several messages a call, not one;
+    /// - it closes the batch when it is full, when an answer after a wait brought nothing, or
+    ///   [`GATHER`] after the first message (or at the end of the window, if sooner) — a batch is
+    ///   never held back longer for a trickle.
+    ///
+    /// A call that fails after something arrived ends the batch with what it has (those messages
+    /// are held, not left to reappear). Once `stop` is cancelled it asks for nothing more and
+    /// returns what it has.
     async fn receive(
         &self,
         stop: Option<&CancellationToken>,
@@ -79,6 +88,8 @@ impl SqsPoller {
         let mut batch = Vec::new();
         let mut window_ends = Instant::now() + self.settings.batch_window;
         let mut first = Instant::now();
+        // Calls for the next round; `None`: at once, as many as the rest of the batch needs.
+        let mut paced: Option<usize> = None;
         loop {
             if stop.is_some_and(CancellationToken::is_cancelled) {
                 return Ok(Received {
@@ -93,7 +104,8 @@ impl SqsPoller {
             let (calls, wait_secs) = if batch.is_empty() {
                 (1, 1)
             } else {
-                (wanted.div_ceil(10).min(RECEIVES_AT_ONCE), 0)
+                let calls = paced.unwrap_or(RECEIVES_AT_ONCE);
+                (wanted.div_ceil(10).min(calls), 0)
             };
             let answers = futures::future::join_all((0..calls).map(|i| {
                 let n = (wanted - i * 10).min(10);
@@ -102,6 +114,7 @@ impl SqsPoller {
             .await;
             let mut empty = true;
             let mut failed = None;
+            let before = batch.len();
             // Every answer as large as asked: more is waiting (a backlog, for the limit).
             let mut as_asked = true;
             for (i, answer) in answers.into_iter().enumerate() {
@@ -111,8 +124,9 @@ impl SqsPoller {
                         if batch.is_empty() && !got.is_empty() {
                             // The window runs from the first message, as Lambda's does; its
                             // visibility clock started when the call was made, at the latest.
+                            // A batch gathers at most `GATHER` of it.
                             first = asked;
-                            window_ends = asked + self.settings.batch_window;
+                            window_ends = asked + self.settings.batch_window.min(GATHER);
                         }
                         empty &= got.is_empty();
                         batch.extend(got);
@@ -131,16 +145,37 @@ impl SqsPoller {
                     backlog: None,
                 });
             }
+            let done = |batch: Vec<_>| Received {
+                messages: batch,
+                first,
+                backlog: Some(as_asked),
+            };
             if batch.len() >= self.settings.batch_size
-                || (empty && !batch.is_empty())
+                || (empty && paced.is_some())
                 || Instant::now() >= window_ends
                 || batch.is_empty()
             {
-                return Ok(Received {
-                    messages: batch,
-                    first,
-                    backlog: Some(as_asked),
-                });
+                return Ok(done(batch));
+            }
+            if as_asked {
+                paced = None;
+            } else {
+                // The queue was emptied: wait for more, then ask with the calls the last round
+                // filled (at least one).
+                paced = Some(
+                    (batch.len() - before)
+                        .div_ceil(10)
+                        .clamp(1, RECEIVES_AT_ONCE),
+                );
+                let wait = PACE.min(window_ends.saturating_duration_since(Instant::now()));
+                if let Some(stop) = stop {
+                    pause(wait, stop).await;
+                } else {
+                    tokio::time::sleep(wait).await;
+                }
+                if Instant::now() >= window_ends {
+                    return Ok(done(batch));
+                }
             }
         }
     }
@@ -414,6 +449,14 @@ struct Held {
 
 /// `ReceiveMessage` calls one poller makes at once to fill a batch once messages are there.
 const RECEIVES_AT_ONCE: usize = 4;
+
+/// How long a batch being gathered waits for more after the queue came back short: long enough
+/// that a call brings several messages of a trickle, short beside a produce.
+const PACE: Duration = Duration::from_millis(20);
+
+/// The longest a batch is gathered after its first message (the window, if shorter): the latency
+/// a trickle pays for fuller batches.
+const GATHER: Duration = Duration::from_millis(100);
 
 /// Batches whose deletes may still be running while the next one is produced.
 const DELETE_JOBS: usize = 2;
