@@ -20,6 +20,28 @@ pub struct Observed {
     pub e2e: Vec<(u64, u64)>,
     /// Duplicates, latency percentiles, order.
     pub verifier: Verifier,
+    /// Ids in the topic that the live consumer never saw, found by re-reading it ([`reread`]).
+    pub missed_live: u64,
+}
+
+impl Observed {
+    /// Completes what the live consumer saw with a re-read of the whole topic: ids it missed get
+    /// the re-read's arrival (the record's timestamp), and duplicates and order are counted from
+    /// the re-read, which saw every stored record once. Returns how many ids it added.
+    pub fn complete(&mut self, reread: Observed) -> u64 {
+        let mut added = 0;
+        for (id, at) in reread.arrivals {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.arrivals.entry(id) {
+                e.insert(at);
+                added += 1;
+            }
+        }
+        if reread.verifier.unique() >= self.verifier.unique() {
+            self.verifier = reread.verifier;
+        }
+        self.missed_live += added;
+        added
+    }
 }
 
 /// Shared view of what arrived.
@@ -94,4 +116,68 @@ pub fn spawn(
         }
     });
     Ok((shared, task, assigned))
+}
+
+/// Reads every partition of `topic` from its start to the high watermark it had when the read
+/// began, with a consumer of its own: the accounting's source of truth. A live consumer can miss a
+/// record that is in the topic (a broker that makes a later batch of a partition visible before an
+/// earlier one moves its fetch position past the earlier one), and a record missed that way must
+/// not be counted lost. Arrivals are the records' timestamps, in ms after `start`.
+pub async fn reread(
+    bootstrap: &str,
+    topic: &str,
+    start: Instant,
+    timeout: std::time::Duration,
+) -> Result<Observed, rdkafka::error::KafkaError> {
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("loadtest-reread-{}", uuid::Uuid::now_v7().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut ends = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata
+        .topics()
+        .iter()
+        .flat_map(rdkafka::metadata::MetadataTopic::partitions)
+    {
+        let (_, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+        if high > 0 {
+            ends.insert(partition.id(), high);
+            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let start_epoch = spillway_core::envelope::now_ms().saturating_sub(elapsed_ms(start));
+    let mut observed = Observed::default();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !ends.is_empty() {
+        let Ok(message) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            return Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+            ));
+        };
+        let message = message?;
+        let record = msk_consumer::local::to_record(&message);
+        if ends
+            .get(&record.partition)
+            .is_some_and(|&end| record.offset + 1 >= end)
+        {
+            ends.remove(&record.partition);
+        }
+        let at_epoch = u64::try_from(record.timestamp_ms).unwrap_or(0);
+        observed.verifier.observe(&record, at_epoch);
+        if let Some(id) = record.spillway_id() {
+            observed
+                .arrivals
+                .entry(id.to_owned())
+                .or_insert(at_epoch.saturating_sub(start_epoch));
+        }
+    }
+    Ok(observed)
 }

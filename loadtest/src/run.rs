@@ -142,23 +142,20 @@ async fn drive(
         .filter(|s| (200..300).contains(&s.status))
         .filter_map(|s| s.id.as_deref())
         .collect();
-    let waited = Instant::now();
-    loop {
-        let missing = {
-            let o = crate::observe::lock(&observed);
-            accepted
-                .iter()
-                .filter(|id| !o.arrivals.contains_key(**id))
-                .count()
-        };
-        if missing == 0 || waited.elapsed() > options.drain_timeout {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    await_delivery(
+        &observed,
+        &accepted,
+        bootstrap,
+        &resources.topic,
+        start,
+        options.drain_timeout,
+    )
+    .await;
     // A moment for duplicates still in flight to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     consumer.abort();
+    // The accounting counts what the topic holds, not only what the live consumer saw.
+    reread_into(&observed, bootstrap, &resources.topic, start).await;
     pipeline.stop().await;
     let dead_lettered = spillway::status::queue(&aws_sdk_sqs::Client::new(sdk), &resources.dlq_url)
         .await
@@ -180,6 +177,67 @@ async fn drive(
         crate::report::markdown(&summary, plots, &options.command),
     )?;
     Ok(summary)
+}
+
+/// Waits until every accepted id arrived, or `drain_timeout`; when the count of missing ids stays
+/// unchanged for [`REREAD_AFTER`], the topic is re-read for what the live consumer missed.
+async fn await_delivery(
+    observed: &crate::observe::Shared,
+    accepted: &[&str],
+    bootstrap: &str,
+    topic: &str,
+    start: Instant,
+    drain_timeout: Duration,
+) {
+    let waited = Instant::now();
+    // The last time the count of missing ids changed, and that count.
+    let mut progress = (Instant::now(), usize::MAX);
+    loop {
+        let missing = {
+            let o = crate::observe::lock(observed);
+            accepted
+                .iter()
+                .filter(|id| !o.arrivals.contains_key(**id))
+                .count()
+        };
+        if missing == 0 || waited.elapsed() > drain_timeout {
+            break;
+        }
+        if missing != progress.1 {
+            progress = (Instant::now(), missing);
+        } else if progress.0.elapsed() >= REREAD_AFTER {
+            // Nothing new for a while: what the live consumer may have missed is in the topic.
+            reread_into(observed, bootstrap, topic, start).await;
+            progress.0 = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How long the count of missing ids stays unchanged before the topic is re-read for them.
+const REREAD_AFTER: Duration = Duration::from_secs(10);
+
+/// Re-reads the topic and completes the live view with what it missed (see
+/// [`crate::observe::reread`]); a failed re-read leaves the live view as it is, and says so.
+async fn reread_into(
+    observed: &crate::observe::Shared,
+    bootstrap: &str,
+    topic: &str,
+    start: Instant,
+) {
+    match crate::observe::reread(bootstrap, topic, start, Duration::from_secs(60)).await {
+        Ok(reread) => {
+            let added = crate::observe::lock(observed).complete(reread);
+            if added > 0 {
+                eprintln!(
+                    "loadtest: {added} ids are in the topic that the live consumer never saw"
+                );
+            }
+        }
+        Err(e) => eprintln!(
+            "loadtest: re-reading the topic failed ({e}); counting what the live consumer saw"
+        ),
+    }
 }
 
 /// One scenario (or its baseline, `direct`), its report and the index; an error when the pipeline

@@ -72,6 +72,10 @@ pub struct Summary {
     pub lost: u64,
     /// Records whose id had been seen before.
     pub duplicates: u64,
+    /// Delivered ids the live consumer never saw, found by re-reading the topic at the end (the
+    /// broker's doing, not the pipeline's: they are counted delivered).
+    #[serde(default)]
+    pub missed_by_live_consumer: u64,
     /// Ids delivered that no 2xx reported (a request that timed out at the client after the API
     /// had accepted it).
     pub delivered_unacknowledged: u64,
@@ -259,6 +263,7 @@ pub fn account(
         delivered,
         lost,
         duplicates: observed.verifier.summary(false).duplicates,
+        missed_by_live_consumer: observed.missed_live,
         delivered_unacknowledged: unacknowledged,
         dead_lettered,
         ingest_latency_ms: percentiles(&mut ingest.iter().map(|(_, l)| *l).collect::<Vec<_>>()),

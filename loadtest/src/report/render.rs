@@ -184,6 +184,13 @@ pub fn markdown(s: &Summary, plots: bool, command: &str) -> String {
         "- lost = accepted − delivered = {} − {} = **{}**; duplicates {}; delivered but not acknowledged to the caller {}; dead-lettered {}",
         s.accepted, s.delivered, s.lost, s.duplicates, s.delivered_unacknowledged, s.dead_lettered
     );
+    if s.missed_by_live_consumer > 0 {
+        let _ = writeln!(
+            out,
+            "- {} delivered ids were missed by the live consumer and found by re-reading the topic (the broker's doing; their latency is not counted)",
+            s.missed_by_live_consumer
+        );
+    }
     let _ = writeln!(
         out,
         "- ingest latency ms p50/p99/p99.9: {}/{}/{}; end-to-end: {}/{}/{}",
