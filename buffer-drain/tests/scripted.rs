@@ -51,6 +51,20 @@ fn settings(batch_size: usize) -> PollSettings {
     }
 }
 
+/// A `DeleteMessageBatch` answer naming every entry of the request as deleted.
+fn every_delete_succeeded(request: &serde_json::Value) -> (u16, serde_json::Value) {
+    let successful: Vec<_> = request["Entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| serde_json::json!({"Id": e["Id"]}))
+        .collect();
+    (
+        200,
+        serde_json::json!({"Successful": successful, "Failed": []}),
+    )
+}
+
 fn sqs_message(n: usize, body: &str) -> serde_json::Value {
     serde_json::json!({"MessageId": format!("m-{n}"), "ReceiptHandle": format!("h-{n}"),
         "MD5OfBody": "x", "Body": body, "Attributes": {"SentTimestamp": "1764211200123"}})
@@ -140,16 +154,7 @@ async fn the_poller_counts_only_deletes_the_answer_names_and_keeps_going_after_a
                             "Failed": [{"Id": ids[0], "Code": "ReceiptHandleIsInvalid", "SenderFault": true}]}),
                         )
                     }
-                    _ => {
-                        let successful: Vec<_> = entries
-                            .iter()
-                            .map(|e| serde_json::json!({"Id": e["Id"]}))
-                            .collect();
-                        (
-                            200,
-                            serde_json::json!({"Successful": successful, "Failed": []}),
-                        )
-                    }
+                    _ => every_delete_succeeded(request),
                 }
             }
             other => panic!("unexpected call {other}"),
@@ -321,19 +326,7 @@ async fn a_trickle_is_gathered_into_batches_not_received_one_message_a_call() {
                 let messages: Vec<_> = (from..to).map(|n| sqs_message(n, &body)).collect();
                 (200, serde_json::json!({ "Messages": messages }))
             }
-            "DeleteMessageBatch" => {
-                let successful: Vec<_> = request["Entries"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|e| serde_json::json!({"Id": e["Id"]}))
-                    .collect();
-                (
-                    200,
-                    serde_json::json!({"Successful": successful, "Failed": []}),
-                )
-            }
+            "DeleteMessageBatch" => every_delete_succeeded(request),
             other => panic!("unexpected call {other}"),
         }
     };

@@ -73,15 +73,9 @@ pub fn spawn(
     ),
     rdkafka::error::KafkaError,
 > {
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set(
-            "group.id",
-            format!("loadtest-{}", uuid::Uuid::now_v7().simple()),
-        )
+    let consumer: StreamConsumer = config(bootstrap, "loadtest")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
-        .set("enable.auto.commit", "false")
         .create()?;
     consumer.subscribe(&[topic])?;
     let shared: Shared = Arc::default();
@@ -118,6 +112,19 @@ pub fn spawn(
     Ok((shared, task, assigned))
 }
 
+/// A consumer's settings: the broker, a group of its own (`prefix`-…), no commits.
+fn config(bootstrap: &str, prefix: &str) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("{prefix}-{}", uuid::Uuid::now_v7().simple()),
+        )
+        .set("enable.auto.commit", "false");
+    config
+}
+
 /// Reads every partition of `topic` from its start to the high watermark it had when the read
 /// began, with a consumer of its own: the accounting's source of truth. A live consumer can miss a
 /// record that is in the topic (a broker that makes a later batch of a partition visible before an
@@ -130,14 +137,7 @@ pub async fn reread(
     timeout: std::time::Duration,
 ) -> Result<Observed, rdkafka::error::KafkaError> {
     use rdkafka::{Offset, TopicPartitionList};
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set(
-            "group.id",
-            format!("loadtest-reread-{}", uuid::Uuid::now_v7().simple()),
-        )
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let consumer: StreamConsumer = config(bootstrap, "loadtest-reread").create()?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut ends = HashMap::new();
     let mut assignment = TopicPartitionList::new();
