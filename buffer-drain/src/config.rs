@@ -296,6 +296,22 @@ impl LocalConfig {
     }
 }
 
+/// Tokio worker threads of the drain process (`SPILLWAY_RUNTIME_THREADS`, 1 to 256): by default one
+/// fewer than the CPUs, at least one. librdkafka compresses, encrypts and sends on threads of its
+/// own; the runtime's share is the SQS or Kinesis calls and the decoding. With one thread the
+/// runtime is single-threaded ([`crate::runtime`]): on 2 CPUs that drained a standing backlog at
+/// the same rate for ~13 % less CPU per message than two work-stealing threads waking each other
+/// (bench/PROFILE.md).
+pub fn runtime_threads(env: &Env<'_>) -> Result<usize, ConfigError> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    env.number(
+        "SPILLWAY_RUNTIME_THREADS",
+        cpus.saturating_sub(1).max(1),
+        1,
+        256,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +328,23 @@ mod tests {
 
     /// Issue 14 item 3: a 5 s function timeout with the default 5 s margin used to start and then
     /// dead-letter all 20,000 messages of a test; now it stops at start naming both variables.
+    #[test]
+    fn runtime_threads_default_to_one_fewer_than_the_cpus_and_refuse_zero() {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let none: [(&str, &str); 0] = [];
+        assert_eq!(
+            runtime_threads(&Env::new(&none)).unwrap(),
+            (cpus - 1).max(1)
+        );
+        let env = [("SPILLWAY_RUNTIME_THREADS", "3")];
+        assert_eq!(runtime_threads(&Env::new(&env)).unwrap(), 3);
+        let env = [("SPILLWAY_RUNTIME_THREADS", "0")];
+        assert_eq!(
+            runtime_threads(&Env::new(&env)).unwrap_err().to_string(),
+            "SPILLWAY_RUNTIME_THREADS=0 is not valid; expected a whole number from 1 to 256"
+        );
+    }
+
     #[test]
     fn contradictory_settings_stop_the_poller_naming_the_variables() {
         let err = settings(&[("SPILLWAY_FUNCTION_TIMEOUT", "5s")]).expect_err("no time left");

@@ -41,3 +41,18 @@ pub mod poller;
 pub mod report;
 pub mod service;
 pub mod source;
+
+/// The drain process's tokio runtime with `threads` workers ([`config::runtime_threads`]): one is a
+/// single-threaded runtime, more a work-stealing one.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}

@@ -23,18 +23,22 @@ fn settings<T>(read: Result<T, ConfigError>) -> T {
     })
 }
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init(Logs::Json, "info");
     let env = Env::new(&ProcessEnv);
+    let threads = settings(buffer_drain::config::runtime_threads(&env));
+    buffer_drain::runtime(threads)?.block_on(drain(&env))
+}
+
+async fn drain(env: &Env<'_>) -> Result<(), lambda_runtime::Error> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        let kafka = settings(KafkaConfig::from_env(&env));
-        let config = settings(DrainConfig::from_env(&env));
+        let kafka = settings(KafkaConfig::from_env(env));
+        let config = settings(DrainConfig::from_env(env));
         let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
         // Boxed: the runtime's future is deep enough to overflow the compiler's layout limit inline.
         return Box::pin(buffer_drain::lambda::run(&kafka, &config, &sdk)).await;
     }
-    let config = settings(LocalConfig::from_env(&env));
+    let config = settings(LocalConfig::from_env(env));
     // Bound before anything starts, so that a port in use stops the drain at once (exit 2).
     let listener = match env.string("SPILLWAY_HTTP_ADDR") {
         Some(addr) => Some(

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::RoleIngest => runtime().block_on(roles::ingest()),
         Command::Report { out } => loadtest::run::rerender(&out).map(|index| println!("{index}")),
-        Command::RoleDrain => runtime().block_on(roles::drain()),
+        Command::RoleDrain => roles::drain_on_its_runtime(),
         Command::RoleDirect => runtime().block_on(roles::direct()),
         Command::Run {
             scenario,

@@ -26,6 +26,12 @@ pub async fn ingest() -> Result<(), Error> {
     Ok(ingest_api::serve_local(config).await?)
 }
 
+/// The drain role on the runtime the buffer-drain binary builds (`SPILLWAY_RUNTIME_THREADS`).
+pub fn drain_on_its_runtime() -> Result<(), Error> {
+    let threads = buffer_drain::config::runtime_threads(&Env::new(&ProcessEnv))?;
+    buffer_drain::runtime(threads)?.block_on(drain())
+}
+
 /// The drain's local poller, without EMF lines (the load test counts on its own).
 pub async fn drain() -> Result<(), Error> {
     let config = buffer_drain::config::LocalConfig::from_env(&Env::new(&ProcessEnv))?;
